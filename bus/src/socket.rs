@@ -1,0 +1,86 @@
+//! A ZeroMQ socket driven by tokio.
+//!
+//! libzmq exposes a file descriptor (`ZMQ_FD`) that becomes readable when the socket *may* have
+//! changed state; the truth is in `ZMQ_EVENTS`. The rule that makes this correct is: check
+//! `ZMQ_EVENTS` before every wait, and only wait on the fd when it says nothing is pending. That
+//! is only sound when one task owns the socket (a send by someone else could consume the fd's
+//! signal), so [`AsyncSocket`] takes `&mut self` and is meant to live inside one task.
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::{BusError, BusResult};
+
+struct ZmqFd(RawFd);
+
+impl AsRawFd for ZmqFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// A ZeroMQ socket with async receive, owned by one task.
+pub struct AsyncSocket {
+    // Declared first so it is dropped (deregistered) before the socket closes the descriptor.
+    fd: AsyncFd<ZmqFd>,
+    sock: zmq::Socket,
+}
+
+impl AsyncSocket {
+    /// Wraps `sock`; must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// When `ZMQ_FD` cannot be read or registered with the reactor.
+    pub fn new(sock: zmq::Socket) -> BusResult<Self> {
+        let raw = sock.get_fd().map_err(BusError::zmq("get ZMQ_FD"))?;
+        // SAFETY: ZMQ_FD is owned by `sock`, which lives in the same struct and outlives `fd`
+        // (field order), and libzmq never replaces a socket's signalling descriptor.
+        let fd = unsafe { AsyncFd::register_with_interest(ZmqFd(raw), Interest::READABLE) }
+            .map_err(|e| BusError::Io {
+                context: "register ZeroMQ socket with tokio".into(),
+                source: e.into(),
+            })?;
+        Ok(Self { fd, sock })
+    }
+
+    /// The wrapped socket, for options and non-blocking sends.
+    pub fn socket(&self) -> &zmq::Socket {
+        &self.sock
+    }
+
+    /// Receives one multipart message. Cancel-safe: nothing is consumed until it returns.
+    ///
+    /// # Errors
+    /// When libzmq reports an error other than "nothing yet".
+    pub async fn recv(&mut self) -> BusResult<Vec<Vec<u8>>> {
+        loop {
+            let events = self.sock.get_events().map_err(BusError::zmq("get ZMQ_EVENTS"))?;
+            if events.contains(zmq::POLLIN) {
+                match self.sock.recv_multipart(zmq::DONTWAIT) {
+                    Ok(parts) => return Ok(parts),
+                    Err(zmq::Error::EAGAIN) => {}
+                    Err(e) => return Err(BusError::Zmq { op: "recv", source: e }),
+                }
+                continue;
+            }
+            let mut guard = self.fd.readable().await.map_err(|source| BusError::Io {
+                context: "wait for ZeroMQ socket".into(),
+                source,
+            })?;
+            guard.clear_ready();
+        }
+    }
+
+    /// Sends a multipart message without blocking.
+    ///
+    /// # Errors
+    /// `EAGAIN` (as [`BusError::Zmq`]) when the peer's queue is full (high-water mark) or, on a
+    /// DEALER, no peer is connected; other libzmq errors as they come.
+    pub fn send(&self, parts: &[&[u8]]) -> BusResult<()> {
+        self.sock
+            .send_multipart(parts.iter().copied(), zmq::DONTWAIT)
+            .map_err(BusError::zmq("send"))
+    }
+}

@@ -1,0 +1,513 @@
+//! `ming-config`: MingLLM's typed configuration.
+//!
+//! The defaults live in `config/default.toml`, which is embedded in every binary; figment layers
+//! `/etc/mingllm/config.toml`, the user's `~/.config/mingllm/config.toml`, an explicit `--config`
+//! file and `MING_*` environment variables over it. Everything is validated before any socket is
+//! bound, and every problem is reported at once, each naming its key.
+//!
+//! # Layout
+//! - [`Config`] and its sections: what can be configured.
+//! - [`Config::load`]: layering and validation; [`ConfigError`] lists what is wrong.
+//! - [`Paths`]: resolution of the runtime, log, data and model directories.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The embedded default configuration.
+pub const DEFAULT_TOML: &str = include_str!("../default.toml");
+
+/// Everything that can be configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub paths: PathSettings,
+    pub bus: BusSettings,
+    pub supervisor: SupervisorSettings,
+    pub services: BTreeMap<String, ServiceSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathSettings {
+    pub runtime_dir: String,
+    pub log_dir: String,
+    pub data_dir: String,
+    pub model_dir: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusSettings {
+    pub max_frame_bytes: u64,
+    pub heartbeat_ms: u64,
+    pub liveness: u32,
+    pub default_timeout_ms: u64,
+    pub queue_limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorSettings {
+    pub drain_grace_ms: u64,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    pub backoff_reset_s: u64,
+    pub max_restarts: u32,
+    pub window_s: u64,
+    pub log_max_bytes: u64,
+    pub allow_unsandboxed: bool,
+    pub bin_dir: String,
+}
+
+/// How one service is run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettings {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Whether the service may use the network. Only cloud-gateway should.
+    #[serde(default)]
+    pub network: bool,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// When the supervisor restarts a service that exited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Whatever the exit status.
+    #[default]
+    Always,
+    /// Only after a non-zero exit or a signal.
+    OnFailure,
+    /// Never; an exit leaves the service stopped (or failed, if it failed).
+    Never,
+}
+
+/// Where the configuration comes from, beyond the embedded defaults.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// An explicit file (`--config`); it must exist.
+    pub file: Option<PathBuf>,
+    /// Skip `/etc/mingllm` and the user's config file (tests, reproducible runs).
+    pub skip_system_and_user: bool,
+}
+
+/// One problem with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The dotted key, e.g. `bus.heartbeat_ms`.
+    pub key: String,
+    /// What was found, when known.
+    pub value: Option<String>,
+    /// What was expected.
+    pub expected: String,
+    /// Which layer it came from, when known.
+    pub source: Option<String>,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}`", self.key)?;
+        if let Some(v) = &self.value {
+            write!(f, " = {v}")?;
+        }
+        write!(f, ": expected {}", self.expected)?;
+        if let Some(s) = &self.source {
+            write!(f, " (from {s})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The configuration could not be used. Lists every problem found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<ConfigProblem>,
+}
+
+pub type ConfigResult<T> = Result<T, ConfigError>;
+
+impl Config {
+    /// Loads and validates the layered configuration.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] listing every problem: unreadable or invalid TOML, unknown keys, wrong
+    /// types, values out of range, a `--config` file that does not exist.
+    pub fn load(opts: &LoadOptions) -> ConfigResult<Self> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        if !opts.skip_system_and_user {
+            fig = fig.merge(Toml::file("/etc/mingllm/config.toml"));
+            if let Some(dir) = config_home() {
+                fig = fig.merge(Toml::file(dir.join("mingllm/config.toml")));
+            }
+        }
+        if let Some(file) = &opts.file {
+            if !file.is_file() {
+                return Err(ConfigError {
+                    problems: vec![ConfigProblem {
+                        key: "--config".into(),
+                        value: Some(file.display().to_string()),
+                        expected: "an existing, readable TOML file".into(),
+                        source: None,
+                    }],
+                });
+            }
+            fig = fig.merge(Toml::file(file));
+        }
+        fig = fig.merge(
+            Env::prefixed("MING_")
+                .split("__")
+                .filter(|k| {
+                    let k = k.as_str();
+                    ["paths", "bus", "supervisor", "services"]
+                        .iter()
+                        .any(|s| k.starts_with(&format!("{s}__")))
+                }),
+        );
+        Self::from_figment(&fig)
+    }
+
+    /// Parses and validates a configuration from TOML text layered over the defaults (no files,
+    /// no environment).
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn from_toml_over_defaults(text: &str) -> ConfigResult<Self> {
+        let fig = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(text));
+        Self::from_figment(&fig)
+    }
+
+    fn from_figment(fig: &Figment) -> ConfigResult<Self> {
+        let cfg: Config = fig.extract().map_err(|e| ConfigError {
+            problems: e.into_iter().map(|e| figment_problem(fig, e)).collect(),
+        })?;
+        let problems = cfg.validate();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// Range and consistency checks that types alone cannot express.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let mut check = |ok: bool, key: &str, value: String, expected: &str| {
+            if !ok {
+                out.push(ConfigProblem {
+                    key: key.into(),
+                    value: Some(value),
+                    expected: expected.into(),
+                    source: None,
+                });
+            }
+        };
+        let b = &self.bus;
+        check(
+            (1024..=1 << 30).contains(&b.max_frame_bytes),
+            "bus.max_frame_bytes",
+            b.max_frame_bytes.to_string(),
+            "between 1024 and 1073741824",
+        );
+        check(
+            (10..=60_000).contains(&b.heartbeat_ms),
+            "bus.heartbeat_ms",
+            b.heartbeat_ms.to_string(),
+            "between 10 and 60000",
+        );
+        check(
+            (1..=100).contains(&b.liveness),
+            "bus.liveness",
+            b.liveness.to_string(),
+            "between 1 and 100",
+        );
+        check(
+            b.default_timeout_ms > 0,
+            "bus.default_timeout_ms",
+            b.default_timeout_ms.to_string(),
+            "more than 0",
+        );
+        let s = &self.supervisor;
+        check(
+            s.backoff_initial_ms <= s.backoff_max_ms,
+            "supervisor.backoff_initial_ms",
+            s.backoff_initial_ms.to_string(),
+            "at most supervisor.backoff_max_ms",
+        );
+        check(
+            s.window_s > 0,
+            "supervisor.window_s",
+            s.window_s.to_string(),
+            "more than 0",
+        );
+        check(
+            s.log_max_bytes >= 4096,
+            "supervisor.log_max_bytes",
+            s.log_max_bytes.to_string(),
+            "at least 4096",
+        );
+        for (name, svc) in &self.services {
+            check(
+                valid_service_name(name),
+                &format!("services.{name}"),
+                format!("{name:?}"),
+                "a service name of lowercase letters, digits and '-' (not `broker` or `supervisor`)",
+            );
+            if svc.enabled {
+                check(
+                    svc.command.first().is_some_and(|c| !c.is_empty()),
+                    &format!("services.{name}.command"),
+                    format!("{:?}", svc.command),
+                    "a non-empty list: the program, then its arguments",
+                );
+            }
+        }
+        out
+    }
+}
+
+/// Whether `name` can be a service name on the bus.
+pub fn valid_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name != "broker"
+        && name != "supervisor"
+}
+
+fn figment_problem(fig: &Figment, e: figment::Error) -> ConfigProblem {
+    use figment::error::Kind;
+    let key = if e.path.is_empty() {
+        "(top level)".to_string()
+    } else {
+        e.path.join(".")
+    };
+    let source = e
+        .metadata
+        .as_ref()
+        .map(|m| match &m.source {
+            Some(src) => format!("{} {src}", m.name),
+            None => m.name.to_string(),
+        })
+        .or_else(|| {
+            fig.find_metadata(&key)
+                .map(|m| m.name.to_string())
+        });
+    let (value, expected) = match &e.kind {
+        Kind::InvalidType(actual, exp) => (Some(actual.to_string()), exp.clone()),
+        Kind::InvalidValue(actual, exp) => (Some(actual.to_string()), exp.clone()),
+        Kind::UnknownField(field, known) => (
+            Some(format!("unknown key `{field}`")),
+            format!("one of: {}", known.join(", ")),
+        ),
+        Kind::UnknownVariant(v, known) => (
+            Some(format!("{v:?}")),
+            format!("one of: {}", known.join(", ")),
+        ),
+        Kind::MissingField(f) => (None, format!("the key `{f}` to be set")),
+        Kind::Message(m) => (None, m.clone()),
+        other => (None, other.to_string()),
+    };
+    ConfigProblem {
+        key,
+        value,
+        expected,
+        source,
+    }
+}
+
+fn config_home() -> Option<PathBuf> {
+    env_dir("XDG_CONFIG_HOME").or_else(|| home().map(|h| h.join(".config")))
+}
+
+fn env_dir(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+}
+
+fn home() -> Option<PathBuf> {
+    env_dir("HOME")
+}
+
+/// Resolved directories.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    pub runtime_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub model_dir: PathBuf,
+}
+
+impl Paths {
+    /// Resolves the configured directories, filling in the XDG defaults for empty ones.
+    pub fn resolve(p: &PathSettings) -> Self {
+        let uid = current_uid();
+        let runtime_dir = non_empty(&p.runtime_dir).unwrap_or_else(|| match env_dir("XDG_RUNTIME_DIR") {
+            Some(d) => d.join("mingllm"),
+            None => PathBuf::from(format!("/tmp/mingllm-{uid}")),
+        });
+        let state = env_dir("XDG_STATE_HOME")
+            .or_else(|| home().map(|h| h.join(".local/state")))
+            .unwrap_or_else(|| PathBuf::from("/var/lib"));
+        let log_dir = non_empty(&p.log_dir).unwrap_or_else(|| state.join("mingllm/logs"));
+        let data = env_dir("XDG_DATA_HOME")
+            .or_else(|| home().map(|h| h.join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("/var/lib"));
+        let data_dir = non_empty(&p.data_dir).unwrap_or_else(|| data.join("mingllm"));
+        let model_dir = non_empty(&p.model_dir).unwrap_or_else(|| data_dir.join("models"));
+        Self {
+            runtime_dir,
+            log_dir,
+            data_dir,
+            model_dir,
+        }
+    }
+
+    /// The broker's request/reply socket.
+    pub fn bus_endpoint(&self) -> String {
+        ipc(&self.runtime_dir, "bus.sock")
+    }
+
+    /// Where publishers send events (the broker's XSUB side).
+    pub fn events_in_endpoint(&self) -> String {
+        ipc(&self.runtime_dir, "events-in.sock")
+    }
+
+    /// Where observers subscribe to events (the broker's XPUB side).
+    pub fn events_out_endpoint(&self) -> String {
+        ipc(&self.runtime_dir, "events.sock")
+    }
+}
+
+fn ipc(dir: &Path, file: &str) -> String {
+    format!("ipc://{}", dir.join(file).display())
+}
+
+fn non_empty(s: &str) -> Option<PathBuf> {
+    (!s.is_empty()).then(|| PathBuf::from(s))
+}
+
+fn current_uid() -> u32 {
+    // Read from /proc rather than link libc here: the uid only names a fallback directory.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|rest| rest.split_whitespace().next().map(str::to_owned))
+        })
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_validate() {
+        let cfg = Config::from_toml_over_defaults("").unwrap();
+        assert_eq!(cfg.bus.heartbeat_ms, 500);
+        assert_eq!(cfg.services.len(), 6);
+        assert!(cfg.services["cloud-gateway"].network);
+        assert!(cfg.services.iter().filter(|(n, _)| *n != "cloud-gateway").all(|(_, s)| !s.network));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let err = Config::from_toml_over_defaults(
+            "[bus]\nheartbeat_ms = 1\nliveness = 0\n[supervisor]\nbackoff_initial_ms = 9000\n",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["bus.heartbeat_ms", "bus.liveness", "supervisor.backoff_initial_ms"]);
+        let text = err.to_string();
+        assert!(text.contains("`bus.heartbeat_ms` = 1: expected between 10 and 60000"), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_value_and_expectation() {
+        let err = Config::from_toml_over_defaults("[bus]\nheartbeat_ms = \"fast\"\n").unwrap_err();
+        let p = &err.problems[0];
+        assert_eq!(p.key, "bus.heartbeat_ms");
+        assert!(p.value.as_deref().unwrap().contains("fast"), "{p}");
+        assert!(p.expected.contains("u64"), "{p}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let err = Config::from_toml_over_defaults("[bus]\nheartbeat = 5\n").unwrap_err();
+        assert_eq!(err.problems[0].key, "bus.heartbeat");
+        assert!(err.problems[0].expected.contains("heartbeat_ms"));
+    }
+
+    #[test]
+    fn bad_restart_policy_lists_the_choices() {
+        let err =
+            Config::from_toml_over_defaults("[services.agent]\nrestart = \"sometimes\"\n").unwrap_err();
+        assert_eq!(err.problems[0].key, "services.agent.restart");
+        assert!(err.problems[0].expected.contains("on-failure"), "{}", err);
+    }
+
+    #[test]
+    fn a_new_service_can_be_added_and_checked() {
+        let cfg = Config::from_toml_over_defaults(
+            "[services.echo]\ncommand = [\"/bin/echo\", \"hi\"]\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.services["echo"].restart, RestartPolicy::Always);
+        assert!(!cfg.services["echo"].network);
+        let err = Config::from_toml_over_defaults("[services.Bad_Name]\ncommand = [\"x\"]\n")
+            .unwrap_err();
+        assert!(err.problems[0].key.contains("Bad_Name"));
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        let err = Config::load(&LoadOptions {
+            file: Some("/nonexistent/ming.toml".into()),
+            skip_system_and_user: true,
+        })
+        .unwrap_err();
+        assert_eq!(err.problems[0].key, "--config");
+    }
+
+    #[test]
+    fn explicit_file_layers_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[bus]\nqueue_limit = 7\n").unwrap();
+        let cfg = Config::load(&LoadOptions {
+            file: Some(file),
+            skip_system_and_user: true,
+        })
+        .unwrap();
+        assert_eq!(cfg.bus.queue_limit, 7);
+    }
+
+    #[test]
+    fn endpoints_live_in_the_runtime_dir() {
+        let cfg = Config::from_toml_over_defaults("[paths]\nruntime_dir = \"/run/x\"\n").unwrap();
+        let p = Paths::resolve(&cfg.paths);
+        assert_eq!(p.bus_endpoint(), "ipc:///run/x/bus.sock");
+        assert_eq!(p.model_dir, p.data_dir.join("models"));
+    }
+}

@@ -1,0 +1,52 @@
+//! Every `kind` string, in one place. A kind names the body type; `<area>.<verb>`.
+
+/// The body of any `error` frame: [`crate::ErrorBody`].
+pub const ERROR: &str = "error";
+
+/// A `cancel` frame (no body): stop working on the request named by `correlation`.
+pub const CANCEL: &str = "control.cancel";
+
+// -- between a worker and the broker -------------------------------------------------------
+/// Worker → broker request: [`crate::control::Register`]; reply [`crate::control::Registered`].
+pub const REGISTER: &str = "control.register";
+/// Worker → broker event: stop routing new requests to me (draining). Empty map body.
+pub const UNREGISTER: &str = "control.unregister";
+/// Both ways, event: [`crate::control::Heartbeat`].
+pub const HEARTBEAT: &str = "control.heartbeat";
+/// Broker → worker event: the broker does not know you (it restarted); register again.
+pub const RECONNECT: &str = "control.reconnect";
+
+// -- every service answers these -----------------------------------------------------------
+/// Request: empty map body; reply [`crate::control::Pong`].
+pub const PING: &str = "control.ping";
+/// Request: empty map body; reply [`crate::control::ServiceStatus`].
+pub const STATUS: &str = "control.status";
+/// Request: [`crate::control::Drain`]; reply [`crate::control::Ack`], then the service stops
+/// taking work, finishes what is in flight within the grace period and exits.
+pub const DRAIN: &str = "control.drain";
+
+// -- the broker's own requests (target `broker`) -------------------------------------------
+/// Request: empty map body; reply [`crate::control::BrokerStatus`].
+pub const BROKER_STATUS: &str = "broker.status";
+
+// -- the supervisor's requests (target `supervisor`) ---------------------------------------
+/// Request: empty map body; reply [`crate::control::SupervisorStatus`].
+pub const SUPERVISOR_STATUS: &str = "supervisor.status";
+/// Request: [`crate::control::ServiceName`]; reply [`crate::control::Ack`].
+pub const SUPERVISOR_START: &str = "supervisor.start";
+/// Request: [`crate::control::ServiceName`]; reply [`crate::control::Ack`].
+pub const SUPERVISOR_STOP: &str = "supervisor.stop";
+/// Request: [`crate::control::ServiceName`]; reply [`crate::control::Ack`].
+pub const SUPERVISOR_RESTART: &str = "supervisor.restart";
+/// Request: [`crate::control::ServiceName`]; stop the service and keep it stopped so that it can be
+/// run by hand (`ming run`); reply [`crate::control::HoldReply`] with the command line to run.
+pub const SUPERVISOR_HOLD: &str = "supervisor.hold";
+/// Request: [`crate::control::ServiceName`]; end a hold and start the service again; reply
+/// [`crate::control::Ack`].
+pub const SUPERVISOR_RELEASE: &str = "supervisor.release";
+
+// -- events (event bus; the topic is the kind) ---------------------------------------------
+/// A service changed state under the supervisor: [`crate::control::ServiceStateChanged`].
+pub const EVENT_SERVICE_STATE: &str = "supervisor.service_state";
+/// A worker registered with or was dropped by the broker: [`crate::control::WorkerChanged`].
+pub const EVENT_WORKER: &str = "broker.worker";
