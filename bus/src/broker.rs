@@ -11,8 +11,8 @@
 //! - bad frames are answered with an error where there is someone to answer, logged, and
 //!   otherwise ignored: the broker never stops serving because of a peer.
 
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
@@ -34,11 +34,24 @@ pub const BROKER: &str = "broker";
 /// What the broker tells its host (the supervisor) about workers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BrokerNotice {
-    Registered { service: String, instance: String, pid: u32 },
+    Registered {
+        service: String,
+        instance: String,
+        pid: u32,
+    },
     /// The worker asked to stop receiving requests (draining).
-    Unregistered { service: String, instance: String, pid: u32 },
+    Unregistered {
+        service: String,
+        instance: String,
+        pid: u32,
+    },
     /// The worker was dropped: missed heartbeats, or its process exited.
-    Lost { service: String, instance: String, pid: u32, reason: String },
+    Lost {
+        service: String,
+        instance: String,
+        pid: u32,
+        reason: String,
+    },
 }
 
 enum Ctl {
@@ -65,7 +78,9 @@ impl BrokerHandle {
         notices: Option<UnboundedSender<BrokerNotice>>,
     ) -> BusResult<Self> {
         let ctx = crate::context();
-        let mut router = ctx.socket(zmq::ROUTER).map_err(BusError::zmq("create ROUTER"))?;
+        let mut router = ctx
+            .socket(zmq::ROUTER)
+            .map_err(BusError::zmq("create ROUTER"))?;
         router.set_linger(0).map_err(BusError::zmq("set linger"))?;
         router
             .set_router_mandatory(true)
@@ -73,28 +88,46 @@ impl BrokerHandle {
         // libzmq drops the connection of a peer that sends more than this; between the configured
         // limit and this hard cap the broker answers TooLarge itself.
         router
-            .set_maxmsgsize(i64::try_from(cfg.max_frame_bytes.saturating_mul(2)).unwrap_or(i64::MAX))
+            .set_maxmsgsize(
+                i64::try_from(cfg.max_frame_bytes.saturating_mul(2)).unwrap_or(i64::MAX),
+            )
             .map_err(BusError::zmq("set MAXMSGSIZE"))?;
-        router.set_sndhwm(100_000).map_err(BusError::zmq("set SNDHWM"))?;
-        router.set_rcvhwm(100_000).map_err(BusError::zmq("set RCVHWM"))?;
+        router
+            .set_sndhwm(100_000)
+            .map_err(BusError::zmq("set SNDHWM"))?;
+        router
+            .set_rcvhwm(100_000)
+            .map_err(BusError::zmq("set RCVHWM"))?;
         let filtered = restrict_ipc_to_same_user(&mut router);
         router
             .bind(&cfg.bus_endpoint)
             .map_err(BusError::zmq("bind bus endpoint"))?;
-        let xsub = ctx.socket(zmq::XSUB).map_err(BusError::zmq("create XSUB"))?;
+        let xsub = ctx
+            .socket(zmq::XSUB)
+            .map_err(BusError::zmq("create XSUB"))?;
         xsub.set_linger(0).map_err(BusError::zmq("set linger"))?;
         xsub.bind(&cfg.events_in_endpoint)
             .map_err(BusError::zmq("bind events-in endpoint"))?;
-        let xpub = ctx.socket(zmq::XPUB).map_err(BusError::zmq("create XPUB"))?;
+        let xpub = ctx
+            .socket(zmq::XPUB)
+            .map_err(BusError::zmq("create XPUB"))?;
         xpub.set_linger(0).map_err(BusError::zmq("set linger"))?;
         xpub.bind(&cfg.events_out_endpoint)
             .map_err(BusError::zmq("bind events endpoint"))?;
         let wake_addr = format!("inproc://broker-ctl-{}", ming_schemas::envelope::fresh_id());
-        let wake_rx = ctx.socket(zmq::PAIR).map_err(BusError::zmq("create PAIR"))?;
-        wake_rx.bind(&wake_addr).map_err(BusError::zmq("bind ctl"))?;
-        let wake_tx = ctx.socket(zmq::PAIR).map_err(BusError::zmq("create PAIR"))?;
+        let wake_rx = ctx
+            .socket(zmq::PAIR)
+            .map_err(BusError::zmq("create PAIR"))?;
+        wake_rx
+            .bind(&wake_addr)
+            .map_err(BusError::zmq("bind ctl"))?;
+        let wake_tx = ctx
+            .socket(zmq::PAIR)
+            .map_err(BusError::zmq("create PAIR"))?;
         wake_tx.set_linger(0).map_err(BusError::zmq("set linger"))?;
-        wake_tx.connect(&wake_addr).map_err(BusError::zmq("connect ctl"))?;
+        wake_tx
+            .connect(&wake_addr)
+            .map_err(BusError::zmq("connect ctl"))?;
         tracing::info!(
             bus = %cfg.bus_endpoint,
             events_in = %cfg.events_in_endpoint,
@@ -306,21 +339,36 @@ impl Broker {
         }
     }
 
-    fn send_error(&self, to: &[u8], request_id: Option<u64>, trace: u64, code: ErrorCode, message: String) {
+    fn send_error(
+        &self,
+        to: &[u8],
+        request_id: Option<u64>,
+        trace: u64,
+        code: ErrorCode,
+        message: String,
+    ) {
         let env = Envelope::error(BROKER, request_id, trace, &ErrorBody::new(code, message));
         self.send(to, &env.encode());
     }
 
     fn handle_frame(&mut self, parts: Vec<Vec<u8>>) {
-        let Some(identity) = parts.first().cloned() else { return };
+        let Some(identity) = parts.first().cloned() else {
+            return;
+        };
         if parts.len() != 2 {
-            tracing::warn!(frames = parts.len() - 1, "refused a message that is not exactly one frame");
+            tracing::warn!(
+                frames = parts.len() - 1,
+                "refused a message that is not exactly one frame"
+            );
             self.send_error(
                 &identity,
                 None,
                 0,
                 ErrorCode::BadRequest,
-                format!("expected exactly one frame per message, got {}", parts.len() - 1),
+                format!(
+                    "expected exactly one frame per message, got {}",
+                    parts.len() - 1
+                ),
             );
             return;
         }
@@ -367,7 +415,10 @@ impl Broker {
         };
         match reply {
             Ok(body) => self.send(identity, &env.reply_to(BROKER, body).encode()),
-            Err(e) => self.send(identity, &Envelope::error(BROKER, Some(env.id), env.trace, &e).encode()),
+            Err(e) => self.send(
+                identity,
+                &Envelope::error(BROKER, Some(env.id), env.trace, &e).encode(),
+            ),
         }
         if env.kind == kinds::REGISTER {
             if let Some(service) = self.workers.get(identity).map(|w| w.service.clone()) {
@@ -407,7 +458,11 @@ impl Broker {
         );
         if let Some(old) = old {
             // Re-registration on the same connection: what it had in flight is lost to it.
-            self.fail_requests(old.in_flight, ErrorCode::ServiceUnavailable, "the worker re-registered");
+            self.fail_requests(
+                old.in_flight,
+                ErrorCode::ServiceUnavailable,
+                "the worker re-registered",
+            );
         }
         Ok(encode(&Registered {
             heartbeat_ms: u64::try_from(self.heartbeat.as_millis()).unwrap_or(u64::MAX),
@@ -440,7 +495,9 @@ impl Broker {
                         name: name.clone(),
                         workers,
                         queued: self.queues.get(name).map_or(0, |q| {
-                            q.iter().filter(|(id, _)| self.pending.contains_key(id)).count() as u32
+                            q.iter()
+                                .filter(|(id, _)| self.pending.contains_key(id))
+                                .count() as u32
                         }),
                     }
                 })
@@ -450,15 +507,33 @@ impl Broker {
 
     fn route(&mut self, client: Identity, env: Envelope, frame: &[u8]) {
         if env.deadline_ms == 0 {
-            self.send_error(&client, Some(env.id), env.trace, ErrorCode::BadRequest, "a request must carry a deadline (deadline_ms)".into());
+            self.send_error(
+                &client,
+                Some(env.id),
+                env.trace,
+                ErrorCode::BadRequest,
+                "a request must carry a deadline (deadline_ms)".into(),
+            );
             return;
         }
         if env.deadline_ms <= now_ms() {
-            self.send_error(&client, Some(env.id), env.trace, ErrorCode::Timeout, "the request's deadline had already passed when the broker received it".into());
+            self.send_error(
+                &client,
+                Some(env.id),
+                env.trace,
+                ErrorCode::Timeout,
+                "the request's deadline had already passed when the broker received it".into(),
+            );
             return;
         }
         if self.pending.contains_key(&env.id) {
-            self.send_error(&client, Some(env.id), env.trace, ErrorCode::BadRequest, format!("request id {} is already in flight", env.id));
+            self.send_error(
+                &client,
+                Some(env.id),
+                env.trace,
+                ErrorCode::BadRequest,
+                format!("request id {} is already in flight", env.id),
+            );
             return;
         }
         let (service, instance) = match env.target.split_once('@') {
@@ -494,13 +569,24 @@ impl Broker {
         }
         if instance.is_some() {
             // A particular worker that is not there will not appear by waiting.
-            self.finish_with_error(env.id, ErrorCode::ServiceUnavailable, format!("no worker `{}` is registered", env.target));
+            self.finish_with_error(
+                env.id,
+                ErrorCode::ServiceUnavailable,
+                format!("no worker `{}` is registered", env.target),
+            );
             return;
         }
         let queue = self.queues.entry(service.clone()).or_default();
         queue.retain(|(id, _)| self.pending.contains_key(id));
         if queue.len() >= self.queue_limit {
-            self.finish_with_error(env.id, ErrorCode::ServiceUnavailable, format!("`{service}` has no live worker and {} requests are already waiting for one", self.queue_limit));
+            self.finish_with_error(
+                env.id,
+                ErrorCode::ServiceUnavailable,
+                format!(
+                    "`{service}` has no live worker and {} requests are already waiting for one",
+                    self.queue_limit
+                ),
+            );
             return;
         }
         queue.push_back((env.id, frame.to_vec()));
@@ -511,7 +597,9 @@ impl Broker {
         let mut candidates: Vec<(&Identity, &Worker)> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.service == service && !w.draining && instance.is_none_or(|i| w.instance == i))
+            .filter(|(_, w)| {
+                w.service == service && !w.draining && instance.is_none_or(|i| w.instance == i)
+            })
             .collect();
         if candidates.is_empty() {
             return None;
@@ -539,15 +627,22 @@ impl Broker {
 
     fn dispatch_queued(&mut self, service: &str) {
         loop {
-            let Some(queue) = self.queues.get_mut(service) else { return };
+            let Some(queue) = self.queues.get_mut(service) else {
+                return;
+            };
             let Some((id, _)) = queue.front() else { return };
             let id = *id;
             if !self.pending.contains_key(&id) {
                 queue.pop_front();
                 continue;
             }
-            let Some(worker) = self.pick_worker(service, None) else { return };
-            let Some((_, frame)) = self.queues.get_mut(service).and_then(VecDeque::pop_front) else { return };
+            let Some(worker) = self.pick_worker(service, None) else {
+                return;
+            };
+            let Some((_, frame)) = self.queues.get_mut(service).and_then(VecDeque::pop_front)
+            else {
+                return;
+            };
             self.assign(id, worker, &frame);
         }
     }
@@ -557,7 +652,11 @@ impl Broker {
             kinds::HEARTBEAT => {
                 if !self.workers.contains_key(identity) {
                     // A worker of a previous broker (mingd restarted): have it register again.
-                    let ev = Envelope::event(BROKER, kinds::RECONNECT, encode(&ming_schemas::control::Empty {}));
+                    let ev = Envelope::event(
+                        BROKER,
+                        kinds::RECONNECT,
+                        encode(&ming_schemas::control::Empty {}),
+                    );
                     self.send(identity, &ev.encode());
                 }
             }
@@ -566,7 +665,11 @@ impl Broker {
                     w.draining = true;
                     tracing::info!(service = %w.service, instance = %w.instance, "worker draining");
                     let (service, instance, pid) = (w.service.clone(), w.instance.clone(), w.pid);
-                    self.notify(BrokerNotice::Unregistered { service: service.clone(), instance: instance.clone(), pid });
+                    self.notify(BrokerNotice::Unregistered {
+                        service: service.clone(),
+                        instance: instance.clone(),
+                        pid,
+                    });
                     self.publish_worker(&service, &instance, pid, "unregistered");
                 }
             }
@@ -581,14 +684,24 @@ impl Broker {
         };
         let Some(p) = self.pending.get(&id) else {
             if !self.workers.contains_key(identity) {
-                let ev = Envelope::event(BROKER, kinds::RECONNECT, encode(&ming_schemas::control::Empty {}));
+                let ev = Envelope::event(
+                    BROKER,
+                    kinds::RECONNECT,
+                    encode(&ming_schemas::control::Empty {}),
+                );
                 self.send(identity, &ev.encode());
             }
-            tracing::debug!(request = id, "dropped a late answer (request already finished)");
+            tracing::debug!(
+                request = id,
+                "dropped a late answer (request already finished)"
+            );
             return;
         };
         if p.worker.as_deref() != Some(identity) {
-            tracing::warn!(request = id, "dropped an answer from a worker that does not hold the request");
+            tracing::warn!(
+                request = id,
+                "dropped an answer from a worker that does not hold the request"
+            );
             return;
         }
         let client = p.client.clone();
@@ -603,19 +716,27 @@ impl Broker {
 
     fn handle_cancel(&mut self, identity: &[u8], env: &Envelope) {
         let Some(id) = env.correlation else { return };
-        let Some(p) = self.pending.get(&id) else { return };
+        let Some(p) = self.pending.get(&id) else {
+            return;
+        };
         if p.client != identity {
             return;
         }
         match p.worker.clone() {
             Some(worker) => self.send(&worker, &env.encode()),
-            None => self.finish_with_error(id, ErrorCode::Cancelled, "cancelled while waiting for a worker".into()),
+            None => self.finish_with_error(
+                id,
+                ErrorCode::Cancelled,
+                "cancelled while waiting for a worker".into(),
+            ),
         }
     }
 
     /// Ends request `id` with an error from the broker; tells its worker to stop, if it had one.
     fn finish_with_error(&mut self, id: u64, code: ErrorCode, message: String) {
-        let Some(p) = self.pending.remove(&id) else { return };
+        let Some(p) = self.pending.remove(&id) else {
+            return;
+        };
         if let Some(worker) = &p.worker {
             if let Some(w) = self.workers.get_mut(worker) {
                 w.in_flight.remove(&id);
@@ -628,7 +749,13 @@ impl Broker {
     fn fail_requests(&mut self, ids: HashSet<u64>, code: ErrorCode, message: &str) {
         for id in ids {
             if let Some(p) = self.pending.remove(&id) {
-                self.send_error(&p.client, Some(id), p.trace, code, format!("{message} (service `{}`)", p.service));
+                self.send_error(
+                    &p.client,
+                    Some(id),
+                    p.trace,
+                    code,
+                    format!("{message} (service `{}`)", p.service),
+                );
             }
         }
     }
@@ -640,13 +767,24 @@ impl Broker {
                 break;
             }
             self.deadlines.pop();
-            let Some(p) = self.pending.get(&id) else { continue };
+            let Some(p) = self.pending.get(&id) else {
+                continue;
+            };
             if p.deadline_ms != deadline {
                 continue;
             }
             let (code, message) = match &p.worker {
-                Some(_) => (ErrorCode::Timeout, format!("`{}` did not answer before the deadline", p.service)),
-                None => (ErrorCode::ServiceUnavailable, format!("no worker of `{}` was available before the deadline", p.service)),
+                Some(_) => (
+                    ErrorCode::Timeout,
+                    format!("`{}` did not answer before the deadline", p.service),
+                ),
+                None => (
+                    ErrorCode::ServiceUnavailable,
+                    format!(
+                        "no worker of `{}` was available before the deadline",
+                        p.service
+                    ),
+                ),
             };
             self.finish_with_error(id, code, message);
         }
@@ -664,13 +802,21 @@ impl Broker {
             self.remove_worker(&id, "stopped answering heartbeats");
         }
         for (id, w) in &self.workers {
-            let hb = Envelope::event(BROKER, kinds::HEARTBEAT, encode(&Heartbeat { in_flight: w.in_flight.len() as u32 }));
+            let hb = Envelope::event(
+                BROKER,
+                kinds::HEARTBEAT,
+                encode(&Heartbeat {
+                    in_flight: w.in_flight.len() as u32,
+                }),
+            );
             self.send(id, &hb.encode());
         }
     }
 
     fn remove_worker(&mut self, identity: &[u8], reason: &str) {
-        let Some(w) = self.workers.remove(identity) else { return };
+        let Some(w) = self.workers.remove(identity) else {
+            return;
+        };
         tracing::warn!(service = %w.service, instance = %w.instance, pid = w.pid, reason, "worker dropped");
         self.notify(BrokerNotice::Lost {
             service: w.service.clone(),
@@ -697,9 +843,10 @@ impl Broker {
             change: change.into(),
         });
         let ev = Envelope::event(BROKER, kinds::EVENT_WORKER, body);
-        let _ = self
-            .xpub
-            .send_multipart([kinds::EVENT_WORKER.as_bytes(), &ev.encode()], zmq::DONTWAIT);
+        let _ = self.xpub.send_multipart(
+            [kinds::EVENT_WORKER.as_bytes(), &ev.encode()],
+            zmq::DONTWAIT,
+        );
     }
 }
 

@@ -48,11 +48,16 @@ impl BusClient {
     /// # Errors
     /// When the socket cannot be created or the endpoint is invalid.
     pub fn connect(cfg: &BusConfig, name: impl Into<String>) -> BusResult<Self> {
-        let sock = context().socket(zmq::DEALER).map_err(BusError::zmq("create DEALER"))?;
+        let sock = context()
+            .socket(zmq::DEALER)
+            .map_err(BusError::zmq("create DEALER"))?;
         sock.set_linger(0).map_err(BusError::zmq("set linger"))?;
-        sock.set_sndhwm(100_000).map_err(BusError::zmq("set SNDHWM"))?;
-        sock.set_rcvhwm(100_000).map_err(BusError::zmq("set RCVHWM"))?;
-        sock.connect(&cfg.bus_endpoint).map_err(BusError::zmq("connect to broker"))?;
+        sock.set_sndhwm(100_000)
+            .map_err(BusError::zmq("set SNDHWM"))?;
+        sock.set_rcvhwm(100_000)
+            .map_err(BusError::zmq("set RCVHWM"))?;
+        sock.connect(&cfg.bus_endpoint)
+            .map_err(BusError::zmq("connect to broker"))?;
         let sock = AsyncSocket::new(sock)?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(socket_task(sock, rx, cfg.max_frame_bytes));
@@ -90,8 +95,9 @@ impl BusClient {
         let body = ming_schemas::to_body(body).map_err(|e| BusError::Codec(e.to_string()))?;
         let env = self.envelope(target, kind, body, timeout);
         let reply = self.request_envelope(env).await?;
-        rmp_serde::from_slice(&reply.body)
-            .map_err(|e| BusError::Codec(format!("reply to {kind} from {target} is not valid: {e}")))
+        rmp_serde::from_slice(&reply.body).map_err(|e| {
+            BusError::Codec(format!("reply to {kind} from {target} is not valid: {e}"))
+        })
     }
 
     /// A request envelope from this client, expiring `timeout` from now.
@@ -229,7 +235,11 @@ impl Drop for ReplyStream {
     }
 }
 
-async fn socket_task(mut sock: AsyncSocket, mut rx: mpsc::UnboundedReceiver<Cmd>, max_frame: usize) {
+async fn socket_task(
+    mut sock: AsyncSocket,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+    max_frame: usize,
+) {
     let mut pending: HashMap<u64, mpsc::UnboundedSender<Envelope>> = HashMap::new();
     loop {
         tokio::select! {

@@ -26,7 +26,9 @@ impl EventPublisher {
     /// # Errors
     /// When the socket cannot be created or connected.
     pub fn connect(cfg: &BusConfig, sender: impl Into<String>) -> BusResult<Self> {
-        let sock = context().socket(zmq::PUB).map_err(BusError::zmq("create PUB"))?;
+        let sock = context()
+            .socket(zmq::PUB)
+            .map_err(BusError::zmq("create PUB"))?;
         sock.set_linger(0).map_err(BusError::zmq("set linger"))?;
         sock.connect(&cfg.events_in_endpoint)
             .map_err(BusError::zmq("connect to events"))?;
@@ -60,10 +62,13 @@ impl EventSubscriber {
     /// # Errors
     /// When the socket cannot be created or connected.
     pub fn connect(cfg: &BusConfig, prefixes: &[&str]) -> BusResult<Self> {
-        let sock = context().socket(zmq::SUB).map_err(BusError::zmq("create SUB"))?;
+        let sock = context()
+            .socket(zmq::SUB)
+            .map_err(BusError::zmq("create SUB"))?;
         sock.set_linger(0).map_err(BusError::zmq("set linger"))?;
         for p in prefixes {
-            sock.set_subscribe(p.as_bytes()).map_err(BusError::zmq("subscribe"))?;
+            sock.set_subscribe(p.as_bytes())
+                .map_err(BusError::zmq("subscribe"))?;
         }
         sock.connect(&cfg.events_out_endpoint)
             .map_err(BusError::zmq("connect to events"))?;

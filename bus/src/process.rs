@@ -23,8 +23,14 @@ pub fn init_tracing() {
 ///
 /// # Errors
 /// The [`ming_config::ConfigError`] listing every problem.
-pub fn load_config(explicit: Option<std::path::PathBuf>) -> Result<Config, ming_config::ConfigError> {
-    let file = explicit.or_else(|| std::env::var_os("MING_CONFIG").filter(|v| !v.is_empty()).map(Into::into));
+pub fn load_config(
+    explicit: Option<std::path::PathBuf>,
+) -> Result<Config, ming_config::ConfigError> {
+    let file = explicit.or_else(|| {
+        std::env::var_os("MING_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(Into::into)
+    });
     Config::load(&LoadOptions {
         file,
         skip_system_and_user: std::env::var_os("MING_NO_USER_CONFIG").is_some(),

@@ -22,7 +22,11 @@ pub fn ensure_private_dir(dir: &Path) -> BusResult<()> {
     let me = unsafe { libc::geteuid() };
     if meta.uid() != me {
         return Err(BusError::Io {
-            context: format!("runtime dir {} belongs to uid {}, not to uid {me}", dir.display(), meta.uid()),
+            context: format!(
+                "runtime dir {} belongs to uid {}, not to uid {me}",
+                dir.display(),
+                meta.uid()
+            ),
             source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
         });
     }

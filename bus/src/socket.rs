@@ -56,12 +56,20 @@ impl AsyncSocket {
     /// When libzmq reports an error other than "nothing yet".
     pub async fn recv(&mut self) -> BusResult<Vec<Vec<u8>>> {
         loop {
-            let events = self.sock.get_events().map_err(BusError::zmq("get ZMQ_EVENTS"))?;
+            let events = self
+                .sock
+                .get_events()
+                .map_err(BusError::zmq("get ZMQ_EVENTS"))?;
             if events.contains(zmq::POLLIN) {
                 match self.sock.recv_multipart(zmq::DONTWAIT) {
                     Ok(parts) => return Ok(parts),
                     Err(zmq::Error::EAGAIN) => {}
-                    Err(e) => return Err(BusError::Zmq { op: "recv", source: e }),
+                    Err(e) => {
+                        return Err(BusError::Zmq {
+                            op: "recv",
+                            source: e,
+                        })
+                    }
                 }
                 continue;
             }

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ming_schemas::control::{Ack, Drain, Heartbeat, Pong, Register, Registered, ServiceStatus, WorkerState};
+use ming_schemas::control::{
+    Ack, Drain, Heartbeat, Pong, Register, Registered, ServiceStatus, WorkerState,
+};
 use ming_schemas::envelope::{Envelope, Flow};
 use ming_schemas::{kinds, to_body, ErrorBody, ErrorCode};
 use serde::Serialize;
@@ -73,8 +75,13 @@ pub struct Responder {
 impl Responder {
     fn send(&mut self, flow: Flow, kind: &str, body: Vec<u8>) {
         let last = flow.is_final();
-        let frame = Envelope::answer(self.sender.clone(), self.id, self.trace, flow, kind, body).encode();
-        let _ = self.tx.send(Out::Frame { id: self.id, frame, last });
+        let frame =
+            Envelope::answer(self.sender.clone(), self.id, self.trace, flow, kind, body).encode();
+        let _ = self.tx.send(Out::Frame {
+            id: self.id,
+            frame,
+            last,
+        });
         if last {
             self.done = true;
         }
@@ -99,14 +106,21 @@ impl Responder {
 
     /// Sends a prepared error body as the final answer.
     pub fn fail(mut self, error: &ErrorBody) {
-        self.send(Flow::Error, kinds::ERROR, to_body(error).unwrap_or_default());
+        self.send(
+            Flow::Error,
+            kinds::ERROR,
+            to_body(error).unwrap_or_default(),
+        );
     }
 }
 
 impl Drop for Responder {
     fn drop(&mut self) {
         if !self.done {
-            let e = ErrorBody::new(ErrorCode::Internal, format!("{} dropped the request without answering", self.sender));
+            let e = ErrorBody::new(
+                ErrorCode::Internal,
+                format!("{} dropped the request without answering", self.sender),
+            );
             self.send(Flow::Error, kinds::ERROR, to_body(&e).unwrap_or_default());
         }
     }
@@ -137,6 +151,18 @@ impl WorkerOptions {
     }
 }
 
+impl WorkerOptions {
+    /// Options for a service process started by the supervisor: the name from `MING_SERVICE`
+    /// (so one binary can serve under another configured name), else `default_service`.
+    pub fn from_env(default_service: &str) -> Self {
+        let name = std::env::var("MING_SERVICE")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| default_service.to_string());
+        Self::for_service(name)
+    }
+}
+
 struct Stats {
     handled: AtomicU64,
 }
@@ -152,7 +178,9 @@ pub async fn run_worker<H: Handler>(
     shutdown: impl Future<Output = ()>,
 ) -> BusResult<()> {
     let started = Instant::now();
-    let stats = Arc::new(Stats { handled: AtomicU64::new(0) });
+    let stats = Arc::new(Stats {
+        handled: AtomicU64::new(0),
+    });
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
     let mut sock = connect(bus)?;
     let mut register_id = send_register(&sock, &opts)?;
@@ -175,7 +203,10 @@ pub async fn run_worker<H: Handler>(
                 break;
             }
             if Instant::now() >= deadline {
-                tracing::warn!(in_flight = in_flight.len(), "drain grace period ran out; cancelling what is left");
+                tracing::warn!(
+                    in_flight = in_flight.len(),
+                    "drain grace period ran out; cancelling what is left"
+                );
                 break;
             }
         }
@@ -320,7 +351,10 @@ pub async fn run_worker<H: Handler>(
     // Whatever is still in flight is told to stop and its caller gets a final answer.
     for (id, flag) in in_flight.drain() {
         let _ = flag.send(true);
-        let e = ErrorBody::new(ErrorCode::ShuttingDown, format!("{} shut down before finishing", opts.service));
+        let e = ErrorBody::new(
+            ErrorCode::ShuttingDown,
+            format!("{} shut down before finishing", opts.service),
+        );
         let frame = Envelope::error(opts.service.clone(), Some(id), 0, &e).encode();
         let _ = sock.send(&[&frame]);
     }
@@ -331,11 +365,16 @@ pub async fn run_worker<H: Handler>(
 }
 
 fn connect(bus: &BusConfig) -> BusResult<AsyncSocket> {
-    let sock = context().socket(zmq::DEALER).map_err(BusError::zmq("create DEALER"))?;
+    let sock = context()
+        .socket(zmq::DEALER)
+        .map_err(BusError::zmq("create DEALER"))?;
     sock.set_linger(0).map_err(BusError::zmq("set linger"))?;
-    sock.set_sndhwm(100_000).map_err(BusError::zmq("set SNDHWM"))?;
-    sock.set_rcvhwm(100_000).map_err(BusError::zmq("set RCVHWM"))?;
-    sock.connect(&bus.bus_endpoint).map_err(BusError::zmq("connect to broker"))?;
+    sock.set_sndhwm(100_000)
+        .map_err(BusError::zmq("set SNDHWM"))?;
+    sock.set_rcvhwm(100_000)
+        .map_err(BusError::zmq("set RCVHWM"))?;
+    sock.connect(&bus.bus_endpoint)
+        .map_err(BusError::zmq("connect to broker"))?;
     AsyncSocket::new(sock)
 }
 
@@ -349,7 +388,13 @@ fn send_register(sock: &AsyncSocket, opts: &WorkerOptions) -> BusResult<u64> {
     })
     .map_err(|e| BusError::Codec(e.to_string()))?;
     // Registration is retried every heartbeat until answered; each try has its own short deadline.
-    let env = Envelope::request(opts.service.clone(), BROKER, kinds::REGISTER, body, ming_schemas::envelope::now_ms() + 60_000);
+    let env = Envelope::request(
+        opts.service.clone(),
+        BROKER,
+        kinds::REGISTER,
+        body,
+        ming_schemas::envelope::now_ms() + 60_000,
+    );
     let id = env.id;
     if let Err(e) = sock.send(&[&env.encode()]) {
         tracing::debug!(error = %e, "registration not sent yet; will retry");
@@ -358,11 +403,20 @@ fn send_register(sock: &AsyncSocket, opts: &WorkerOptions) -> BusResult<u64> {
 }
 
 fn send_event<T: Serialize>(sock: &AsyncSocket, opts: &WorkerOptions, kind: &str, body: &T) {
-    let env = Envelope::event(opts.service.clone(), kind, to_body(body).unwrap_or_default());
+    let env = Envelope::event(
+        opts.service.clone(),
+        kind,
+        to_body(body).unwrap_or_default(),
+    );
     let _ = sock.send(&[&env.encode()]);
 }
 
 fn begin_drain(sock: &AsyncSocket, opts: &WorkerOptions, grace: Duration) -> Instant {
-    send_event(sock, opts, kinds::UNREGISTER, &ming_schemas::control::Empty {});
+    send_event(
+        sock,
+        opts,
+        kinds::UNREGISTER,
+        &ming_schemas::control::Empty {},
+    );
     Instant::now() + grace
 }

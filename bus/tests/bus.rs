@@ -37,7 +37,11 @@ impl Handler for EchoHandler {
         match req.kind() {
             "test.echo" => {
                 for i in 0..echo.parts {
-                    resp.partial(&Echo { text: format!("part {i}"), parts: 0, sleep_ms: 0 });
+                    resp.partial(&Echo {
+                        text: format!("part {i}"),
+                        parts: 0,
+                        sleep_ms: 0,
+                    });
                 }
                 if echo.sleep_ms > 0 {
                     tokio::select! {
@@ -61,17 +65,33 @@ struct Bus {
 }
 
 fn bus() -> Bus {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = BusConfig::in_dir(dir.path());
     cfg.heartbeat = Duration::from_millis(50);
     cfg.max_frame_bytes = 64 * 1024;
     let broker = BrokerHandle::start(&cfg, ["echo".to_string()], None).unwrap();
-    Bus { _dir: dir, cfg, broker: Some(broker) }
+    Bus {
+        _dir: dir,
+        cfg,
+        broker: Some(broker),
+    }
 }
 
-fn spawn_worker(cfg: &BusConfig, instance: &str) -> (Arc<EchoHandler>, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let handler = Arc::new(EchoHandler { served: AtomicUsize::new(0) });
+fn spawn_worker(
+    cfg: &BusConfig,
+    instance: &str,
+) -> (
+    Arc<EchoHandler>,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let handler = Arc::new(EchoHandler {
+        served: AtomicUsize::new(0),
+    });
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let mut opts = WorkerOptions::for_service("echo");
     opts.instance = instance.into();
@@ -90,10 +110,19 @@ fn spawn_worker(cfg: &BusConfig, instance: &str) -> (Arc<EchoHandler>, oneshot::
 async fn wait_registered(client: &BusClient, n: usize) {
     for _ in 0..200 {
         let st: BrokerStatus = client
-            .request("broker", kinds::BROKER_STATUS, &Empty {}, Duration::from_secs(1))
+            .request(
+                "broker",
+                kinds::BROKER_STATUS,
+                &Empty {},
+                Duration::from_secs(1),
+            )
             .await
             .unwrap();
-        if st.services.iter().any(|s| s.name == "echo" && s.workers.len() == n) {
+        if st
+            .services
+            .iter()
+            .any(|s| s.name == "echo" && s.workers.len() == n)
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -102,7 +131,11 @@ async fn wait_registered(client: &BusClient, n: usize) {
 }
 
 fn echo(text: &str) -> Echo {
-    Echo { text: text.into(), parts: 0, sleep_ms: 0 }
+    Echo {
+        text: text.into(),
+        parts: 0,
+        sleep_ms: 0,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,9 +144,15 @@ async fn request_reply_and_builtin_ping() {
     let (_h, _stop, _t) = spawn_worker(&b.cfg, "1");
     let client = BusClient::connect(&b.cfg, "test").unwrap();
     wait_registered(&client, 1).await;
-    let out: Echo = client.request("echo", "test.echo", &echo("hi"), Duration::from_secs(2)).await.unwrap();
+    let out: Echo = client
+        .request("echo", "test.echo", &echo("hi"), Duration::from_secs(2))
+        .await
+        .unwrap();
     assert_eq!(out, echo("hi"));
-    let pong: Pong = client.request("echo", kinds::PING, &Empty {}, Duration::from_secs(2)).await.unwrap();
+    let pong: Pong = client
+        .request("echo", kinds::PING, &Empty {}, Duration::from_secs(2))
+        .await
+        .unwrap();
     assert_eq!(pong.service, "echo");
     let err = client
         .request::<_, Echo>("echo", "test.nope", &echo("x"), Duration::from_secs(2))
@@ -128,8 +167,15 @@ async fn streaming_delivers_partials_then_final() {
     let (_h, _stop, _t) = spawn_worker(&b.cfg, "1");
     let client = BusClient::connect(&b.cfg, "test").unwrap();
     wait_registered(&client, 1).await;
-    let body = ming_schemas::to_body(&Echo { text: "s".into(), parts: 5, sleep_ms: 0 }).unwrap();
-    let mut stream = client.stream(client.envelope("echo", "test.echo", body, Duration::from_secs(2))).unwrap();
+    let body = ming_schemas::to_body(&Echo {
+        text: "s".into(),
+        parts: 5,
+        sleep_ms: 0,
+    })
+    .unwrap();
+    let mut stream = client
+        .stream(client.envelope("echo", "test.echo", body, Duration::from_secs(2)))
+        .unwrap();
     let mut partials = Vec::new();
     loop {
         let frame = stream.next().await.unwrap().unwrap();
@@ -140,7 +186,10 @@ async fn streaming_delivers_partials_then_final() {
             break;
         }
     }
-    assert_eq!(partials, (0..5).map(|i| format!("part {i}")).collect::<Vec<_>>());
+    assert_eq!(
+        partials,
+        (0..5).map(|i| format!("part {i}")).collect::<Vec<_>>()
+    );
     assert!(stream.next().await.is_none());
 }
 
@@ -152,13 +201,25 @@ async fn deadline_gives_timeout_and_cancels_the_work() {
     wait_registered(&client, 1).await;
     let started = std::time::Instant::now();
     let err = client
-        .request::<_, Echo>("echo", "test.echo", &Echo { text: "slow".into(), parts: 0, sleep_ms: 10_000 }, Duration::from_millis(200))
+        .request::<_, Echo>(
+            "echo",
+            "test.echo",
+            &Echo {
+                text: "slow".into(),
+                parts: 0,
+                sleep_ms: 10_000,
+            },
+            Duration::from_millis(200),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Timeout, "{err}");
     assert!(started.elapsed() < Duration::from_secs(2));
     // The worker was told to stop: it is free again and serves the next request.
-    let out: Echo = client.request("echo", "test.echo", &echo("next"), Duration::from_secs(2)).await.unwrap();
+    let out: Echo = client
+        .request("echo", "test.echo", &echo("next"), Duration::from_secs(2))
+        .await
+        .unwrap();
     assert_eq!(out.text, "next");
 }
 
@@ -168,16 +229,25 @@ async fn explicit_cancel_ends_the_request() {
     let (_h, _stop, _t) = spawn_worker(&b.cfg, "1");
     let client = BusClient::connect(&b.cfg, "test").unwrap();
     wait_registered(&client, 1).await;
-    let body = ming_schemas::to_body(&Echo { text: "c".into(), parts: 1, sleep_ms: 10_000 }).unwrap();
-    let mut stream = client.stream(client.envelope("echo", "test.echo", body, Duration::from_secs(5))).unwrap();
+    let body = ming_schemas::to_body(&Echo {
+        text: "c".into(),
+        parts: 1,
+        sleep_ms: 10_000,
+    })
+    .unwrap();
+    let mut stream = client
+        .stream(client.envelope("echo", "test.echo", body, Duration::from_secs(5)))
+        .unwrap();
     assert_eq!(stream.next().await.unwrap().unwrap().flow, Flow::Partial);
     stream.cancel();
     assert!(stream.next().await.is_none());
     // The handler saw the cancel and answered; only the status request itself stays in flight.
     let mut st = None;
     for _ in 0..100 {
-        let s: ming_schemas::control::ServiceStatus =
-            client.request("echo", kinds::STATUS, &Empty {}, Duration::from_secs(2)).await.unwrap();
+        let s: ming_schemas::control::ServiceStatus = client
+            .request("echo", kinds::STATUS, &Empty {}, Duration::from_secs(2))
+            .await
+            .unwrap();
         if s.in_flight == 0 && s.handled >= 1 {
             st = Some(s);
             break;
@@ -192,7 +262,10 @@ async fn unknown_service_is_unavailable_at_once() {
     let b = bus();
     let client = BusClient::connect(&b.cfg, "test").unwrap();
     let started = std::time::Instant::now();
-    let err = client.request::<_, Echo>("nobody", "test.echo", &echo("x"), Duration::from_secs(5)).await.unwrap_err();
+    let err = client
+        .request::<_, Echo>("nobody", "test.echo", &echo("x"), Duration::from_secs(5))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), ErrorCode::ServiceUnavailable, "{err}");
     assert!(started.elapsed() < Duration::from_secs(1));
 }
@@ -203,7 +276,8 @@ async fn request_waits_for_a_worker_to_register() {
     let client = BusClient::connect(&b.cfg, "test").unwrap();
     let c2 = client.clone();
     let pending = tokio::spawn(async move {
-        c2.request::<_, Echo>("echo", "test.echo", &echo("early"), Duration::from_secs(5)).await
+        c2.request::<_, Echo>("echo", "test.echo", &echo("early"), Duration::from_secs(5))
+            .await
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (_h, _stop, _t) = spawn_worker(&b.cfg, "1");
@@ -212,8 +286,17 @@ async fn request_waits_for_a_worker_to_register() {
     let b2 = bus();
     let client = BusClient::connect(&b2.cfg, "test").unwrap();
     let started = std::time::Instant::now();
-    let err = client.request::<_, Echo>("echo", "test.echo", &echo("x"), Duration::from_millis(300)).await.unwrap_err();
-    assert!(matches!(err.code(), ErrorCode::ServiceUnavailable | ErrorCode::Timeout), "{err}");
+    let err = client
+        .request::<_, Echo>("echo", "test.echo", &echo("x"), Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            ErrorCode::ServiceUnavailable | ErrorCode::Timeout
+        ),
+        "{err}"
+    );
     assert!(started.elapsed() < Duration::from_millis(1500));
 }
 
@@ -228,18 +311,34 @@ async fn several_workers_share_the_load() {
     for i in 0..40 {
         let c = client.clone();
         tasks.push(tokio::spawn(async move {
-            c.request::<_, Echo>("echo", "test.echo", &Echo { text: i.to_string(), parts: 0, sleep_ms: 5 }, Duration::from_secs(5)).await
+            c.request::<_, Echo>(
+                "echo",
+                "test.echo",
+                &Echo {
+                    text: i.to_string(),
+                    parts: 0,
+                    sleep_ms: 5,
+                },
+                Duration::from_secs(5),
+            )
+            .await
         }));
     }
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let (a, b_) = (h1.served.load(Ordering::SeqCst), h2.served.load(Ordering::SeqCst));
+    let (a, b_) = (
+        h1.served.load(Ordering::SeqCst),
+        h2.served.load(Ordering::SeqCst),
+    );
     assert_eq!(a + b_, 40);
     assert!(a >= 10 && b_ >= 10, "unbalanced: {a} vs {b_}");
     // A particular worker can be addressed.
     let before = h2.served.load(Ordering::SeqCst);
-    let _: Echo = client.request("echo@2", "test.echo", &echo("to 2"), Duration::from_secs(2)).await.unwrap();
+    let _: Echo = client
+        .request("echo@2", "test.echo", &echo("to 2"), Duration::from_secs(2))
+        .await
+        .unwrap();
     assert_eq!(h2.served.load(Ordering::SeqCst), before + 1);
 }
 
@@ -257,7 +356,13 @@ async fn silent_worker_is_dropped_and_its_requests_fail() {
         version: "0".into(),
         sandbox: "none".into(),
     };
-    let env = Envelope::request("echo", "broker", kinds::REGISTER, ming_schemas::to_body(&reg).unwrap(), now_ms() + 5000);
+    let env = Envelope::request(
+        "echo",
+        "broker",
+        kinds::REGISTER,
+        ming_schemas::to_body(&reg).unwrap(),
+        now_ms() + 5000,
+    );
     raw.send(env.encode(), 0).unwrap();
     let _registered = raw.recv_bytes(0).unwrap();
     let started = std::time::Instant::now();
@@ -267,7 +372,11 @@ async fn silent_worker_is_dropped_and_its_requests_fail() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::ServiceUnavailable, "{err}");
     // Dropped within about three heartbeat intervals (50 ms each here), far before the deadline.
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(err.to_string().contains("heartbeat"), "{err}");
 }
 
@@ -280,27 +389,51 @@ async fn bad_frames_get_errors_and_the_broker_goes_on() {
     let raw = zmq::Context::new().socket(zmq::DEALER).unwrap();
     raw.set_rcvtimeo(2000).unwrap();
     raw.connect(&b.cfg.bus_endpoint).unwrap();
-    let good = Envelope::request("raw", "echo", "test.echo", ming_schemas::to_body(&echo("ok")).unwrap(), now_ms() + 2000);
+    let good = Envelope::request(
+        "raw",
+        "echo",
+        "test.echo",
+        ming_schemas::to_body(&echo("ok")).unwrap(),
+        now_ms() + 2000,
+    );
     let mut newer = good.clone();
     newer.version.major = 9;
     newer.id += 1;
     let encoded = good.encode();
     let big = vec![0x90u8; b.cfg.max_frame_bytes + 1];
     let cases: Vec<(&str, Vec<u8>, ErrorCode)> = vec![
-        ("garbage", b"\xff\x00not msgpack".to_vec(), ErrorCode::BadRequest),
-        ("truncated", encoded[..encoded.len() / 2].to_vec(), ErrorCode::BadRequest),
+        (
+            "garbage",
+            b"\xff\x00not msgpack".to_vec(),
+            ErrorCode::BadRequest,
+        ),
+        (
+            "truncated",
+            encoded[..encoded.len() / 2].to_vec(),
+            ErrorCode::BadRequest,
+        ),
         ("newer major", newer.encode(), ErrorCode::Unsupported),
         ("oversized", big, ErrorCode::TooLarge),
     ];
     for (name, bytes, code) in cases {
         raw.send(bytes, 0).unwrap();
-        let reply = raw.recv_bytes(0).unwrap_or_else(|e| panic!("{name}: no error reply: {e}"));
+        let reply = raw
+            .recv_bytes(0)
+            .unwrap_or_else(|e| panic!("{name}: no error reply: {e}"));
         let env = Envelope::decode(&reply, 1 << 20).unwrap();
         assert_eq!(env.flow, Flow::Error, "{name}");
         assert_eq!(env.error_body().code, code, "{name}: {}", env.error_body());
     }
     assert_eq!(
-        Envelope::decode(&{ raw.send(newer.encode(), 0).unwrap(); raw.recv_bytes(0).unwrap() }, 1 << 20).unwrap().correlation,
+        Envelope::decode(
+            &{
+                raw.send(newer.encode(), 0).unwrap();
+                raw.recv_bytes(0).unwrap()
+            },
+            1 << 20
+        )
+        .unwrap()
+        .correlation,
         Some(newer.id),
         "the unsupported-version error is correlated to the request"
     );
@@ -318,15 +451,33 @@ async fn drain_finishes_in_flight_work_then_stops() {
     wait_registered(&client, 1).await;
     let c2 = client.clone();
     let slow = tokio::spawn(async move {
-        c2.request::<_, Echo>("echo", "test.echo", &Echo { text: "slow".into(), parts: 0, sleep_ms: 300 }, Duration::from_secs(5)).await
+        c2.request::<_, Echo>(
+            "echo",
+            "test.echo",
+            &Echo {
+                text: "slow".into(),
+                parts: 0,
+                sleep_ms: 300,
+            },
+            Duration::from_secs(5),
+        )
+        .await
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let _: ming_schemas::control::Ack = client
-        .request("echo", kinds::DRAIN, &ming_schemas::control::Drain { grace_ms: 3000 }, Duration::from_secs(2))
+        .request(
+            "echo",
+            kinds::DRAIN,
+            &ming_schemas::control::Drain { grace_ms: 3000 },
+            Duration::from_secs(2),
+        )
         .await
         .unwrap();
     assert_eq!(slow.await.unwrap().unwrap().text, "slow");
-    tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,7 +486,10 @@ async fn client_never_hangs_without_a_broker() {
     let cfg = BusConfig::in_dir(dir.path());
     let client = BusClient::connect(&cfg, "test").unwrap();
     let started = std::time::Instant::now();
-    let err = client.request::<_, Pong>("echo", kinds::PING, &Empty {}, Duration::from_millis(200)).await.unwrap_err();
+    let err = client
+        .request::<_, Pong>("echo", kinds::PING, &Empty {}, Duration::from_millis(200))
+        .await
+        .unwrap_err();
     assert!(matches!(err, BusError::Timeout { .. }), "{err}");
     assert!(started.elapsed() < Duration::from_secs(1));
 }
@@ -352,7 +506,15 @@ async fn worker_re_registers_after_the_broker_restarts() {
     // with that connection (it times out, as it must); the worker itself comes back.
     let mut last = None;
     for _ in 0..20 {
-        match client.request::<_, Echo>("echo", "test.echo", &echo("again"), Duration::from_millis(500)).await {
+        match client
+            .request::<_, Echo>(
+                "echo",
+                "test.echo",
+                &echo("again"),
+                Duration::from_millis(500),
+            )
+            .await
+        {
             Ok(out) => {
                 assert_eq!(out.text, "again");
                 return;

@@ -171,11 +171,16 @@ impl Config {
         fig = fig.merge(
             Env::prefixed("MING_")
                 .split("__")
+                // Only the config sections: other MING_* variables (MING_CONFIG, MING_SERVICE,
+                // MING_SANDBOX) are not settings.
                 .filter(|k| {
-                    let k = k.as_str();
-                    ["paths", "bus", "supervisor", "services"]
-                        .iter()
-                        .any(|s| k.starts_with(&format!("{s}__")))
+                    let first = k
+                        .as_str()
+                        .split(['.', '_'])
+                        .next()
+                        .unwrap_or("")
+                        .to_ascii_lowercase();
+                    ["paths", "bus", "supervisor", "services"].contains(&first.as_str())
                 }),
         );
         Self::from_figment(&fig)
@@ -305,10 +310,7 @@ fn figment_problem(fig: &Figment, e: figment::Error) -> ConfigProblem {
             Some(src) => format!("{} {src}", m.name),
             None => m.name.to_string(),
         })
-        .or_else(|| {
-            fig.find_metadata(&key)
-                .map(|m| m.name.to_string())
-        });
+        .or_else(|| fig.find_metadata(&key).map(|m| m.name.to_string()));
     let (value, expected) = match &e.kind {
         Kind::InvalidType(actual, exp) => (Some(actual.to_string()), exp.clone()),
         Kind::InvalidValue(actual, exp) => (Some(actual.to_string()), exp.clone()),
@@ -360,10 +362,11 @@ impl Paths {
     /// Resolves the configured directories, filling in the XDG defaults for empty ones.
     pub fn resolve(p: &PathSettings) -> Self {
         let uid = current_uid();
-        let runtime_dir = non_empty(&p.runtime_dir).unwrap_or_else(|| match env_dir("XDG_RUNTIME_DIR") {
-            Some(d) => d.join("mingllm"),
-            None => PathBuf::from(format!("/tmp/mingllm-{uid}")),
-        });
+        let runtime_dir =
+            non_empty(&p.runtime_dir).unwrap_or_else(|| match env_dir("XDG_RUNTIME_DIR") {
+                Some(d) => d.join("mingllm"),
+                None => PathBuf::from(format!("/tmp/mingllm-{uid}")),
+            });
         let state = env_dir("XDG_STATE_HOME")
             .or_else(|| home().map(|h| h.join(".local/state")))
             .unwrap_or_else(|| PathBuf::from("/var/lib"));
@@ -428,7 +431,11 @@ mod tests {
         assert_eq!(cfg.bus.heartbeat_ms, 500);
         assert_eq!(cfg.services.len(), 6);
         assert!(cfg.services["cloud-gateway"].network);
-        assert!(cfg.services.iter().filter(|(n, _)| *n != "cloud-gateway").all(|(_, s)| !s.network));
+        assert!(cfg
+            .services
+            .iter()
+            .filter(|(n, _)| *n != "cloud-gateway")
+            .all(|(_, s)| !s.network));
     }
 
     #[test]
@@ -438,9 +445,19 @@ mod tests {
         )
         .unwrap_err();
         let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, ["bus.heartbeat_ms", "bus.liveness", "supervisor.backoff_initial_ms"]);
+        assert_eq!(
+            keys,
+            [
+                "bus.heartbeat_ms",
+                "bus.liveness",
+                "supervisor.backoff_initial_ms"
+            ]
+        );
         let text = err.to_string();
-        assert!(text.contains("`bus.heartbeat_ms` = 1: expected between 10 and 60000"), "{text}");
+        assert!(
+            text.contains("`bus.heartbeat_ms` = 1: expected between 10 and 60000"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -461,18 +478,17 @@ mod tests {
 
     #[test]
     fn bad_restart_policy_lists_the_choices() {
-        let err =
-            Config::from_toml_over_defaults("[services.agent]\nrestart = \"sometimes\"\n").unwrap_err();
+        let err = Config::from_toml_over_defaults("[services.agent]\nrestart = \"sometimes\"\n")
+            .unwrap_err();
         assert_eq!(err.problems[0].key, "services.agent.restart");
         assert!(err.problems[0].expected.contains("on-failure"), "{}", err);
     }
 
     #[test]
     fn a_new_service_can_be_added_and_checked() {
-        let cfg = Config::from_toml_over_defaults(
-            "[services.echo]\ncommand = [\"/bin/echo\", \"hi\"]\n",
-        )
-        .unwrap();
+        let cfg =
+            Config::from_toml_over_defaults("[services.echo]\ncommand = [\"/bin/echo\", \"hi\"]\n")
+                .unwrap();
         assert_eq!(cfg.services["echo"].restart, RestartPolicy::Always);
         assert!(!cfg.services["echo"].network);
         let err = Config::from_toml_over_defaults("[services.Bad_Name]\ncommand = [\"x\"]\n")
@@ -501,6 +517,33 @@ mod tests {
         })
         .unwrap();
         assert_eq!(cfg.bus.queue_limit, 7);
+    }
+
+    #[test]
+    fn env_vars_override_nested_keys_and_others_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("MING_BUS__HEARTBEAT_MS", "250");
+            jail.set_env("MING_SERVICES__AUDIO__ENABLED", "false");
+            jail.set_env("MING_PATHS__RUNTIME_DIR", "/run/ming-test");
+            jail.set_env("MING_SANDBOX", "netns");
+            jail.set_env("MING_CONFIG", "");
+            let cfg = Config::load(&LoadOptions {
+                file: None,
+                skip_system_and_user: true,
+            })
+            .map_err(|e| e.to_string())?;
+            assert_eq!(cfg.bus.heartbeat_ms, 250);
+            assert!(!cfg.services["audio"].enabled);
+            assert_eq!(cfg.paths.runtime_dir, "/run/ming-test");
+            jail.set_env("MING_BUS__HEARTBEAT_MS", "soon");
+            let err = Config::load(&LoadOptions {
+                file: None,
+                skip_system_and_user: true,
+            })
+            .unwrap_err();
+            assert_eq!(err.problems[0].key, "bus.heartbeat_ms");
+            Ok(())
+        });
     }
 
     #[test]

@@ -82,7 +82,11 @@ pub enum DecodeFrameError {
     #[error("frame is not a valid envelope: {reason}")]
     Malformed { id: Option<u64>, reason: String },
     #[error("protocol version {major}.{minor} is not supported (this peer speaks {}.x)", PROTOCOL_VERSION.major)]
-    UnsupportedVersion { id: Option<u64>, major: u16, minor: u16 },
+    UnsupportedVersion {
+        id: Option<u64>,
+        major: u16,
+        minor: u16,
+    },
     #[error("flow of message {id} is not one this peer knows")]
     UnknownFlow { id: u64 },
 }
@@ -201,17 +205,41 @@ impl Envelope {
 
     /// Asks that request `request_id` be abandoned.
     pub fn cancel(sender: impl Into<String>, request_id: u64, trace: u64) -> Self {
-        Self::answer(sender, request_id, trace, Flow::Cancel, crate::kinds::CANCEL, Vec::new())
+        Self::answer(
+            sender,
+            request_id,
+            trace,
+            Flow::Cancel,
+            crate::kinds::CANCEL,
+            Vec::new(),
+        )
     }
 
     /// The reply frame for this request.
     pub fn reply_to(&self, sender: impl Into<String>, body: Vec<u8>) -> Self {
-        Self::answer(sender, self.id, self.trace, Flow::Reply, self.kind.clone(), body)
+        Self::answer(
+            sender,
+            self.id,
+            self.trace,
+            Flow::Reply,
+            self.kind.clone(),
+            body,
+        )
     }
 
     /// The error frame for this request.
-    pub fn error_to(&self, sender: impl Into<String>, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self::error(sender, Some(self.id), self.trace, &ErrorBody::new(code, message))
+    pub fn error_to(
+        &self,
+        sender: impl Into<String>,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::error(
+            sender,
+            Some(self.id),
+            self.trace,
+            &ErrorBody::new(code, message),
+        )
     }
 
     /// Encodes the envelope as a MessagePack map.
@@ -240,7 +268,9 @@ impl Envelope {
                     minor: env.version.minor,
                 })
             }
-            Ok(env) if env.flow == Flow::Unknown => Err(DecodeFrameError::UnknownFlow { id: env.id }),
+            Ok(env) if env.flow == Flow::Unknown => {
+                Err(DecodeFrameError::UnknownFlow { id: env.id })
+            }
             Ok(env) => Ok(env),
             Err(full) => {
                 // A newer major version may have changed the envelope itself: read what we can.
@@ -281,7 +311,10 @@ impl Envelope {
         rmp_serde::from_slice(&self.body).unwrap_or_else(|e| {
             ErrorBody::new(
                 ErrorCode::Internal,
-                format!("error frame from {} has an unreadable body: {e}", self.sender),
+                format!(
+                    "error frame from {} has an unreadable body: {e}",
+                    self.sender
+                ),
             )
         })
     }
@@ -324,7 +357,13 @@ mod tests {
     use super::*;
 
     fn sample() -> Envelope {
-        Envelope::request("ming-cli", "agent", "control.ping", vec![0x80], now_ms() + 1000)
+        Envelope::request(
+            "ming-cli",
+            "agent",
+            "control.ping",
+            vec![0x80],
+            now_ms() + 1000,
+        )
     }
 
     #[test]
@@ -371,7 +410,11 @@ mod tests {
         }
         let mut env = sample();
         env.version.minor = 7;
-        let bytes = rmp_serde::to_vec_named(&Newer { env: &env, priority: 3 }).unwrap();
+        let bytes = rmp_serde::to_vec_named(&Newer {
+            env: &env,
+            priority: 3,
+        })
+        .unwrap();
         assert_eq!(Envelope::decode(&bytes, 1 << 20).unwrap(), env);
     }
 

@@ -1,1 +1,339 @@
-fn main() {}
+//! `ming`: the MingLLM command line. Talks to `mingd` over the bus.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use ming_bus::events::EventSubscriber;
+use ming_bus::{BusClient, BusConfig, BusError};
+use ming_config::Paths;
+use ming_schemas::control::{Ack, Empty, HoldReply, Pong, ServiceName, SupervisorStatus};
+use ming_schemas::kinds;
+
+#[derive(Parser)]
+#[command(name = "ming", version, about = "MingLLM command line")]
+struct Args {
+    /// A config file layered over the defaults (to find the runtime dir).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// Deadline for each request, in milliseconds (default: bus.default_timeout_ms).
+    #[arg(long, global = true)]
+    timeout_ms: Option<u64>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Every service: state, pid, restarts, uptime, sandbox, last error.
+    Status,
+    /// Start a stopped or failed service.
+    Start { service: String },
+    /// Stop a service (drain, then kill after the grace period).
+    Stop { service: String },
+    /// Restart a service (also clears a failed state).
+    Restart { service: String },
+    /// Run one service in the foreground against the live bus, while the supervisor holds its
+    /// own copy stopped; the supervisor takes it back when this ends.
+    Run { service: String },
+    /// Show a service's log.
+    Logs {
+        service: String,
+        /// Keep printing new lines.
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines to show from the end.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+    },
+    /// Round trip to a service (or `broker`, `supervisor`) through the broker.
+    Ping { service: String },
+    /// Print events from the bus (all, or those whose kind starts with a prefix).
+    Events { prefixes: Vec<String> },
+}
+
+struct Cli {
+    client: BusClient,
+    bus: BusConfig,
+    runtime_dir: PathBuf,
+    timeout: Duration,
+}
+
+impl Cli {
+    fn not_running(&self) -> anyhow::Error {
+        anyhow::anyhow!(
+            "mingd is not running (no bus at {}): start it with `just up` (or `mingd`)",
+            self.runtime_dir.display()
+        )
+    }
+
+    async fn request<Q: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        target: &str,
+        kind: &str,
+        body: &Q,
+    ) -> anyhow::Result<R> {
+        if !self.runtime_dir.join("bus.sock").exists() {
+            return Err(self.not_running());
+        }
+        match self.client.request(target, kind, body, self.timeout).await {
+            Ok(r) => Ok(r),
+            Err(BusError::Timeout { .. }) if target == "supervisor" => Err(anyhow::anyhow!(
+                "mingd is not answering at {} (is it running? a stale socket?)",
+                self.runtime_dir.display()
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ming: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ming: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        ming_bus::process::init_tracing();
+    }
+    let config_file = args
+        .config
+        .clone()
+        .map(|p| std::path::absolute(&p).unwrap_or(p));
+    let cfg = ming_bus::process::load_config(config_file)?;
+    let bus = BusConfig::from_config(&cfg);
+    let cli = Cli {
+        client: BusClient::connect(&bus, "ming-cli")?,
+        runtime_dir: Paths::resolve(&cfg.paths).runtime_dir,
+        timeout: args
+            .timeout_ms
+            .map_or(bus.default_timeout, Duration::from_millis),
+        bus,
+    };
+    let svc = |s: &str| ServiceName {
+        service: s.to_string(),
+    };
+    match args.cmd {
+        Cmd::Status => {
+            let st: SupervisorStatus = cli
+                .request("supervisor", kinds::SUPERVISOR_STATUS, &Empty {})
+                .await?;
+            print_status(&st);
+            let unhealthy = st
+                .services
+                .iter()
+                .any(|s| s.state == ming_schemas::control::ServiceState::Failed);
+            return Ok(if unhealthy {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
+        Cmd::Start { service } => ack(cli
+            .request("supervisor", kinds::SUPERVISOR_START, &svc(&service))
+            .await?),
+        Cmd::Stop { service } => ack(cli
+            .request("supervisor", kinds::SUPERVISOR_STOP, &svc(&service))
+            .await?),
+        Cmd::Restart { service } => ack(cli
+            .request("supervisor", kinds::SUPERVISOR_RESTART, &svc(&service))
+            .await?),
+        Cmd::Run { service } => return run_foreground(&cli, &service).await,
+        Cmd::Logs {
+            service,
+            follow,
+            lines,
+        } => {
+            let st: SupervisorStatus = cli
+                .request("supervisor", kinds::SUPERVISOR_STATUS, &Empty {})
+                .await?;
+            let Some(row) = st.services.iter().find(|r| r.name == service) else {
+                bail!("no service named `{service}` (known: {})", names(&st));
+            };
+            show_log(Path::new(&row.log_file), lines, follow).await?;
+        }
+        Cmd::Ping { service } => {
+            let started = Instant::now();
+            let pong: Pong = cli.request(&service, kinds::PING, &Empty {}).await?;
+            println!(
+                "pong from {} (instance {}, pid {}, version {}, up {}) in {:.2} ms",
+                pong.service,
+                pong.instance,
+                pong.pid,
+                pong.version,
+                human(pong.uptime_ms),
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+        }
+        Cmd::Events { prefixes } => {
+            if !cli.runtime_dir.join("events.sock").exists() {
+                return Err(cli.not_running());
+            }
+            let prefixes: Vec<&str> = if prefixes.is_empty() {
+                vec![""]
+            } else {
+                prefixes.iter().map(String::as_str).collect()
+            };
+            let mut sub = EventSubscriber::connect(&cli.bus, &prefixes)?;
+            loop {
+                tokio::select! {
+                    ev = sub.next() => {
+                        let ev = ev?;
+                        let body = rmpv::decode::read_value(&mut ev.body.as_slice())
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|_| format!("<{} bytes>", ev.body.len()));
+                        println!("{} {:<28} {:<14} {body}", ming_schemas::envelope::now_ms(), ev.kind, ev.sender);
+                    }
+                    _ = tokio::signal::ctrl_c() => break,
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ack(a: Ack) {
+    println!("{}", a.message);
+}
+
+fn names(st: &SupervisorStatus) -> String {
+    st.services
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn human(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0 => format!("{ms}ms"),
+        1..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn print_status(st: &SupervisorStatus) {
+    println!(
+        "mingd pid {} (version {}, up {}), runtime dir {}",
+        st.pid,
+        st.version,
+        human(st.uptime_ms),
+        st.runtime_dir
+    );
+    println!(
+        "{:<15} {:<9} {:>8} {:>8} {:>8}  {:<15} LAST ERROR",
+        "SERVICE", "STATE", "PID", "RESTARTS", "UPTIME", "SANDBOX"
+    );
+    for s in &st.services {
+        println!(
+            "{:<15} {:<9} {:>8} {:>8} {:>8}  {:<15} {}",
+            s.name,
+            s.state.as_str(),
+            s.pid.map_or("-".into(), |p| p.to_string()),
+            s.restarts,
+            if s.pid.is_some() {
+                human(s.uptime_ms)
+            } else {
+                "-".into()
+            },
+            s.sandbox,
+            s.last_error
+        );
+    }
+}
+
+async fn run_foreground(cli: &Cli, service: &str) -> anyhow::Result<ExitCode> {
+    let body = ServiceName {
+        service: service.to_string(),
+    };
+    let hold: HoldReply = cli
+        .request("supervisor", kinds::SUPERVISOR_HOLD, &body)
+        .await?;
+    eprintln!(
+        "ming: the supervisor holds `{service}` stopped; running it here (Ctrl-C to end, then the supervisor takes it back):\n  {}",
+        hold.argv.join(" ")
+    );
+    // The terminal's Ctrl-C reaches the service too (same process group); ming only waits.
+    let ignore_int = tokio::spawn(async {
+        loop {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+        }
+    });
+    let status = tokio::process::Command::new(&hold.argv[0])
+        .args(&hold.argv[1..])
+        .envs(hold.env.iter().cloned())
+        .status()
+        .await
+        .with_context(|| format!("cannot run {}", hold.argv[0]));
+    ignore_int.abort();
+    let released: Result<Ack, _> = cli
+        .request("supervisor", kinds::SUPERVISOR_RELEASE, &body)
+        .await;
+    match &released {
+        Ok(a) => eprintln!("ming: {}", a.message),
+        Err(e) => eprintln!("ming: could not hand `{service}` back to the supervisor: {e:#} (run `ming start {service}`)"),
+    }
+    let status = status?;
+    eprintln!("ming: `{service}` ended: {status}");
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn show_log(path: &Path, lines: usize, follow: bool) -> anyhow::Result<()> {
+    let mut text = String::new();
+    let mut f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    f.read_to_string(&mut text)?;
+    let all: Vec<&str> = text.lines().collect();
+    for l in &all[all.len().saturating_sub(lines)..] {
+        println!("{l}");
+    }
+    if !follow {
+        return Ok(());
+    }
+    let mut pos = text.len() as u64;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        if len < pos {
+            // Rotated: start over on the new file.
+            f = std::fs::File::open(path)?;
+            pos = 0;
+        }
+        if len > pos {
+            f.seek(SeekFrom::Start(pos))?;
+            let mut chunk = String::new();
+            f.read_to_string(&mut chunk)?;
+            pos += chunk.len() as u64;
+            print!("{chunk}");
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! `ming-memory`: on-device long-term memory (qdrant-edge store, embeddings, hybrid recall, forgetting).
+//!
+//! For now this is the service's bus presence only: it registers as `memory`, heartbeats, answers
+//! `control.ping` / `control.status` / `control.drain` (built into the worker), drains on request
+//! or on SIGTERM, and answers every other kind with a clear `Unsupported` error. Its real work
+//! arrives with issue #4.
+//!
+//! # Layout
+//! - [`MemoryService`]: the request handler.
+//! - [`run`]: serve on the bus until drained.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ming_bus::worker::{run_worker, Handler, Request, Responder, WorkerOptions};
+use ming_bus::{BusConfig, BusResult};
+use ming_config::Config;
+use ming_schemas::ErrorCode;
+
+/// The name this service registers under (unless `MING_SERVICE` names another).
+pub const SERVICE: &str = "memory";
+
+/// The `memory` service's request handler.
+pub struct MemoryService;
+
+impl Handler for MemoryService {
+    async fn handle(&self, req: Request, resp: Responder) {
+        resp.error(
+            ErrorCode::Unsupported,
+            format!(
+                "memory does not handle `{}` yet (its work arrives with issue #4)",
+                req.kind()
+            ),
+        );
+    }
+
+    fn detail(&self) -> String {
+        "control requests only; its work arrives with issue #4".into()
+    }
+}
+
+/// Serves `memory` on the bus until `shutdown` resolves or the supervisor asks it to drain.
+///
+/// # Errors
+/// When the bus socket cannot be created or the broker refuses the registration.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> BusResult<()> {
+    let bus = BusConfig::from_config(&cfg);
+    let mut opts = WorkerOptions::from_env(SERVICE);
+    opts.drain_grace = Duration::from_millis(cfg.supervisor.drain_grace_ms);
+    tracing::info!(service = %opts.service, bus = %bus.bus_endpoint, sandbox = %opts.sandbox, "starting");
+    run_worker(&bus, opts, Arc::new(MemoryService), shutdown).await
+}
