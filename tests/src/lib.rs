@@ -1,1 +1,242 @@
+//! Helpers for the cross-process tests: a real `mingd` with its services in a temporary runtime
+//! dir, waited on for readiness (never a fixed sleep), killed when dropped.
+//!
+//! The binaries are the workspace's own, found next to the test executable's directory
+//! (`target/<profile>/`); `just test` builds them first.
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ming_bus::{BusClient, BusConfig};
+use ming_schemas::control::{Empty, ServiceRow, ServiceState, SupervisorStatus};
+use ming_schemas::kinds;
+
+/// The built-in services.
+pub const SERVICES: [&str; 6] = [
+    "agent",
+    "audio",
+    "cloud-gateway",
+    "inference",
+    "memory",
+    "training",
+];
+
+/// The directory holding the workspace's binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// A workspace binary, checked to exist.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.is_file(), "{} is missing: build the workspace binaries first (`cargo build --workspace --bins`, done by `just test`)", p.display());
+    p
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// A running mingd in a temp dir.
+pub struct Mingd {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub child: Option<Child>,
+    pub bus: BusConfig,
+    pub client: BusClient,
+}
+
+impl Mingd {
+    /// Test timings (fast heartbeats and backoff) with `extra` TOML merged over them.
+    pub fn config_text(dir: &Path, extra: &str) -> String {
+        let base = format!(
+            r#"
+[paths]
+runtime_dir = "{run}"
+log_dir = "{logs}"
+data_dir = "{data}"
+
+[bus]
+heartbeat_ms = 100
+
+[supervisor]
+drain_grace_ms = 1500
+backoff_initial_ms = 50
+backoff_max_ms = 400
+bin_dir = "{bin}"
+"#,
+            run = dir.join("run").display(),
+            logs = dir.join("logs").display(),
+            data = dir.join("data").display(),
+            bin = bin_dir().display(),
+        );
+        let mut base: toml::Table = base.parse().expect("base test config");
+        let extra: toml::Table = extra.parse().expect("extra test config");
+        merge(&mut base, extra);
+        toml::to_string(&base).expect("serialize test config")
+    }
+
+    /// Starts mingd with the test config and `extra` TOML. Must run inside a tokio runtime.
+    pub fn start(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("ming.toml");
+        std::fs::write(&config, Self::config_text(dir.path(), extra)).expect("write config");
+        let out = std::fs::File::create(dir.path().join("mingd.out")).expect("mingd.out");
+        let err = out.try_clone().expect("clone");
+        let child = Self::command(&bin("mingd"), &config)
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("spawn mingd");
+        let mut bus = BusConfig::in_dir(&dir.path().join("run"));
+        bus.heartbeat = Duration::from_millis(100);
+        let client = BusClient::connect(&bus, "test").expect("client");
+        Self {
+            dir,
+            config,
+            child: Some(child),
+            bus,
+            client,
+        }
+    }
+
+    /// A command for a workspace binary with this test's isolated environment.
+    pub fn command(program: &Path, config: &Path) -> Command {
+        let mut cmd = Command::new(program);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("MING_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.arg("--config")
+            .arg(config)
+            .env("MING_NO_USER_CONFIG", "1")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// `ming <args>` against this mingd; returns (exit code, stdout + stderr).
+    pub fn ming(&self, args: &[&str]) -> (i32, String) {
+        let out = Self::command(&bin("ming"), &self.config)
+            .args(args)
+            .output()
+            .expect("run ming");
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    pub fn mingd_output(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mingd.out")).unwrap_or_default()
+    }
+
+    pub async fn status(&self) -> Option<SupervisorStatus> {
+        self.client
+            .request(
+                "supervisor",
+                kinds::SUPERVISOR_STATUS,
+                &Empty {},
+                Duration::from_millis(500),
+            )
+            .await
+            .ok()
+    }
+
+    pub async fn row(&self, service: &str) -> Option<ServiceRow> {
+        self.status()
+            .await?
+            .services
+            .into_iter()
+            .find(|r| r.name == service)
+    }
+
+    /// Waits until every named service is ready; returns their rows.
+    pub async fn wait_ready(&self, services: &[&str], timeout: Duration) -> Vec<ServiceRow> {
+        let what = format!(
+            "{services:?} to be ready; mingd said:\n{}",
+            self.mingd_output()
+        );
+        eventually(timeout, &what, || async {
+            let st = self.status().await?;
+            let rows: Vec<ServiceRow> = services
+                .iter()
+                .filter_map(|s| {
+                    st.services
+                        .iter()
+                        .find(|r| r.name == *s && r.state == ServiceState::Ready)
+                        .cloned()
+                })
+                .collect();
+            (rows.len() == services.len()).then_some(rows)
+        })
+        .await
+    }
+}
+
+impl Drop for Mingd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGKILL: the children die with it (PR_SET_PDEATHSIG).
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Whether process `pid` still exists (a zombie counts as gone).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a pid we own; failure (already gone) is fine.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}

@@ -30,6 +30,9 @@ enum Cmd {
         deny_net: bool,
         #[arg(long)]
         allow_unsandboxed: bool,
+        /// Apply one layer only (`netns` or `landlock`), to test or diagnose it.
+        #[arg(long)]
+        only: Option<String>,
         #[arg(last = true, required = true)]
         argv: Vec<OsString>,
     },
@@ -40,15 +43,22 @@ fn main() -> anyhow::Result<()> {
     if let Some(Cmd::SandboxExec {
         deny_net,
         allow_unsandboxed,
+        only,
         argv,
     }) = &args.cmd
     {
+        use ming_supervisor::sandbox::{sandbox_exec, Layers};
+        let layers = match only.as_deref() {
+            None => Layers::Both,
+            Some("netns") => Layers::NetnsOnly,
+            Some("landlock") => Layers::LandlockOnly,
+            Some(other) => {
+                eprintln!("mingd sandbox-exec: --only takes `netns` or `landlock`, not `{other}`");
+                std::process::exit(64);
+            }
+        };
         // Before any thread or runtime exists: namespaces need a single-threaded process.
-        std::process::exit(ming_supervisor::sandbox::sandbox_exec(
-            *deny_net,
-            *allow_unsandboxed,
-            argv,
-        ));
+        std::process::exit(sandbox_exec(*deny_net, layers, *allow_unsandboxed, argv));
     }
     ming_bus::process::init_tracing();
     let config_file = args

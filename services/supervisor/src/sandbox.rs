@@ -32,12 +32,29 @@ impl SandboxOutcome {
     }
 }
 
+/// Which layers to apply; both unless a test or a diagnosis asks for one alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layers {
+    Both,
+    NetnsOnly,
+    LandlockOnly,
+}
+
 /// Puts the calling process into an empty network namespace and denies it TCP with Landlock.
 /// Call only in a single-threaded process.
-pub fn deny_network() -> SandboxOutcome {
+pub fn deny_network(layers: Layers) -> SandboxOutcome {
+    let skipped = || Err("not requested".to_string());
     SandboxOutcome {
-        netns: enter_empty_netns(),
-        landlock: landlock_deny_tcp(),
+        netns: if layers == Layers::LandlockOnly {
+            skipped()
+        } else {
+            enter_empty_netns()
+        },
+        landlock: if layers == Layers::NetnsOnly {
+            skipped()
+        } else {
+            landlock_deny_tcp()
+        },
     }
 }
 
@@ -86,13 +103,18 @@ fn landlock_deny_tcp() -> Result<(), String> {
 /// `mingd sandbox-exec`: applies the sandbox (when `deny_net`) and execs `argv`. Returns only on
 /// failure, with the exit code to use (78, EX_CONFIG, when the sandbox is required and could not
 /// be applied; 127 when the program cannot be executed).
-pub fn sandbox_exec(deny_net: bool, allow_unsandboxed: bool, argv: &[OsString]) -> i32 {
+pub fn sandbox_exec(
+    deny_net: bool,
+    layers: Layers,
+    allow_unsandboxed: bool,
+    argv: &[OsString],
+) -> i32 {
     let Some((program, args)) = argv.split_first() else {
         eprintln!("mingd sandbox-exec: no command given");
         return 64;
     };
     let label = if deny_net {
-        let outcome = deny_network();
+        let outcome = deny_network(layers);
         if let Err(e) = &outcome.netns {
             eprintln!("mingd sandbox-exec: network namespace not applied: {e}");
         }
