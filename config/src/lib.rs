@@ -197,9 +197,67 @@ impl Config {
     }
 
     fn from_figment(fig: &Figment) -> ConfigResult<Self> {
-        let cfg: Config = fig.extract().map_err(|e| ConfigError {
-            problems: e.into_iter().map(|e| figment_problem(fig, e)).collect(),
-        })?;
+        // Section by section (and service by service), so that one bad value does not hide the
+        // next: serde stops at the first error inside one struct.
+        let mut problems = Vec::new();
+        let mut section = |key: &str| -> Option<figment::value::Value> {
+            match fig.find_value(key) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    problems.extend(e.into_iter().map(|e| figment_problem(fig, e)));
+                    None
+                }
+            }
+        };
+        let root = section("");
+        let paths = section("paths");
+        let bus = section("bus");
+        let supervisor = section("supervisor");
+        let services = section("services");
+        if let Some(figment::value::Value::Dict(_, root)) = &root {
+            for key in root.keys() {
+                if !["paths", "bus", "supervisor", "services"].contains(&key.as_str()) {
+                    problems.push(ConfigProblem {
+                        key: key.clone(),
+                        value: Some(format!("unknown key `{key}`")),
+                        expected: "one of: paths, bus, supervisor, services".into(),
+                        source: fig.find_metadata(key).map(|m| m.name.to_string()),
+                    });
+                }
+            }
+        }
+        let paths = paths.and_then(|_| take::<PathSettings>(fig, "paths", &mut problems));
+        let bus = bus.and_then(|_| take::<BusSettings>(fig, "bus", &mut problems));
+        let supervisor =
+            supervisor.and_then(|_| take::<SupervisorSettings>(fig, "supervisor", &mut problems));
+        let mut service_map = BTreeMap::new();
+        if let Some(figment::value::Value::Dict(_, dict)) = &services {
+            for name in dict.keys() {
+                if let Some(svc) =
+                    take::<ServiceSettings>(fig, &format!("services.{name}"), &mut problems)
+                {
+                    service_map.insert(name.clone(), svc);
+                }
+            }
+        } else if services.is_some() {
+            problems.push(ConfigProblem {
+                key: "services".into(),
+                value: None,
+                expected: "a table of services".into(),
+                source: None,
+            });
+        }
+        let (Some(paths), Some(bus), Some(supervisor), true) =
+            (paths, bus, supervisor, problems.is_empty())
+        else {
+            return Err(ConfigError { problems });
+        };
+        let cfg = Config {
+            paths,
+            bus,
+            supervisor,
+            services: service_map,
+        };
         let problems = cfg.validate();
         if problems.is_empty() {
             Ok(cfg)
@@ -294,6 +352,32 @@ pub fn valid_service_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && name != "broker"
         && name != "supervisor"
+}
+
+fn take<T: serde::de::DeserializeOwned>(
+    fig: &Figment,
+    key: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<T> {
+    match fig.extract_inner::<T>(key) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            problems.extend(e.into_iter().map(|mut e| {
+                // figment reports the inner key after the field; put it first: `bus.heartbeat_ms`.
+                let parts: Vec<&str> = key.split('.').collect();
+                if e.path
+                    .ends_with(&parts.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+                {
+                    e.path.truncate(e.path.len() - parts.len());
+                } else if e.path.last().map(String::as_str) == Some(key) {
+                    e.path.pop();
+                }
+                e.path.insert(0, key.to_string());
+                figment_problem(fig, e)
+            }));
+            None
+        }
+    }
 }
 
 fn figment_problem(fig: &Figment, e: figment::Error) -> ConfigProblem {
