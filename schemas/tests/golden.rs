@@ -1,0 +1,152 @@
+//! Golden wire bytes: any change of the encoding of the envelope or of a control body fails
+//! here. If the change is intended (and compatible, see docs/wire-protocol.md), regenerate with
+//! `MING_BLESS=1 cargo test -p ming-schemas --test golden` and say so in the commit.
+
+use ming_schemas::control::{
+    Ack, Drain, Heartbeat, Pong, Register, Registered, ServiceRow, ServiceState, ServiceStateChanged,
+    SupervisorStatus,
+};
+use ming_schemas::envelope::{Envelope, Flow, PROTOCOL_VERSION};
+use ming_schemas::{to_body, ErrorBody, ErrorCode};
+
+fn check(name: &str, bytes: &[u8]) {
+    let path = format!("{}/tests/golden/{name}.hex", env!("CARGO_MANIFEST_DIR"));
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if std::env::var_os("MING_BLESS").is_some() {
+        std::fs::write(&path, format!("{hex}\n")).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(hex, want.trim(), "wire format of `{name}` changed");
+}
+
+fn request() -> Envelope {
+    Envelope {
+        version: PROTOCOL_VERSION,
+        id: 0x0123_4567_89ab_cdef,
+        correlation: None,
+        trace: 42,
+        sender: "ming-cli".into(),
+        target: "agent".into(),
+        deadline_ms: 1_764_000_000_000,
+        flow: Flow::Request,
+        kind: "control.ping".into(),
+        body: to_body(&ming_schemas::control::Empty {}).unwrap(),
+    }
+}
+
+#[test]
+fn envelope_request() {
+    let env = request();
+    check("envelope_request", &env.encode());
+    assert_eq!(Envelope::decode(&env.encode(), 1 << 20).unwrap(), env);
+}
+
+#[test]
+fn envelope_error_reply() {
+    let mut env = Envelope::error(
+        "broker",
+        Some(0x0123_4567_89ab_cdef),
+        42,
+        &ErrorBody::new(ErrorCode::ServiceUnavailable, "no worker of `agent` was available before the deadline"),
+    );
+    env.id = 7;
+    check("envelope_error", &env.encode());
+}
+
+#[test]
+fn envelope_partial_and_cancel() {
+    let mut partial = Envelope::answer("inference", 9, 42, Flow::Partial, "inference.chat", vec![0xa2, b'h', b'i']);
+    partial.id = 10;
+    check("envelope_partial", &partial.encode());
+    let mut cancel = Envelope::cancel("agent", 9, 42);
+    cancel.id = 11;
+    check("envelope_cancel", &cancel.encode());
+}
+
+#[test]
+fn control_bodies() {
+    check(
+        "register",
+        &to_body(&Register {
+            service: "memory".into(),
+            instance: "4242".into(),
+            pid: 4242,
+            version: "0.1.0".into(),
+            sandbox: "netns+landlock".into(),
+        })
+        .unwrap(),
+    );
+    check("registered", &to_body(&Registered { heartbeat_ms: 500, liveness: 3, max_frame_bytes: 4 << 20 }).unwrap());
+    check("heartbeat", &to_body(&Heartbeat { in_flight: 2 }).unwrap());
+    check("drain", &to_body(&Drain { grace_ms: 3000 }).unwrap());
+    check("ack", &to_body(&Ack { message: "ok".into() }).unwrap());
+    check(
+        "pong",
+        &to_body(&Pong {
+            service: "agent".into(),
+            instance: "1".into(),
+            pid: 1,
+            version: "0.1.0".into(),
+            uptime_ms: 5,
+        })
+        .unwrap(),
+    );
+    check(
+        "supervisor_status",
+        &to_body(&SupervisorStatus {
+            pid: 1,
+            version: "0.1.0".into(),
+            uptime_ms: 1000,
+            runtime_dir: "/run/user/1000/mingllm".into(),
+            services: vec![ServiceRow {
+                name: "audio".into(),
+                state: ServiceState::Backoff,
+                pid: None,
+                restarts: 2,
+                uptime_ms: 0,
+                last_error: "killed by signal 9".into(),
+                sandbox: "netns+landlock".into(),
+                log_file: "/home/u/.local/state/mingllm/logs/audio.log".into(),
+            }],
+        })
+        .unwrap(),
+    );
+    check(
+        "service_state_changed",
+        &to_body(&ServiceStateChanged { service: "audio".into(), state: ServiceState::Ready, pid: Some(77), detail: String::new() })
+            .unwrap(),
+    );
+}
+
+#[test]
+fn a_peer_written_elsewhere_decodes() {
+    // The bytes a minimal client in another language produces for a ping (fields in another
+    // order, no optional fields): see docs/wire-protocol.md.
+    let mut map = rmpv::Value::Map(vec![
+        ("kind".into(), "control.ping".into()),
+        ("flow".into(), "request".into()),
+        ("id".into(), 5u64.into()),
+        ("trace".into(), 5u64.into()),
+        ("sender".into(), "py".into()),
+        ("target".into(), "agent".into()),
+        ("deadline_ms".into(), 1_764_000_000_000u64.into()),
+        (
+            "version".into(),
+            rmpv::Value::Map(vec![("major".into(), 1u64.into()), ("minor".into(), 0u64.into())]),
+        ),
+        ("body".into(), rmpv::Value::Binary(vec![0x80])),
+    ]);
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, &map).unwrap();
+    let env = Envelope::decode(&bytes, 1 << 20).unwrap();
+    assert_eq!(env.kind, "control.ping");
+    assert_eq!(env.correlation, None);
+    // A body that is not a byte string is a malformed frame, not a panic.
+    if let rmpv::Value::Map(fields) = &mut map {
+        fields.last_mut().unwrap().1 = rmpv::Value::from(17u64);
+    }
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, &map).unwrap();
+    assert!(Envelope::decode(&bytes, 1 << 20).is_err());
+}
