@@ -1,1 +1,275 @@
-fn main() {}
+//! `just bench` (bus part): round-trip latency through the broker against a raw ZeroMQ
+//! DEALER/ROUTER pair measured in the same run, and throughput. Prints a table; asserts nothing.
+//!
+//! Targets (issue #2): p50 ≤ 100 µs through the broker (two hops), ≤ 2.5x raw; ≥ 100k msg/s.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ming_bus::broker::BrokerHandle;
+use ming_bus::worker::{run_worker, Handler, Request, Responder, WorkerOptions};
+use ming_bus::{BusClient, BusConfig};
+use ming_schemas::envelope::{now_ms, Envelope, Flow};
+
+const ROUND_TRIPS: usize = 20_000;
+const WARMUP: usize = 2_000;
+
+struct Echo;
+
+impl Handler for Echo {
+    async fn handle(&self, req: Request, mut resp: Responder) {
+        if req.kind() == "bench.stream" {
+            let n: u32 = req.body().unwrap_or(0);
+            for i in 0..n {
+                resp.partial(&i);
+            }
+            return resp.reply(&n);
+        }
+        let body: Vec<u8> = req.body().unwrap_or_default();
+        resp.reply(&serde_bytes::ByteBuf::from(body));
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    (percentile(&v, 0.5), percentile(&v, 0.99))
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Raw libzmq: DEALER ↔ ROUTER echo over ipc, one hop each way.
+fn raw_pair(dir: &std::path::Path, payload: &[u8]) -> (Duration, Duration) {
+    // One context (one I/O thread) per side, as two processes would have.
+    let ctx = zmq::Context::new();
+    let endpoint = format!("ipc://{}/raw.sock", dir.display());
+    let router = zmq::Context::new().socket(zmq::ROUTER).unwrap();
+    router.bind(&endpoint).unwrap();
+    let echo = std::thread::spawn(move || {
+        for _ in 0..ROUND_TRIPS + WARMUP {
+            let parts = router.recv_multipart(0).unwrap();
+            router.send_multipart(parts, 0).unwrap();
+        }
+    });
+    let dealer = ctx.socket(zmq::DEALER).unwrap();
+    dealer.connect(&endpoint).unwrap();
+    let mut times = Vec::with_capacity(ROUND_TRIPS);
+    for i in 0..ROUND_TRIPS + WARMUP {
+        let t = Instant::now();
+        dealer.send(payload, 0).unwrap();
+        let _ = dealer.recv_bytes(0).unwrap();
+        if i >= WARMUP {
+            times.push(t.elapsed());
+        }
+    }
+    echo.join().unwrap();
+    stats(times)
+}
+
+fn main() {
+    // Re-executed as the worker process: serve `echo` on the given runtime dir until killed.
+    if let Ok(dir) = std::env::var("MING_BENCH_WORKER_DIR") {
+        let wcfg = BusConfig::in_dir(std::path::Path::new(&dir));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let _ = run_worker(
+                &wcfg,
+                WorkerOptions::for_service("echo"),
+                Arc::new(Echo),
+                std::future::pending(),
+            )
+            .await;
+        });
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = BusConfig::in_dir(dir.path());
+    let _broker = BrokerHandle::start(&cfg, ["echo".to_string()], None).unwrap();
+    // The worker in its own process, as a service is.
+    let mut worker = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("MING_BENCH_WORKER_DIR", dir.path())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt.block_on(async {
+        let client = BusClient::connect(&cfg, "bench").unwrap();
+        // Wait for the worker to register.
+        loop {
+            let r: Result<serde_bytes::ByteBuf, _> = client
+                .request(
+                    "echo",
+                    "bench.echo",
+                    &serde_bytes::ByteBuf::from(vec![1u8]),
+                    Duration::from_millis(200),
+                )
+                .await;
+            if r.is_ok() {
+                break client;
+            }
+        }
+    });
+
+    let payload = vec![7u8; 64];
+    let sample = Envelope::request(
+        "bench",
+        "echo",
+        "bench.echo",
+        ming_schemas::to_body(&serde_bytes::ByteBuf::from(payload.clone())).unwrap(),
+        now_ms() + 60_000,
+    );
+    let frame_len = sample.encode().len();
+    let (raw50, raw99) = raw_pair(dir.path(), &sample.encode());
+
+    // Through the broker, async client (BusClient) → broker → worker → broker → client.
+    let (b50, b99) = rt.block_on(async {
+        let body = serde_bytes::ByteBuf::from(payload.clone());
+        let mut times = Vec::with_capacity(ROUND_TRIPS);
+        for i in 0..ROUND_TRIPS + WARMUP {
+            let t = Instant::now();
+            let _: serde_bytes::ByteBuf = client
+                .request("echo", "bench.echo", &body, Duration::from_secs(5))
+                .await
+                .unwrap();
+            if i >= WARMUP {
+                times.push(t.elapsed());
+            }
+        }
+        stats(times)
+    });
+
+    // Through the broker from a plain blocking DEALER (no tokio on the caller's side).
+    let ctx = zmq::Context::new();
+    let dealer = ctx.socket(zmq::DEALER).unwrap();
+    dealer.connect(&cfg.bus_endpoint).unwrap();
+    let mut times = Vec::with_capacity(ROUND_TRIPS);
+    for i in 0..ROUND_TRIPS + WARMUP {
+        let env = Envelope::request(
+            "bench",
+            "echo",
+            "bench.echo",
+            sample.body.clone(),
+            now_ms() + 60_000,
+        );
+        let t = Instant::now();
+        dealer.send(env.encode(), 0).unwrap();
+        let _ = dealer.recv_bytes(0).unwrap();
+        if i >= WARMUP {
+            times.push(t.elapsed());
+        }
+    }
+    let (s50, s99) = stats(times);
+
+    // Throughput: a window of requests in flight from one blocking DEALER.
+    let total = 200_000usize;
+    let window = 512usize;
+    let frames: Vec<Vec<u8>> = (0..total)
+        .map(|_| {
+            Envelope::request(
+                "bench",
+                "echo",
+                "bench.echo",
+                sample.body.clone(),
+                now_ms() + 120_000,
+            )
+            .encode()
+        })
+        .collect();
+    let t = Instant::now();
+    let (mut sent, mut got) = (0usize, 0usize);
+    while got < total {
+        while sent < total && sent - got < window {
+            dealer.send(&frames[sent], 0).unwrap();
+            sent += 1;
+        }
+        let reply = dealer.recv_bytes(0).unwrap();
+        debug_assert!(Envelope::decode(&reply, 1 << 20)
+            .map(|e| e.flow == Flow::Reply)
+            .unwrap_or(false));
+        got += 1;
+    }
+    let raw_tput = total as f64 / t.elapsed().as_secs_f64();
+
+    // Throughput with the async client: many concurrent requests.
+    let async_total = 100_000usize;
+    let async_tput = rt.block_on(async {
+        let t = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        let per = async_total / 256;
+        for _ in 0..256 {
+            let c = client.clone();
+            let body = serde_bytes::ByteBuf::from(payload.clone());
+            set.spawn(async move {
+                for _ in 0..per {
+                    let _: serde_bytes::ByteBuf = c
+                        .request("echo", "bench.echo", &body, Duration::from_secs(30))
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+        (per * 256) as f64 / t.elapsed().as_secs_f64()
+    });
+
+    // Streaming: one request answered by many partial frames.
+    let stream_n = 50_000u32;
+    let stream_tput = rt.block_on(async {
+        let body = ming_schemas::to_body(&stream_n).unwrap();
+        let t = Instant::now();
+        let mut s = client
+            .stream(client.envelope("echo", "bench.stream", body, Duration::from_secs(60)))
+            .unwrap();
+        let mut n = 0u32;
+        while let Some(f) = s.next().await {
+            if f.unwrap().flow == Flow::Partial {
+                n += 1;
+            }
+        }
+        assert_eq!(n, stream_n);
+        f64::from(n) / t.elapsed().as_secs_f64()
+    });
+
+    println!(
+        "bus benchmark (ipc, {frame_len}-byte request frames, {ROUND_TRIPS} round trips each)"
+    );
+    println!("| path | p50 µs | p99 µs | p50 vs raw |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| raw DEALER/ROUTER echo (1 hop each way) | {:.1} | {:.1} | 1.00x |",
+        us(raw50),
+        us(raw99)
+    );
+    println!(
+        "| broker, blocking DEALER client | {:.1} | {:.1} | {:.2}x |",
+        us(s50),
+        us(s99),
+        us(s50) / us(raw50)
+    );
+    println!(
+        "| broker, async BusClient (tokio) | {:.1} | {:.1} | {:.2}x |",
+        us(b50),
+        us(b99),
+        us(b50) / us(raw50)
+    );
+    println!();
+    println!("| throughput | per second |");
+    println!("|---|---:|");
+    println!(
+        "| requests through the broker, blocking DEALER, {window} in flight | {raw_tput:.0} |"
+    );
+    println!("| requests through the broker, async BusClient, 256 tasks | {async_tput:.0} |");
+    println!("| streamed partial frames, one request | {stream_tput:.0} |");
+    let _ = worker.kill();
+    let _ = worker.wait();
+}

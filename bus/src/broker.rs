@@ -77,7 +77,9 @@ impl BrokerHandle {
         known_services: impl IntoIterator<Item = String>,
         notices: Option<UnboundedSender<BrokerNotice>>,
     ) -> BusResult<Self> {
-        let ctx = crate::context();
+        // Its own context, hence its own libzmq I/O thread: routing never queues behind the
+        // host process's other sockets.
+        let ctx = zmq::Context::new();
         let mut router = ctx
             .socket(zmq::ROUTER)
             .map_err(BusError::zmq("create ROUTER"))?;

@@ -81,6 +81,43 @@ impl AsyncSocket {
         }
     }
 
+    /// Sends a multipart message, waiting (asynchronously) while the peer's queue is full.
+    /// Wrap in a timeout: with no peer connected it waits until one is.
+    ///
+    /// # Errors
+    /// libzmq errors other than "queue full".
+    pub async fn send_wait(&mut self, parts: &[&[u8]]) -> BusResult<()> {
+        loop {
+            match self
+                .sock
+                .send_multipart(parts.iter().copied(), zmq::DONTWAIT)
+            {
+                Ok(()) => return Ok(()),
+                Err(zmq::Error::EAGAIN) => {}
+                Err(e) => {
+                    return Err(BusError::Zmq {
+                        op: "send",
+                        source: e,
+                    })
+                }
+            }
+            loop {
+                let events = self
+                    .sock
+                    .get_events()
+                    .map_err(BusError::zmq("get ZMQ_EVENTS"))?;
+                if events.contains(zmq::POLLOUT) {
+                    break;
+                }
+                let mut guard = self.fd.readable().await.map_err(|source| BusError::Io {
+                    context: "wait for ZeroMQ socket".into(),
+                    source,
+                })?;
+                guard.clear_ready();
+            }
+        }
+    }
+
     /// Sends a multipart message without blocking.
     ///
     /// # Errors

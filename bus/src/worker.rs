@@ -229,8 +229,13 @@ pub async fn run_worker<H: Handler>(
                 } else if !in_flight.contains_key(&id) {
                     continue;
                 }
-                if let Err(e) = sock.send(&[&frame]) {
-                    tracing::warn!(error = %e, request = id, "could not send an answer");
+                // Back-pressure: a fast stream waits for the broker to take its frames rather
+                // than dropping them; a broker that takes nothing for the liveness period is
+                // gone, and the frame goes with it.
+                match tokio::time::timeout(heartbeat * liveness, sock.send_wait(&[&frame])).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, request = id, "could not send an answer"),
+                    Err(_) => tracing::warn!(request = id, "the broker took no frame for the liveness period; answer dropped"),
                 }
             }
             msg = sock.recv() => {

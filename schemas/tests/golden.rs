@@ -3,8 +3,8 @@
 //! `MING_BLESS=1 cargo test -p ming-schemas --test golden` and say so in the commit.
 
 use ming_schemas::control::{
-    Ack, Drain, Heartbeat, Pong, Register, Registered, ServiceRow, ServiceState, ServiceStateChanged,
-    SupervisorStatus,
+    Ack, Drain, Heartbeat, Pong, Register, Registered, ServiceRow, ServiceState,
+    ServiceStateChanged, SupervisorStatus,
 };
 use ming_schemas::envelope::{Envelope, Flow, PROTOCOL_VERSION};
 use ming_schemas::{to_body, ErrorBody, ErrorCode};
@@ -48,7 +48,10 @@ fn envelope_error_reply() {
         "broker",
         Some(0x0123_4567_89ab_cdef),
         42,
-        &ErrorBody::new(ErrorCode::ServiceUnavailable, "no worker of `agent` was available before the deadline"),
+        &ErrorBody::new(
+            ErrorCode::ServiceUnavailable,
+            "no worker of `agent` was available before the deadline",
+        ),
     );
     env.id = 7;
     check("envelope_error", &env.encode());
@@ -56,7 +59,14 @@ fn envelope_error_reply() {
 
 #[test]
 fn envelope_partial_and_cancel() {
-    let mut partial = Envelope::answer("inference", 9, 42, Flow::Partial, "inference.chat", vec![0xa2, b'h', b'i']);
+    let mut partial = Envelope::answer(
+        "inference",
+        9,
+        42,
+        Flow::Partial,
+        "inference.chat",
+        vec![0xa2, b'h', b'i'],
+    );
     partial.id = 10;
     check("envelope_partial", &partial.encode());
     let mut cancel = Envelope::cancel("agent", 9, 42);
@@ -77,10 +87,24 @@ fn control_bodies() {
         })
         .unwrap(),
     );
-    check("registered", &to_body(&Registered { heartbeat_ms: 500, liveness: 3, max_frame_bytes: 4 << 20 }).unwrap());
+    check(
+        "registered",
+        &to_body(&Registered {
+            heartbeat_ms: 500,
+            liveness: 3,
+            max_frame_bytes: 4 << 20,
+        })
+        .unwrap(),
+    );
     check("heartbeat", &to_body(&Heartbeat { in_flight: 2 }).unwrap());
     check("drain", &to_body(&Drain { grace_ms: 3000 }).unwrap());
-    check("ack", &to_body(&Ack { message: "ok".into() }).unwrap());
+    check(
+        "ack",
+        &to_body(&Ack {
+            message: "ok".into(),
+        })
+        .unwrap(),
+    );
     check(
         "pong",
         &to_body(&Pong {
@@ -114,8 +138,13 @@ fn control_bodies() {
     );
     check(
         "service_state_changed",
-        &to_body(&ServiceStateChanged { service: "audio".into(), state: ServiceState::Ready, pid: Some(77), detail: String::new() })
-            .unwrap(),
+        &to_body(&ServiceStateChanged {
+            service: "audio".into(),
+            state: ServiceState::Ready,
+            pid: Some(77),
+            detail: String::new(),
+        })
+        .unwrap(),
     );
 }
 
@@ -133,7 +162,10 @@ fn a_peer_written_elsewhere_decodes() {
         ("deadline_ms".into(), 1_764_000_000_000u64.into()),
         (
             "version".into(),
-            rmpv::Value::Map(vec![("major".into(), 1u64.into()), ("minor".into(), 0u64.into())]),
+            rmpv::Value::Map(vec![
+                ("major".into(), 1u64.into()),
+                ("minor".into(), 0u64.into()),
+            ]),
         ),
         ("body".into(), rmpv::Value::Binary(vec![0x80])),
     ]);
