@@ -604,6 +604,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
     fn env_vars_override_nested_keys_and_others_are_ignored() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("MING_BUS__HEARTBEAT_MS", "250");

@@ -76,7 +76,7 @@ async fn run_holds_the_service_and_hands_it_back() {
     let before = m.wait_ready(&["agent"], Duration::from_secs(20)).await[0]
         .pid
         .unwrap();
-    let mut run = Mingd::command(&bin("ming"), &m.config)
+    let run = Mingd::command(&bin("ming"), &m.config)
         .args(["run", "agent"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -334,7 +334,7 @@ pub async fn supervise(
         let Some(status) = exited else { continue };
         if let Some(pid) = pid {
             sh.broker
-                .drop_pid(pid, &format!("process {}", describe(status)));
+                .drop_pid(pid, format!("process {}", describe(status)));
         }
         let how = describe(status);
         spec.log

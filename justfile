@@ -1,0 +1,62 @@
+# MingLLM tasks. `./just` (the script next to this file) installs `just` itself when missing.
+# The build shares one target dir outside the clone, so reruns are incremental.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export CARGO_TARGET_DIR := env("CARGO_TARGET_DIR", if `id -u` == "0" { "/var/cache/mingllm/target" } else { env("HOME") / ".cache/mingllm/target" })
+export CARGO_TERM_COLOR := "never"
+
+# Debian packages the build, the services and the tests need.
+apt_packages := "build-essential pkg-config cmake clang libclang-dev libasound2-dev espeak-ng sox python3 python3-pip python3-zmq python3-msgpack git ca-certificates curl"
+
+# List the recipes.
+default:
+    @just --list
+
+# Install the missing Debian packages (idempotent; sudo when not root).
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    missing=()
+    for p in {{apt_packages}}; do
+      dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then echo "setup: every Debian package is present"; exit 0; fi
+    echo "setup: installing ${missing[*]}"
+    sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
+    $sudo_ apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+# Build every binary (debug).
+build:
+    cargo build --workspace --bins --locked
+
+# Build (release) and run the supervisor in the foreground; `just ming status` in another terminal.
+up *ARGS: setup
+    cargo build --release --workspace --bins --locked
+    @echo "mingd starting; in another terminal: ./just ming status"
+    exec "$CARGO_TARGET_DIR/release/mingd" {{ARGS}}
+
+# Run the ming CLI (release build), e.g. `just ming status`, `just ming logs agent -f`.
+ming *ARGS:
+    @cargo build --release --locked -q -p ming-supervisor --bin ming
+    @"$CARGO_TARGET_DIR/release/ming" {{ARGS}}
+
+# Everything CI checks: format, lints, then every test (real processes, real sockets).
+test: setup
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+    cargo build --workspace --bins --locked
+    cargo test --workspace --locked -- --test-threads 2
+
+# Benchmarks: bus latency against raw ZeroMQ, throughput, streaming (release build).
+bench:
+    cargo bench --locked -p ming-bus --bench bus
+
+# Lints, as CI runs them.
+lint:
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Format the code.
+fmt:
+    cargo fmt --all
