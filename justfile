@@ -44,10 +44,16 @@ ming *ARGS:
 
 # Everything CI checks: format, lints, then every test (real processes, real sockets).
 test: setup
+    #!/usr/bin/env bash
+    set -euo pipefail
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
+    # The cross-process tests run the workspace's binaries: build them first.
     cargo build --workspace --bins --locked
-    cargo test --workspace --locked -- --test-threads 2
+    log="$(mktemp)"
+    trap 'rm -f "$log"' EXIT
+    cargo test --workspace --locked -- --test-threads 2 2>&1 | tee "$log"
+    awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "total: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 
 # Benchmarks: bus latency against raw ZeroMQ, throughput, streaming (release build).
 bench:
