@@ -591,16 +591,20 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
     fn explicit_file_layers_over_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("c.toml");
-        std::fs::write(&file, "[bus]\nqueue_limit = 7\n").unwrap();
-        let cfg = Config::load(&LoadOptions {
-            file: Some(file),
-            skip_system_and_user: true,
-        })
-        .unwrap();
-        assert_eq!(cfg.bus.queue_limit, 7);
+        // Inside a Jail: it serialises the tests that read or set MING_* variables.
+        figment::Jail::expect_with(|jail| {
+            let file = jail.directory().join("c.toml");
+            std::fs::write(&file, "[bus]\nqueue_limit = 7\n").map_err(|e| e.to_string())?;
+            let cfg = Config::load(&LoadOptions {
+                file: Some(file),
+                skip_system_and_user: true,
+            })
+            .map_err(|e| e.to_string())?;
+            assert_eq!(cfg.bus.queue_limit, 7);
+            Ok(())
+        });
     }
 
     #[test]
