@@ -104,15 +104,17 @@ impl BrokerHandle {
         router
             .bind(&cfg.bus_endpoint)
             .map_err(BusError::zmq("bind bus endpoint"))?;
-        let xsub = ctx
+        let mut xsub = ctx
             .socket(zmq::XSUB)
             .map_err(BusError::zmq("create XSUB"))?;
+        let filtered = restrict_ipc_to_same_user(&mut xsub) && filtered;
         xsub.set_linger(0).map_err(BusError::zmq("set linger"))?;
         xsub.bind(&cfg.events_in_endpoint)
             .map_err(BusError::zmq("bind events-in endpoint"))?;
-        let xpub = ctx
+        let mut xpub = ctx
             .socket(zmq::XPUB)
             .map_err(BusError::zmq("create XPUB"))?;
+        let filtered = restrict_ipc_to_same_user(&mut xpub) && filtered;
         xpub.set_linger(0).map_err(BusError::zmq("set linger"))?;
         xpub.bind(&cfg.events_out_endpoint)
             .map_err(BusError::zmq("bind events endpoint"))?;
@@ -130,6 +132,9 @@ impl BrokerHandle {
         wake_tx
             .connect(&wake_addr)
             .map_err(BusError::zmq("connect ctl"))?;
+        if !filtered {
+            tracing::warn!("libzmq cannot filter ipc peers by uid here; the 0700 runtime dir is the only guard");
+        }
         tracing::info!(
             bus = %cfg.bus_endpoint,
             events_in = %cfg.events_in_endpoint,

@@ -76,3 +76,53 @@ restart = "always"
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_cannot_run_as_configured_is_failed_at_once() {
+    // Exit status 78 (EX_CONFIG: bad config, missing model, no sandbox possible) is permanent:
+    // no restart, no backoff, failed with the reason, the log saying why.
+    let m = Mingd::start(
+        r#"
+[services.misconfigured]
+command = ["sh", "-c", "echo 'model file missing: run just models' >&2; exit 78"]
+"#,
+    );
+    let row = eventually(
+        Duration::from_secs(10),
+        "misconfigured to be failed",
+        || async {
+            m.row("misconfigured")
+                .await
+                .filter(|r| r.state == ServiceState::Failed)
+        },
+    )
+    .await;
+    assert_eq!(row.restarts, 0, "{row:?}");
+    assert!(row.last_error.contains("EX_CONFIG"), "{}", row.last_error);
+    let log = std::fs::read_to_string(m.log_dir().join("misconfigured.log")).unwrap();
+    assert!(log.contains("model file missing"), "{log}");
+    // And the same for a service whose network sandbox cannot be applied.
+    let out = std::process::Command::new(ming_tests::bin("mingd"))
+        .args(["sandbox-exec", "--deny-net", "--only", "none", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("REFUSING to start true"));
+    let out = std::process::Command::new(ming_tests::bin("mingd"))
+        .args([
+            "sandbox-exec",
+            "--deny-net",
+            "--only",
+            "none",
+            "--allow-unsandboxed",
+            "--",
+            "sh",
+            "-c",
+            "echo $MING_SANDBOX",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "none");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WITHOUT any network sandbox"));
+}

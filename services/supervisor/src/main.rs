@@ -30,7 +30,8 @@ enum Cmd {
         deny_net: bool,
         #[arg(long)]
         allow_unsandboxed: bool,
-        /// Apply one layer only (`netns` or `landlock`), to test or diagnose it.
+        /// Apply one layer only (`netns`, `landlock`), or `none` (as on a kernel with neither), to
+        /// test or diagnose the sandbox.
         #[arg(long)]
         only: Option<String>,
         #[arg(last = true, required = true)]
@@ -52,8 +53,11 @@ fn main() -> anyhow::Result<()> {
             None => Layers::Both,
             Some("netns") => Layers::NetnsOnly,
             Some("landlock") => Layers::LandlockOnly,
+            Some("none") => Layers::None,
             Some(other) => {
-                eprintln!("mingd sandbox-exec: --only takes `netns` or `landlock`, not `{other}`");
+                eprintln!(
+                    "mingd sandbox-exec: --only takes `netns`, `landlock` or `none`, not `{other}`"
+                );
                 std::process::exit(64);
             }
         };

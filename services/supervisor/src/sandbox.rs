@@ -32,12 +32,14 @@ impl SandboxOutcome {
     }
 }
 
-/// Which layers to apply; both unless a test or a diagnosis asks for one alone.
+/// Which layers to apply; both unless a test or a diagnosis asks for fewer (`None` stands in
+/// for a kernel that offers neither, to exercise the refusal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layers {
     Both,
     NetnsOnly,
     LandlockOnly,
+    None,
 }
 
 /// Puts the calling process into an empty network namespace and denies it TCP with Landlock.
@@ -45,12 +47,12 @@ pub enum Layers {
 pub fn deny_network(layers: Layers) -> SandboxOutcome {
     let skipped = || Err("not requested".to_string());
     SandboxOutcome {
-        netns: if layers == Layers::LandlockOnly {
+        netns: if matches!(layers, Layers::LandlockOnly | Layers::None) {
             skipped()
         } else {
             enter_empty_netns()
         },
-        landlock: if layers == Layers::NetnsOnly {
+        landlock: if matches!(layers, Layers::NetnsOnly | Layers::None) {
             skipped()
         } else {
             landlock_deny_tcp()
@@ -128,7 +130,7 @@ pub fn sandbox_exec(
                      supervisor.allow_unsandboxed is false",
                     program.to_string_lossy()
                 );
-                return 78;
+                return crate::supervise::EX_CONFIG;
             }
             eprintln!(
                 "mingd sandbox-exec: WARNING: starting {} WITHOUT any network sandbox \

@@ -128,11 +128,16 @@ fn spawn(spec: &ServiceSpec, sh: &Shared) -> Result<Child, String> {
     Ok(child)
 }
 
+/// Exit status meaning "cannot run as configured" (sysexits.h): a missing model, bad config, or a
+/// network sandbox that cannot be applied. Restarting would not help, so the service is marked
+/// failed at once instead of crash-looping.
+pub const EX_CONFIG: i32 = 78;
+
 fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(0), _) => "exited cleanly (status 0)".into(),
-        (Some(78), _) => {
-            "refused to start: no network sandbox could be applied (see its log)".into()
+        (Some(EX_CONFIG), _) => {
+            "exited with status 78 (EX_CONFIG): it cannot run as configured, see its log; not restarted".into()
         }
         (Some(c), _) => format!("exited with status {c}"),
         (None, Some(s)) => format!("killed by signal {s}"),
@@ -340,6 +345,12 @@ pub async fn supervise(
         spec.log
             .line(&format!("[mingd] pid {} {how}", pid.unwrap_or(0)));
         let failed = !status.success();
+        if status.code() == Some(EX_CONFIG) {
+            tracing::error!(service = %name, "{how}");
+            sh.set_state(&name, ServiceState::Failed, None, &how);
+            want = Want::Failed;
+            continue;
+        }
         match spec.settings.restart {
             RestartPolicy::Never => {
                 want = if failed { Want::Failed } else { Want::Stopped };
