@@ -27,12 +27,16 @@ setup:
     $sudo_ apt-get update -q
     DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -q --no-install-recommends "${missing[@]}"
 
+# Fetch, assemble and verify the models (models/manifest.toml); a quick no-op when all are in place.
+models: setup
+    python3 models/fetch.py
+
 # Build every binary (debug).
 build:
     cargo build --workspace --bins --locked
 
 # Build (release) and run the supervisor in the foreground; `just ming status` in another terminal.
-up *ARGS: setup
+up *ARGS: setup models
     cargo build --release --workspace --bins --locked
     @echo "mingd starting; in another terminal: ./just ming status"
     exec "$CARGO_TARGET_DIR/release/mingd" {{ARGS}}
@@ -43,7 +47,7 @@ ming *ARGS:
     @"$CARGO_TARGET_DIR/release/ming" {{ARGS}}
 
 # Everything CI checks: format, lints, then every test (real processes, real sockets).
-test: setup
+test: setup models
     #!/usr/bin/env bash
     set -euo pipefail
     cargo fmt --all -- --check

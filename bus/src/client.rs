@@ -25,6 +25,8 @@ enum Cmd {
     Cancel {
         id: u64,
         frame: Vec<u8>,
+        /// Stop listening for the request's frames too.
+        forget: bool,
     },
     Forget {
         id: u64,
@@ -203,7 +205,13 @@ impl ReplyStream {
                 Some(Err(BusError::Closed))
             }
             Err(_elapsed) => {
-                self.cancel();
+                let frame = Envelope::cancel(self.sender.clone(), self.id, self.trace).encode();
+                let _ = self.tx.send(Cmd::Cancel {
+                    id: self.id,
+                    frame,
+                    forget: true,
+                });
+                self.done = true;
                 Some(Err(BusError::Timeout {
                     target: self.target.clone(),
                     waited_ms: self.started.elapsed().as_millis() as u64,
@@ -212,15 +220,19 @@ impl ReplyStream {
         }
     }
 
-    /// Asks the service to abandon the request; its final frame (usually `Cancelled`) is not
-    /// awaited.
+    /// Asks the service to abandon the request. The stream stays open: the frames already on
+    /// their way, then the final one (a reply saying how it ended, or a `Cancelled` error),
+    /// still arrive through [`ReplyStream::next`].
     pub fn cancel(&mut self) {
         if self.done {
             return;
         }
         let frame = Envelope::cancel(self.sender.clone(), self.id, self.trace).encode();
-        let _ = self.tx.send(Cmd::Cancel { id: self.id, frame });
-        self.done = true;
+        let _ = self.tx.send(Cmd::Cancel {
+            id: self.id,
+            frame,
+            forget: false,
+        });
     }
 
     fn finish(&mut self) {
@@ -231,7 +243,14 @@ impl ReplyStream {
 
 impl Drop for ReplyStream {
     fn drop(&mut self) {
-        self.cancel();
+        if !self.done {
+            let frame = Envelope::cancel(self.sender.clone(), self.id, self.trace).encode();
+            let _ = self.tx.send(Cmd::Cancel {
+                id: self.id,
+                frame,
+                forget: true,
+            });
+        }
     }
 }
 
@@ -262,8 +281,10 @@ async fn socket_task(
                         pending.insert(id, answers);
                     }
                 }
-                Some(Cmd::Cancel { id, frame }) => {
-                    pending.remove(&id);
+                Some(Cmd::Cancel { id, frame, forget }) => {
+                    if forget {
+                        pending.remove(&id);
+                    }
                     let _ = sock.send(&[&frame]);
                 }
                 Some(Cmd::Forget { id }) => {

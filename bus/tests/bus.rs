@@ -240,6 +240,9 @@ async fn explicit_cancel_ends_the_request() {
         .unwrap();
     assert_eq!(stream.next().await.unwrap().unwrap().flow, Flow::Partial);
     stream.cancel();
+    // The request ends with the worker's own final answer to the cancel.
+    let end = stream.next().await.unwrap().unwrap_err();
+    assert_eq!(end.code(), ErrorCode::Cancelled, "{end}");
     assert!(stream.next().await.is_none());
     // The handler saw the cancel and answered; only the status request itself stays in flight.
     let mut st = None;

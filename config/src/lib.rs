@@ -17,6 +17,9 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+/// The top-level sections.
+const SECTIONS: [&str; 5] = ["paths", "bus", "supervisor", "inference", "services"];
+
 /// The embedded default configuration.
 pub const DEFAULT_TOML: &str = include_str!("../default.toml");
 
@@ -27,7 +30,20 @@ pub struct Config {
     pub paths: PathSettings,
     pub bus: BusSettings,
     pub supervisor: SupervisorSettings,
+    pub inference: InferenceSettings,
     pub services: BTreeMap<String, ServiceSettings>,
+}
+
+/// The inference service (issue #3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceSettings {
+    pub model: String,
+    pub threads: u32,
+    pub context_tokens: u32,
+    pub batch_tokens: u32,
+    pub max_tokens: u32,
+    pub prompt_cache: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,7 +196,7 @@ impl Config {
                         .next()
                         .unwrap_or("")
                         .to_ascii_lowercase();
-                    ["paths", "bus", "supervisor", "services"].contains(&first.as_str())
+                    SECTIONS.contains(&first.as_str())
                 }),
         );
         Self::from_figment(&fig)
@@ -214,13 +230,14 @@ impl Config {
         let bus = section("bus");
         let supervisor = section("supervisor");
         let services = section("services");
+        let inference = section("inference");
         if let Some(figment::value::Value::Dict(_, root)) = &root {
             for key in root.keys() {
-                if !["paths", "bus", "supervisor", "services"].contains(&key.as_str()) {
+                if !SECTIONS.contains(&key.as_str()) {
                     problems.push(ConfigProblem {
                         key: key.clone(),
                         value: Some(format!("unknown key `{key}`")),
-                        expected: "one of: paths, bus, supervisor, services".into(),
+                        expected: format!("one of: {}", SECTIONS.join(", ")),
                         source: fig.find_metadata(key).map(|m| m.name.to_string()),
                     });
                 }
@@ -230,6 +247,8 @@ impl Config {
         let bus = bus.and_then(|_| take::<BusSettings>(fig, "bus", &mut problems));
         let supervisor =
             supervisor.and_then(|_| take::<SupervisorSettings>(fig, "supervisor", &mut problems));
+        let inference =
+            inference.and_then(|_| take::<InferenceSettings>(fig, "inference", &mut problems));
         let mut service_map = BTreeMap::new();
         if let Some(figment::value::Value::Dict(_, dict)) = &services {
             for name in dict.keys() {
@@ -247,8 +266,8 @@ impl Config {
                 source: None,
             });
         }
-        let (Some(paths), Some(bus), Some(supervisor), true) =
-            (paths, bus, supervisor, problems.is_empty())
+        let (Some(paths), Some(bus), Some(supervisor), Some(inference), true) =
+            (paths, bus, supervisor, inference, problems.is_empty())
         else {
             return Err(ConfigError { problems });
         };
@@ -256,6 +275,7 @@ impl Config {
             paths,
             bus,
             supervisor,
+            inference,
             services: service_map,
         };
         let problems = cfg.validate();
@@ -322,6 +342,25 @@ impl Config {
             "supervisor.log_max_bytes",
             s.log_max_bytes.to_string(),
             "at least 4096",
+        );
+        let i = &self.inference;
+        check(
+            (256..=1 << 20).contains(&i.context_tokens),
+            "inference.context_tokens",
+            i.context_tokens.to_string(),
+            "between 256 and 1048576",
+        );
+        check(
+            (1..=i.context_tokens.max(1)).contains(&i.batch_tokens),
+            "inference.batch_tokens",
+            i.batch_tokens.to_string(),
+            "between 1 and inference.context_tokens",
+        );
+        check(
+            i.max_tokens >= 1,
+            "inference.max_tokens",
+            i.max_tokens.to_string(),
+            "at least 1",
         );
         for (name, svc) in &self.services {
             check(

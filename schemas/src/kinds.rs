@@ -50,3 +50,10 @@ pub const SUPERVISOR_RELEASE: &str = "supervisor.release";
 pub const EVENT_SERVICE_STATE: &str = "supervisor.service_state";
 /// A worker registered with or was dropped by the broker: [`crate::control::WorkerChanged`].
 pub const EVENT_WORKER: &str = "broker.worker";
+
+// -- inference (target `inference`) ---------------------------------------------------------
+/// Request: [`crate::inference::ChatRequest`]; partials [`crate::inference::ChatChunk`]; reply
+/// [`crate::inference::ChatReply`].
+pub const INFERENCE_CHAT: &str = "inference.chat";
+/// Request: empty map body; reply [`crate::inference::ModelInfo`].
+pub const INFERENCE_INFO: &str = "inference.info";

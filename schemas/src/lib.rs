@@ -11,11 +11,13 @@
 //! - [`error`]: the stable error codes that cross the bus, and the error body.
 //! - [`control`]: registration, heartbeats, ping/status, drain, and the broker's and supervisor's
 //!   own requests and events.
+//! - [`inference`]: chat requests, streamed chunks, replies, tool calls, usage.
 //! - [`kinds`]: the `kind` strings, one constant each.
 
 pub mod control;
 pub mod envelope;
 pub mod error;
+pub mod inference;
 pub mod kinds;
 
 pub use envelope::{DecodeFrameError, Envelope, Flow, Version, PROTOCOL_VERSION};

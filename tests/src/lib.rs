@@ -39,6 +39,16 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// Where `just models` put the verified models (`MING_PATHS__MODEL_DIR` or the default).
+pub fn model_dir() -> PathBuf {
+    let cfg = ming_config::Config::load(&ming_config::LoadOptions {
+        file: None,
+        skip_system_and_user: true,
+    })
+    .expect("default config");
+    ming_config::Paths::resolve(&cfg.paths).model_dir
+}
+
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
 where
@@ -86,6 +96,11 @@ impl Mingd {
 runtime_dir = "{run}"
 log_dir = "{logs}"
 data_dir = "{data}"
+model_dir = "{models}"
+
+[inference]
+model = "smollm2-135m-instruct"
+context_tokens = 1024
 
 [bus]
 heartbeat_ms = 100
@@ -99,6 +114,7 @@ bin_dir = "{bin}"
             run = dir.join("run").display(),
             logs = dir.join("logs").display(),
             data = dir.join("data").display(),
+            models = model_dir().display(),
             bin = bin_dir().display(),
         );
         let mut base: toml::Table = base.parse().expect("base test config");

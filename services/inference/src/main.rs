@@ -13,9 +13,19 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(ming_inference::run(
+    match rt.block_on(ming_inference::run(
         cfg,
         ming_bus::process::shutdown_signal(),
-    ))?;
-    Ok(())
+    )) {
+        Ok(()) => Ok(()),
+        Err(
+            e @ (ming_inference::InferenceError::Model(_)
+            | ming_inference::InferenceError::Engine(_)),
+        ) => {
+            tracing::error!(error = %e, "cannot serve");
+            eprintln!("ming-inference: {e}");
+            std::process::exit(78);
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -1,0 +1,207 @@
+//! Tool calls and JSON output: the request's tools become a JSON Schema, the schema a llama.cpp
+//! grammar (GBNF), so that the output always parses and matches; and the tools are described to
+//! the model in the system prompt.
+
+use ming_schemas::inference::{ChatRequest, ToolCall, ToolChoice};
+use ming_schemas::{ErrorBody, ErrorCode};
+use serde_json::{json, Value};
+
+/// What the request needs beyond plain generation.
+#[derive(Debug, Default)]
+pub struct Constraint {
+    /// GBNF grammar the output must follow (root rule `root`).
+    pub grammar: Option<String>,
+    /// Text added to the system prompt (tool descriptions and how to call them).
+    pub system_addendum: Option<String>,
+    /// The answer is a tool call to parse.
+    pub expects_tool_call: bool,
+}
+
+fn bad(msg: String) -> ErrorBody {
+    ErrorBody::new(ErrorCode::BadRequest, msg)
+}
+
+/// Builds the grammar and prompt addendum for a request's tools or response format.
+///
+/// # Errors
+/// `BadRequest` for a tool without a name, duplicate names, a schema that is not a JSON object,
+/// an unknown tool in `tool_choice`, a required call with no tools, both tools and a response
+/// format, or a schema llama.cpp cannot turn into a grammar.
+pub fn constraint(req: &ChatRequest) -> Result<Constraint, ErrorBody> {
+    let mut schemas = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for t in &req.tools {
+        if t.name.is_empty() {
+            return Err(bad("a tool has an empty name".into()));
+        }
+        if !seen.insert(t.name.as_str()) {
+            return Err(bad(format!("tool `{}` is listed twice", t.name)));
+        }
+        let schema: Value = serde_json::from_str(&t.parameters).map_err(|e| {
+            bad(format!(
+                "parameters of tool `{}` are not valid JSON: {e}",
+                t.name
+            ))
+        })?;
+        if !schema.is_object() {
+            return Err(bad(format!(
+                "parameters of tool `{}` must be a JSON Schema object",
+                t.name
+            )));
+        }
+        schemas.push((t, schema));
+    }
+    let calls: Vec<&(&ming_schemas::inference::Tool, Value)> = match &req.tool_choice {
+        ToolChoice::None => Vec::new(),
+        ToolChoice::Required if schemas.is_empty() => {
+            return Err(bad(
+                "tool_choice is `required` but the request lists no tools".into(),
+            ));
+        }
+        ToolChoice::Required => schemas.iter().collect(),
+        ToolChoice::Tool(name) => {
+            let found: Vec<_> = schemas.iter().filter(|(t, _)| &t.name == name).collect();
+            if found.is_empty() {
+                return Err(bad(format!(
+                    "tool_choice names `{name}`, which is not among the tools"
+                )));
+            }
+            found
+        }
+    };
+    if !calls.is_empty() && req.response_format.is_some() {
+        return Err(bad(
+            "a request cannot both require a tool call and set response_format".into(),
+        ));
+    }
+    if !calls.is_empty() {
+        let variants: Vec<Value> = calls
+            .iter()
+            .map(|(t, s)| {
+                // llama.cpp's converter emits properties in key order: "name" < "parameters",
+                // so the tool is chosen first and its arguments follow under its own schema.
+                json!({
+                    "type": "object",
+                    "properties": { "name": { "const": t.name }, "parameters": s },
+                    "required": ["name", "parameters"],
+                    "additionalProperties": false
+                })
+            })
+            .collect();
+        let schema = if variants.len() == 1 {
+            variants[0].clone()
+        } else {
+            json!({ "oneOf": variants })
+        };
+        let mut text = String::from(
+            "You can act by calling one of these tools. Answer with a single JSON object \
+             {\"name\": <tool name>, \"parameters\": {...}} and nothing else.\nTools:\n",
+        );
+        for (t, s) in &calls {
+            text.push_str(&format!(
+                "- {}: {}\n  arguments schema: {}\n",
+                t.name, t.description, s
+            ));
+        }
+        return Ok(Constraint {
+            grammar: Some(grammar_for(&schema.to_string())?),
+            system_addendum: Some(text),
+            expects_tool_call: true,
+        });
+    }
+    if let Some(format) = &req.response_format {
+        let schema: Value = serde_json::from_str(format)
+            .map_err(|e| bad(format!("response_format is not valid JSON: {e}")))?;
+        if !schema.is_object() {
+            return Err(bad("response_format must be a JSON Schema object".into()));
+        }
+        return Ok(Constraint {
+            grammar: Some(grammar_for(format)?),
+            system_addendum: Some(format!(
+                "Answer with JSON that matches this schema: {schema}"
+            )),
+            expects_tool_call: false,
+        });
+    }
+    Ok(Constraint::default())
+}
+
+fn grammar_for(schema: &str) -> Result<String, ErrorBody> {
+    llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| {
+        bad(format!(
+            "the JSON Schema cannot be turned into a grammar: {e}"
+        ))
+    })
+}
+
+/// Reads a tool call from constrained output.
+///
+/// # Errors
+/// When the text is not a complete call (generation was cut short).
+pub fn parse_call(text: &str) -> Result<ToolCall, String> {
+    let v: Value =
+        serde_json::from_str(text.trim()).map_err(|e| format!("not a complete JSON call: {e}"))?;
+    let name = v
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or("no tool name")?
+        .to_string();
+    let arguments = v.get("parameters").ok_or("no parameters")?.to_string();
+    Ok(ToolCall { name, arguments })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ming_schemas::inference::{ChatMessage, Tool};
+
+    fn req(tools: Vec<Tool>, choice: ToolChoice) -> ChatRequest {
+        let mut r = ChatRequest::new(vec![ChatMessage::new("user", "hi")]);
+        r.tools = tools;
+        r.tool_choice = choice;
+        r
+    }
+
+    fn timer() -> Tool {
+        Tool {
+            name: "set_timer".into(),
+            description: "Start a countdown".into(),
+            parameters: r#"{"type":"object","properties":{"minutes":{"type":"integer"}},"required":["minutes"]}"#.into(),
+        }
+    }
+
+    #[test]
+    fn required_call_gets_a_grammar_and_a_description() {
+        let c = constraint(&req(vec![timer()], ToolChoice::Required)).unwrap();
+        assert!(c.grammar.unwrap().contains("root ::="));
+        assert!(c.system_addendum.unwrap().contains("set_timer"));
+        assert!(c.expects_tool_call);
+    }
+
+    #[test]
+    fn bad_tool_requests_are_bad_requests() {
+        let mut broken = timer();
+        broken.parameters = "{not json".into();
+        for (r, what) in [
+            (req(vec![broken], ToolChoice::Required), "not valid JSON"),
+            (req(vec![], ToolChoice::Required), "lists no tools"),
+            (req(vec![timer(), timer()], ToolChoice::Required), "twice"),
+            (
+                req(vec![timer()], ToolChoice::Tool("nope".into())),
+                "not among",
+            ),
+        ] {
+            let e = constraint(&r).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(e.message.contains(what), "{e}");
+        }
+    }
+
+    #[test]
+    fn calls_parse() {
+        let c = parse_call(r#" {"name": "set_timer", "parameters": {"minutes": 7}} "#).unwrap();
+        assert_eq!(c.name, "set_timer");
+        assert_eq!(c.arguments, r#"{"minutes":7}"#);
+        assert!(parse_call(r#"{"name": "set_ti"#).is_err());
+    }
+}
