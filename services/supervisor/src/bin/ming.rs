@@ -53,6 +53,19 @@ enum Cmd {
     Ping { service: String },
     /// Print events from the bus (all, or those whose kind starts with a prefix).
     Events { prefixes: Vec<String> },
+    /// Ask the local model directly (through the inference service), streaming the answer.
+    Generate {
+        prompt: String,
+        /// A system prompt.
+        #[arg(long)]
+        system: Option<String>,
+        /// Tokens to generate at most.
+        #[arg(long)]
+        max_tokens: Option<u32>,
+        /// Sampling temperature (0: greedy).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+    },
 }
 
 struct Cli {
@@ -184,6 +197,22 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 started.elapsed().as_secs_f64() * 1000.0
             );
         }
+        Cmd::Generate {
+            prompt,
+            system,
+            max_tokens,
+            temperature,
+        } => {
+            return generate(
+                &cli,
+                args.timeout_ms,
+                prompt,
+                system,
+                max_tokens,
+                temperature,
+            )
+            .await;
+        }
         Cmd::Events { prefixes } => {
             if !cli.runtime_dir.join("events.sock").exists() {
                 return Err(cli.not_running());
@@ -261,6 +290,70 @@ fn print_status(st: &SupervisorStatus) {
             s.last_error
         );
     }
+}
+
+async fn generate(
+    cli: &Cli,
+    timeout_ms: Option<u64>,
+    prompt: String,
+    system: Option<String>,
+    max_tokens: Option<u32>,
+    temperature: f32,
+) -> anyhow::Result<ExitCode> {
+    use ming_schemas::inference::{ChatChunk, ChatMessage, ChatReply, ChatRequest};
+    use std::io::Write;
+    if !cli.runtime_dir.join("bus.sock").exists() {
+        return Err(cli.not_running());
+    }
+    let mut messages = Vec::new();
+    if let Some(s) = system {
+        messages.push(ChatMessage::new("system", s));
+    }
+    messages.push(ChatMessage::new("user", prompt));
+    let mut req = ChatRequest::new(messages);
+    req.max_tokens = max_tokens;
+    req.sampling.temperature = temperature;
+    req.stream = true;
+    // Generation takes longer than a control request: two minutes unless told otherwise.
+    let timeout = Duration::from_millis(timeout_ms.unwrap_or(120_000));
+    let body = ming_schemas::to_body(&req)?;
+    let mut stream = cli.client.stream(cli.client.envelope(
+        "inference",
+        kinds::INFERENCE_CHAT,
+        body,
+        timeout,
+    ))?;
+    let mut out = std::io::stdout();
+    loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let Some(frame) = frame else { break };
+                let frame = frame?;
+                if frame.flow == ming_schemas::envelope::Flow::Partial {
+                    let chunk: ChatChunk = frame.body().map_err(|e| anyhow::anyhow!("{e}"))?;
+                    if let Some(n) = chunk.queue_position {
+                        eprintln!("(waiting: {n} ahead)");
+                    }
+                    write!(out, "{}", chunk.text)?;
+                    out.flush()?;
+                } else {
+                    let reply: ChatReply = frame.body().map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let u = reply.usage;
+                    println!();
+                    eprintln!(
+                        "[{}: {:?}; {} prompt tokens ({} cached), {} generated; first token {:.0} ms; prefill {:.0} tok/s, decode {:.1} tok/s]",
+                        reply.model, reply.finish_reason, u.prompt_tokens, u.cached_prompt_tokens, u.generated_tokens,
+                        u.time_to_first_token_ms, u.prefill_tokens_per_s, u.decode_tokens_per_s
+                    );
+                    break;
+                }
+            }
+            _ = tokio::signal::ctrl_c() => {
+                stream.cancel();
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run_foreground(cli: &Cli, service: &str) -> anyhow::Result<ExitCode> {
