@@ -59,9 +59,11 @@ test: setup models
     cargo test --workspace --locked -- --test-threads 2 2>&1 | tee "$log"
     awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "total: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 
-# Benchmarks: bus latency against raw ZeroMQ, throughput, streaming (release build).
-bench:
+# Benchmarks (release build): bus latency against raw ZeroMQ, throughput, streaming; the
+# inference service against llama.cpp driven directly, cached vs cold time to first token.
+bench: models
     cargo bench --locked -p ming-bus --bench bus
+    cargo bench --locked -p ming-inference --bench inference
 
 # Lints, as CI runs them.
 lint:
