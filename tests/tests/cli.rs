@@ -65,6 +65,18 @@ async fn status_ping_stop_start_logs_and_events() {
     assert!(out.contains("registered with the broker"), "{out}");
     assert!(out.contains("[mingd] stopped: exited cleanly"), "{out}");
 
+    // The local model through the inference service, streamed.
+    let (code, out) = m.ming(&[
+        "generate",
+        "--system",
+        "You are a concise assistant.",
+        "--max-tokens",
+        "24",
+        "What is the capital of France?",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Paris") && out.contains("smollm2-135m-instruct"), "{out}");
+
     let (code, out) = m.ming(&["stop", "nosuch"]);
     assert_ne!(code, 0);
     assert!(out.contains("no service named `nosuch`"), "{out}");
