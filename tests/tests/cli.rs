@@ -75,7 +75,10 @@ async fn status_ping_stop_start_logs_and_events() {
         "What is the capital of France?",
     ]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("Paris") && out.contains("smollm2-135m-instruct"), "{out}");
+    assert!(
+        out.contains("Paris") && out.contains("smollm2-135m-instruct"),
+        "{out}"
+    );
 
     let (code, out) = m.ming(&["stop", "nosuch"]);
     assert_ne!(code, 0);
