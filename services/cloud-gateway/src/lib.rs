@@ -5,9 +5,18 @@
 //! or on SIGTERM, and answers every other kind with a clear `Unsupported` error. Its real work
 //! arrives with issue #7.
 //!
+//! The consent and egress machinery is being built piece by piece: the redactor and the
+//! tamper-evident egress log are here and tested; the ticket flow and the HTTP client that use
+//! them come next.
+//!
 //! # Layout
+//! - [`redact`]: finds and replaces what must not leave (with a local map to restore answers).
+//! - [`egress`]: the append-only, hash-chained, fsync'd egress log and its verification.
 //! - [`CloudGatewayService`]: the request handler.
 //! - [`run`]: serve on the bus until drained.
+
+pub mod egress;
+pub mod redact;
 
 use std::future::Future;
 use std::sync::Arc;
