@@ -18,7 +18,14 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 /// The top-level sections.
-const SECTIONS: [&str; 5] = ["paths", "bus", "supervisor", "inference", "services"];
+const SECTIONS: [&str; 6] = [
+    "paths",
+    "bus",
+    "supervisor",
+    "inference",
+    "cloud",
+    "services",
+];
 
 /// The embedded default configuration.
 pub const DEFAULT_TOML: &str = include_str!("../default.toml");
@@ -31,7 +38,31 @@ pub struct Config {
     pub bus: BusSettings,
     pub supervisor: SupervisorSettings,
     pub inference: InferenceSettings,
+    pub cloud: CloudSettings,
     pub services: BTreeMap<String, ServiceSettings>,
+}
+
+/// The cloud handoff (issue #7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudSettings {
+    pub providers: BTreeMap<String, ProviderSettings>,
+    pub allow: Vec<String>,
+    pub private_names: Vec<String>,
+    pub ticket_ttl_s: u64,
+    pub max_answer_bytes: u64,
+    pub timeout_ms: u64,
+}
+
+/// One cloud provider (an OpenAI-compatible chat completions endpoint).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    pub endpoint: String,
+    pub model: String,
+    /// Environment variable holding the API key; empty: no key is sent.
+    #[serde(default)]
+    pub api_key_env: String,
 }
 
 /// The inference service (issue #3).
@@ -231,6 +262,7 @@ impl Config {
         let supervisor = section("supervisor");
         let services = section("services");
         let inference = section("inference");
+        let cloud = section("cloud");
         if let Some(figment::value::Value::Dict(_, root)) = &root {
             for key in root.keys() {
                 if !SECTIONS.contains(&key.as_str()) {
@@ -249,6 +281,7 @@ impl Config {
             supervisor.and_then(|_| take::<SupervisorSettings>(fig, "supervisor", &mut problems));
         let inference =
             inference.and_then(|_| take::<InferenceSettings>(fig, "inference", &mut problems));
+        let cloud = cloud.and_then(|_| take::<CloudSettings>(fig, "cloud", &mut problems));
         let mut service_map = BTreeMap::new();
         if let Some(figment::value::Value::Dict(_, dict)) = &services {
             for name in dict.keys() {
@@ -266,9 +299,14 @@ impl Config {
                 source: None,
             });
         }
-        let (Some(paths), Some(bus), Some(supervisor), Some(inference), true) =
-            (paths, bus, supervisor, inference, problems.is_empty())
-        else {
+        let (Some(paths), Some(bus), Some(supervisor), Some(inference), Some(cloud), true) = (
+            paths,
+            bus,
+            supervisor,
+            inference,
+            cloud,
+            problems.is_empty(),
+        ) else {
             return Err(ConfigError { problems });
         };
         let cfg = Config {
@@ -276,6 +314,7 @@ impl Config {
             bus,
             supervisor,
             inference,
+            cloud,
             services: service_map,
         };
         let problems = cfg.validate();

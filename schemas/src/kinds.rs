@@ -57,3 +57,21 @@ pub const EVENT_WORKER: &str = "broker.worker";
 pub const INFERENCE_CHAT: &str = "inference.chat";
 /// Request: empty map body; reply [`crate::inference::ModelInfo`].
 pub const INFERENCE_INFO: &str = "inference.info";
+
+// -- cloud-gateway (target `cloud-gateway`) ------------------------------------------------
+/// Request: [`crate::cloud::HandoffRequest`]; reply [`crate::cloud::Ticket`] (pending).
+pub const CLOUD_HANDOFF: &str = "cloud.handoff";
+/// Request: empty map body; reply [`crate::cloud::TicketList`].
+pub const CLOUD_TICKETS: &str = "cloud.tickets";
+/// Request: [`crate::cloud::TicketId`]; reply [`crate::cloud::Ticket`].
+pub const CLOUD_TICKET: &str = "cloud.ticket";
+/// Request: [`crate::cloud::Approve`]; sends, then replies [`crate::cloud::Ticket`] (answered
+/// or failed).
+pub const CLOUD_APPROVE: &str = "cloud.approve";
+/// Request: [`crate::cloud::TicketId`]; reply [`crate::cloud::Ticket`] (denied).
+pub const CLOUD_DENY: &str = "cloud.deny";
+/// Request: [`crate::cloud::TicketId`]; sends a failed ticket's unchanged bytes again on its
+/// earlier approval; reply [`crate::cloud::Ticket`].
+pub const CLOUD_RETRY: &str = "cloud.retry";
+/// Request: empty map body; reply [`crate::cloud::EgressReport`].
+pub const CLOUD_EGRESS: &str = "cloud.egress";

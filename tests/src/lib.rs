@@ -4,6 +4,8 @@
 //! The binaries are the workspace's own, found next to the test executable's directory
 //! (`target/<profile>/`); `just test` builds them first.
 
+pub mod provider;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

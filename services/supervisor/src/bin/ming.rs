@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use ming_bus::events::EventSubscriber;
 use ming_bus::{BusClient, BusConfig, BusError};
 use ming_config::Paths;
+use ming_schemas::cloud::{Approve, EgressReport, Ticket, TicketId, TicketList};
 use ming_schemas::control::{Ack, Empty, HoldReply, Pong, ServiceName, SupervisorStatus};
 use ming_schemas::kinds;
 
@@ -53,6 +54,26 @@ enum Cmd {
     Ping { service: String },
     /// Print events from the bus (all, or those whose kind starts with a prefix).
     Events { prefixes: Vec<String> },
+    /// Propose a cloud handoff: creates a consent ticket showing the exact bytes that would leave.
+    Handoff {
+        task: String,
+        /// Local context to include (repeatable).
+        #[arg(long)]
+        context: Vec<String>,
+        /// A configured provider (default: the only one).
+        #[arg(long)]
+        provider: Option<String>,
+    },
+    /// Consent tickets: list, show, approve, deny, retry.
+    Consent {
+        #[command(subcommand)]
+        cmd: ConsentCmd,
+    },
+    /// The egress log: what left the device, and whether the log is intact.
+    Egress {
+        #[command(subcommand)]
+        cmd: EgressCmd,
+    },
     /// Ask the local model directly (through the inference service), streaming the answer.
     Generate {
         prompt: String,
@@ -66,6 +87,35 @@ enum Cmd {
         #[arg(long, default_value_t = 0.0)]
         temperature: f32,
     },
+}
+
+#[derive(Subcommand)]
+enum ConsentCmd {
+    /// Every ticket and its state.
+    List,
+    /// One ticket in full: destination, the exact body, what was redacted and why, its SHA-256.
+    Show { id: String },
+    /// Approve the ticket's exact payload and send it. Asks on a terminal; scripts pass the
+    /// SHA-256 that `show` printed.
+    Approve {
+        id: String,
+        #[arg(long)]
+        sha256: Option<String>,
+    },
+    /// Refuse: nothing is sent.
+    Deny { id: String },
+    /// Send a failed ticket again (same bytes, same approval).
+    Retry { id: String },
+}
+
+#[derive(Subcommand)]
+enum EgressCmd {
+    /// Print the egress log.
+    Log,
+    /// Check the log's hash chain: any edit, removal or reordering is reported.
+    Verify,
+    /// Which services can reach the network, as the supervisor applied it.
+    Check,
 }
 
 struct Cli {
@@ -197,6 +247,27 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 started.elapsed().as_secs_f64() * 1000.0
             );
         }
+        Cmd::Handoff {
+            task,
+            context,
+            provider,
+        } => {
+            let req = ming_schemas::cloud::HandoffRequest {
+                task,
+                context,
+                provider,
+            };
+            let t: Ticket = cli
+                .request("cloud-gateway", kinds::CLOUD_HANDOFF, &req)
+                .await?;
+            print_ticket(&t, true);
+            println!(
+                "\nNothing has been sent. Approve with: ming consent approve {} (or deny it).",
+                t.id
+            );
+        }
+        Cmd::Consent { cmd } => return consent(&cli, cmd).await,
+        Cmd::Egress { cmd } => return egress(&cli, cmd).await,
         Cmd::Generate {
             prompt,
             system,
@@ -354,6 +425,147 @@ async fn generate(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_ticket(t: &Ticket, full: bool) {
+    println!(
+        "ticket {}  [{:?}]  provider {}  -> {}",
+        t.id, t.state, t.provider, t.destination
+    );
+    println!("task: {}", t.task);
+    if !t.redactions.is_empty() {
+        println!("redacted before sending (the provider sees only the placeholders):");
+        for r in &t.redactions {
+            println!("  {:<12} {}", r.placeholder, r.reason);
+        }
+    }
+    if full {
+        println!("exact body ({} bytes, sha256 {}):", t.size, t.body_sha256);
+        println!("{}", t.body);
+    }
+    if let Some(a) = &t.answer {
+        println!("answer:\n{a}");
+    }
+    if !t.error.is_empty() {
+        println!("error: {}", t.error);
+    }
+}
+
+async fn consent(cli: &Cli, cmd: ConsentCmd) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let id_body = |id: &str| TicketId { id: id.to_string() };
+    match cmd {
+        ConsentCmd::List => {
+            let list: TicketList = cli
+                .request("cloud-gateway", kinds::CLOUD_TICKETS, &Empty {})
+                .await?;
+            if list.tickets.is_empty() {
+                println!("no tickets");
+            }
+            for t in &list.tickets {
+                println!(
+                    "{}  {:<9} {:>7} bytes  {}",
+                    t.id,
+                    format!("{:?}", t.state).to_lowercase(),
+                    t.size,
+                    t.task
+                );
+            }
+        }
+        ConsentCmd::Show { id } => {
+            let t: Ticket = cli
+                .request("cloud-gateway", kinds::CLOUD_TICKET, &id_body(&id))
+                .await?;
+            print_ticket(&t, true);
+        }
+        ConsentCmd::Approve { id, sha256 } => {
+            let sha = match sha256 {
+                Some(s) => s,
+                None => {
+                    let t: Ticket = cli
+                        .request("cloud-gateway", kinds::CLOUD_TICKET, &id_body(&id))
+                        .await?;
+                    if !std::io::stdin().is_terminal() {
+                        bail!("not a terminal: pass --sha256 {} after reading `ming consent show {id}`", t.body_sha256);
+                    }
+                    print_ticket(&t, true);
+                    eprint!(
+                        "\nSend exactly these {} bytes to {}? [y/N] ",
+                        t.size, t.destination
+                    );
+                    let mut answer = String::new();
+                    std::io::stdin().read_line(&mut answer)?;
+                    if !answer.trim().eq_ignore_ascii_case("y") {
+                        println!("not approved; nothing was sent");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    t.body_sha256
+                }
+            };
+            let t: Ticket = cli
+                .client
+                .request(
+                    "cloud-gateway",
+                    kinds::CLOUD_APPROVE,
+                    &Approve { id, sha256: sha },
+                    Duration::from_secs(300),
+                )
+                .await?;
+            print_ticket(&t, false);
+        }
+        ConsentCmd::Deny { id } => {
+            let t: Ticket = cli
+                .request("cloud-gateway", kinds::CLOUD_DENY, &id_body(&id))
+                .await?;
+            println!("ticket {} denied; nothing was sent", t.id);
+        }
+        ConsentCmd::Retry { id } => {
+            let t: Ticket = cli
+                .client
+                .request(
+                    "cloud-gateway",
+                    kinds::CLOUD_RETRY,
+                    &id_body(&id),
+                    Duration::from_secs(300),
+                )
+                .await?;
+            print_ticket(&t, false);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn egress(cli: &Cli, cmd: EgressCmd) -> anyhow::Result<ExitCode> {
+    if let EgressCmd::Check = cmd {
+        let st: SupervisorStatus = cli
+            .request("supervisor", kinds::SUPERVISOR_STATUS, &Empty {})
+            .await?;
+        println!("{:<15} {:<9} NETWORK", "SERVICE", "STATE");
+        for s in &st.services {
+            let net = match s.sandbox.as_str() {
+                "network" => "yes (allowed by config)".to_string(),
+                "pending" => "not started yet".to_string(),
+                other => format!("no ({other})"),
+            };
+            println!("{:<15} {:<9} {}", s.name, s.state.as_str(), net);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report: EgressReport = cli
+        .request("cloud-gateway", kinds::CLOUD_EGRESS, &Empty {})
+        .await?;
+    if let EgressCmd::Log = cmd {
+        println!("{}", report.path);
+        for l in &report.lines {
+            println!("{l}");
+        }
+    }
+    println!("{}", report.verdict);
+    Ok(if report.intact {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(4)
+    })
 }
 
 async fn run_foreground(cli: &Cli, service: &str) -> anyhow::Result<ExitCode> {
