@@ -60,10 +60,13 @@ test: setup models
     awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "total: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 
 # Benchmarks (release build): bus latency against raw ZeroMQ, throughput, streaming; the
-# inference service against llama.cpp driven directly, cached vs cold time to first token.
+# inference service against llama.cpp driven directly, cached vs cold time to first token;
+# redaction throughput and the cloud-gateway's overhead over a direct request.
 bench: models
     cargo bench --locked -p ming-bus --bench bus
     cargo bench --locked -p ming-inference --bench inference
+    cargo bench --locked -p ming-cloud-gateway --bench redact
+    cargo bench --locked -p ming-cloud-gateway --bench gateway
 
 # Lints, as CI runs them.
 lint:
