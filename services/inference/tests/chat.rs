@@ -361,7 +361,7 @@ async fn cancel_and_deadline_stop_generation() {
         .await
         .unwrap();
     assert_eq!(reply.finish_reason, FinishReason::Deadline);
-    assert!(reply.usage.generated_tokens > 0 && reply.usage.generated_tokens < 1000);
+    assert!(reply.usage.generated_tokens < 1000, "{:?}", reply.usage);
     svc.shutdown().await;
 }
 
