@@ -13,8 +13,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::socket::AsyncSocket;
-use crate::{context, BusConfig, BusError, BusResult};
+use crate::socket::{broker_dealer, AsyncSocket};
+use crate::{BusConfig, BusError, BusResult};
 
 enum Cmd {
     Send {
@@ -50,17 +50,7 @@ impl BusClient {
     /// # Errors
     /// When the socket cannot be created or the endpoint is invalid.
     pub fn connect(cfg: &BusConfig, name: impl Into<String>) -> BusResult<Self> {
-        let sock = context()
-            .socket(zmq::DEALER)
-            .map_err(BusError::zmq("create DEALER"))?;
-        sock.set_linger(0).map_err(BusError::zmq("set linger"))?;
-        sock.set_sndhwm(100_000)
-            .map_err(BusError::zmq("set SNDHWM"))?;
-        sock.set_rcvhwm(100_000)
-            .map_err(BusError::zmq("set RCVHWM"))?;
-        sock.connect(&cfg.bus_endpoint)
-            .map_err(BusError::zmq("connect to broker"))?;
-        let sock = AsyncSocket::new(sock)?;
+        let sock = broker_dealer(cfg)?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(socket_task(sock, rx, cfg.max_frame_bytes));
         Ok(Self {

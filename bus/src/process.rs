@@ -37,6 +37,22 @@ pub fn load_config(
     })
 }
 
+/// Exit status of a service that cannot run as configured (sysexits.h `EX_CONFIG`): the
+/// supervisor marks it failed instead of restarting it.
+pub const EX_CONFIG: i32 = 78;
+
+/// [`load_config`] for a service's `main`: on a bad config, prints every problem and exits with
+/// [`EX_CONFIG`].
+pub fn load_config_or_exit() -> Config {
+    match load_config(None) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(EX_CONFIG);
+        }
+    }
+}
+
 impl BusConfig {
     /// The bus described by a loaded configuration.
     pub fn from_config(cfg: &Config) -> Self {

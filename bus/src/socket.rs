@@ -21,6 +21,25 @@ impl AsRawFd for ZmqFd {
     }
 }
 
+/// A DEALER connected to the broker, as clients and workers use it: no linger (exit never
+/// blocks), deep queues (bursts and streams are not dropped).
+///
+/// # Errors
+/// When the socket cannot be created or the endpoint is invalid.
+pub fn broker_dealer(bus: &crate::BusConfig) -> BusResult<AsyncSocket> {
+    let sock = crate::context()
+        .socket(zmq::DEALER)
+        .map_err(BusError::zmq("create DEALER"))?;
+    sock.set_linger(0).map_err(BusError::zmq("set linger"))?;
+    sock.set_sndhwm(100_000)
+        .map_err(BusError::zmq("set SNDHWM"))?;
+    sock.set_rcvhwm(100_000)
+        .map_err(BusError::zmq("set RCVHWM"))?;
+    sock.connect(&bus.bus_endpoint)
+        .map_err(BusError::zmq("connect to broker"))?;
+    AsyncSocket::new(sock)
+}
+
 /// A ZeroMQ socket with async receive, owned by one task.
 pub struct AsyncSocket {
     // Declared first so it is dropped (deregistered) before the socket closes the descriptor.

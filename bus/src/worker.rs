@@ -21,8 +21,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::broker::BROKER;
-use crate::socket::AsyncSocket;
-use crate::{context, BusConfig, BusError, BusResult};
+use crate::socket::{broker_dealer, AsyncSocket};
+use crate::{BusConfig, BusError, BusResult};
 
 /// A service's request handler.
 pub trait Handler: Send + Sync + 'static {
@@ -182,7 +182,7 @@ pub async fn run_worker<H: Handler>(
         handled: AtomicU64::new(0),
     });
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
-    let mut sock = connect(bus)?;
+    let mut sock = broker_dealer(bus)?;
     let mut register_id = send_register(&sock, &opts)?;
     let mut register_sent = Instant::now();
     let mut registered = false;
@@ -344,7 +344,7 @@ pub async fn run_worker<H: Handler>(
                 }
                 if last_seen.elapsed() > heartbeat * liveness {
                     tracing::warn!(silent_ms = last_seen.elapsed().as_millis() as u64, "lost the broker; reconnecting");
-                    sock = connect(bus)?;
+                    sock = broker_dealer(bus)?;
                     registered = false;
                     register_id = send_register(&sock, &opts)?;
                     register_sent = Instant::now();
@@ -367,20 +367,6 @@ pub async fn run_worker<H: Handler>(
     tokio::time::sleep(Duration::from_millis(20)).await;
     tracing::info!(service = %opts.service, "drained; exiting");
     Ok(())
-}
-
-fn connect(bus: &BusConfig) -> BusResult<AsyncSocket> {
-    let sock = context()
-        .socket(zmq::DEALER)
-        .map_err(BusError::zmq("create DEALER"))?;
-    sock.set_linger(0).map_err(BusError::zmq("set linger"))?;
-    sock.set_sndhwm(100_000)
-        .map_err(BusError::zmq("set SNDHWM"))?;
-    sock.set_rcvhwm(100_000)
-        .map_err(BusError::zmq("set RCVHWM"))?;
-    sock.connect(&bus.bus_endpoint)
-        .map_err(BusError::zmq("connect to broker"))?;
-    AsyncSocket::new(sock)
 }
 
 fn send_register(sock: &AsyncSocket, opts: &WorkerOptions) -> BusResult<u64> {

@@ -2,14 +2,7 @@
 
 fn main() -> anyhow::Result<()> {
     ming_bus::process::init_tracing();
-    let cfg = match ming_bus::process::load_config(None) {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            // EX_CONFIG: the supervisor marks the service failed instead of restarting it.
-            eprintln!("{e}");
-            std::process::exit(78);
-        }
-    };
+    let cfg = ming_bus::process::load_config_or_exit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -24,7 +17,7 @@ fn main() -> anyhow::Result<()> {
         ) => {
             tracing::error!(error = %e, "cannot serve");
             eprintln!("ming-inference: {e}");
-            std::process::exit(78);
+            std::process::exit(ming_bus::process::EX_CONFIG);
         }
         Err(e) => Err(e.into()),
     }

@@ -131,7 +131,7 @@ fn spawn(spec: &ServiceSpec, sh: &Shared) -> Result<Child, String> {
 /// Exit status meaning "cannot run as configured" (sysexits.h): a missing model, bad config, or a
 /// network sandbox that cannot be applied. Restarting would not help, so the service is marked
 /// failed at once instead of crash-looping.
-pub const EX_CONFIG: i32 = 78;
+pub const EX_CONFIG: i32 = ming_bus::process::EX_CONFIG;
 
 fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
