@@ -75,3 +75,13 @@ pub const CLOUD_DENY: &str = "cloud.deny";
 pub const CLOUD_RETRY: &str = "cloud.retry";
 /// Request: empty map body; reply [`crate::cloud::EgressReport`].
 pub const CLOUD_EGRESS: &str = "cloud.egress";
+
+// -- agent (target `agent`) -----------------------------------------------------------------
+/// Request: [`crate::agent::Message`]; reply [`crate::agent::Reply`].
+pub const AGENT_MESSAGE: &str = "agent.message";
+/// Event: [`crate::agent::ActionStarted`].
+pub const EVENT_ACTION_STARTED: &str = "agent.action_started";
+/// Event: [`crate::agent::ActionFinished`].
+pub const EVENT_ACTION_FINISHED: &str = "agent.action_finished";
+/// Event: [`crate::agent::TimerFired`].
+pub const EVENT_TIMER_FIRED: &str = "agent.timer_fired";

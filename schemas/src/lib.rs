@@ -9,12 +9,14 @@
 //! # Layout
 //! - [`envelope`]: the envelope, its flows, protocol version, encode/decode with size limits.
 //! - [`error`]: the stable error codes that cross the bus, and the error body.
+//! - [`agent`]: utterances in, actions and replies out, action events.
 //! - [`cloud`]: handoffs, consent tickets and the egress report of cloud-gateway.
 //! - [`control`]: registration, heartbeats, ping/status, drain, and the broker's and supervisor's
 //!   own requests and events.
 //! - [`inference`]: chat requests, streamed chunks, replies, tool calls, usage.
 //! - [`kinds`]: the `kind` strings, one constant each.
 
+pub mod agent;
 pub mod cloud;
 pub mod control;
 pub mod envelope;

@@ -1,53 +1,220 @@
-//! `ming-agent`: the agent: turns an utterance into actions (recall, prompt, inference, tools, memory, speech).
+//! `ming-agent`: from an utterance to the first action.
 //!
-//! For now this is the service's bus presence only: it registers as `agent`, heartbeats, answers
-//! `control.ping` / `control.status` / `control.drain` (built into the worker), drains on request
-//! or on SIGTERM, and answers every other kind with a clear `Unsupported` error. Its real work
-//! arrives with issue #6.
+//! A typed or transcribed message is understood by the fastest tier that can: first the fast
+//! path ([`intent`]: intent matching and slot extraction, microseconds, no LLM), then the local
+//! LLM through the inference service with the tools' JSON Schemas as a grammar. The chosen tool
+//! runs locally ([`tools`]); `agent.action_started` / `agent.action_finished` events show it as it
+//! happens, and the reply says what was done.
+//!
+//! Built so far (issue #6): the fast path for timers, notes and the clock; the LLM tier; notes,
+//! timers (fired by a background task, surviving restarts) and clock tools; `ming ask`. Still to
+//! come: calendar, documents, mail, memory and handoff tools, conversations, voice, `ming chat`,
+//! `ming trace`, the learned router.
 //!
 //! # Layout
-//! - [`AgentService`]: the request handler.
-//! - [`run`]: serve on the bus until drained.
+//! - [`intent`]: tier 1.
+//! - [`tools`]: the tools and their files in the data dir.
+//! - [`AgentService`]: the request handler; [`run`]: serve until drained.
+
+pub mod intent;
+pub mod tools;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use ming_bus::events::EventPublisher;
 use ming_bus::worker::{run_worker, Handler, Request, Responder, WorkerOptions};
-use ming_bus::{BusConfig, BusResult};
-use ming_config::Config;
-use ming_schemas::ErrorCode;
+use ming_bus::{BusClient, BusConfig, BusError};
+use ming_config::{Config, Paths};
+use ming_schemas::agent::{
+    Action, ActionFinished, ActionStarted, Message, Reply, Tier, TimerFired,
+};
+use ming_schemas::envelope::now_ms;
+use ming_schemas::inference::{ChatMessage, ChatReply, ChatRequest, Tool, ToolChoice};
+use ming_schemas::{kinds, ErrorCode};
+
+use crate::tools::Tools;
 
 /// The name this service registers under (unless `MING_SERVICE` names another).
 pub const SERVICE: &str = "agent";
 
-/// The `agent` service's request handler.
-pub struct AgentService;
+const SYSTEM_PROMPT: &str =
+    "You are Ming, a personal assistant running on the user's own computer. \
+Act with exactly one tool call. To answer in words without acting, call `reply`.";
 
-impl Handler for AgentService {
-    async fn handle(&self, req: Request, resp: Responder) {
-        resp.error(
-            ErrorCode::Unsupported,
-            format!(
-                "agent does not handle `{}` yet (its work arrives with issue #6)",
-                req.kind()
+/// The `agent` request handler.
+pub struct AgentService {
+    tools: Arc<Tools>,
+    bus: BusClient,
+    events: EventPublisher,
+}
+
+impl AgentService {
+    /// Tier 2: the local LLM picks a tool, constrained by the tools' schemas.
+    async fn ask_llm(
+        &self,
+        text: &str,
+        deadline_ms: u64,
+    ) -> Result<(String, serde_json::Value), BusError> {
+        let mut req = ChatRequest::new(vec![
+            ChatMessage::new("system", SYSTEM_PROMPT),
+            ChatMessage::new("user", text),
+        ]);
+        req.tools = tools::schemas()
+            .into_iter()
+            .map(|(name, description, parameters)| Tool {
+                name: name.into(),
+                description: description.into(),
+                parameters: parameters.to_string(),
+            })
+            .collect();
+        req.tool_choice = ToolChoice::Required;
+        req.max_tokens = Some(128);
+        let left = deadline_ms.saturating_sub(now_ms()).max(1);
+        let reply: ChatReply = self
+            .bus
+            .request(
+                "inference",
+                kinds::INFERENCE_CHAT,
+                &req,
+                Duration::from_millis(left),
+            )
+            .await?;
+        let call = reply.tool_call.ok_or_else(|| BusError::Remote {
+            code: ErrorCode::Internal,
+            message: format!(
+                "the model gave no usable tool call ({:?})",
+                reply.finish_reason
             ),
-        );
-    }
-
-    fn detail(&self) -> String {
-        "control requests only; its work arrives with issue #6".into()
+        })?;
+        let args =
+            serde_json::from_str(&call.arguments).map_err(|e| BusError::Codec(e.to_string()))?;
+        Ok((call.name, args))
     }
 }
 
-/// Serves `agent` on the bus until `shutdown` resolves or the supervisor asks it to drain.
+impl Handler for AgentService {
+    async fn handle(&self, req: Request, resp: Responder) {
+        if req.kind() != kinds::AGENT_MESSAGE {
+            return resp.error(
+                ErrorCode::Unsupported,
+                format!("agent does not handle `{}`", req.kind()),
+            );
+        }
+        let started = Instant::now();
+        let msg: Message = match req.body() {
+            Ok(m) => m,
+            Err(e) => return resp.fail(&e),
+        };
+        if msg.text.trim().is_empty() {
+            return resp.error(ErrorCode::BadRequest, "the message is empty");
+        }
+        let utterance = req.envelope.id;
+        let (tier, tool, args) = match intent::understand(&msg.text) {
+            Some(i) => (Tier::Fast, i.tool.to_string(), i.args),
+            None => match self.ask_llm(&msg.text, req.envelope.deadline_ms).await {
+                Ok((tool, args)) => (Tier::Llm, tool, args),
+                Err(e) => {
+                    let code = match e.code() {
+                        ErrorCode::Timeout => ErrorCode::Timeout,
+                        ErrorCode::ServiceUnavailable => ErrorCode::ServiceUnavailable,
+                        _ => ErrorCode::Internal,
+                    };
+                    return resp.error(code, format!("I could not understand that without the local model, which failed: {e}"));
+                }
+            },
+        };
+        let decided_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let arguments = args.to_string();
+        self.events.publish(
+            kinds::EVENT_ACTION_STARTED,
+            &ActionStarted {
+                utterance,
+                tool: tool.clone(),
+                arguments: arguments.clone(),
+                tier,
+            },
+        );
+        let action_started_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let tools = self.tools.clone();
+        let (t, a, confirm) = (tool.clone(), args.clone(), msg.confirm);
+        let outcome = tokio::task::spawn_blocking(move || tools.run(&t, &a, confirm))
+            .await
+            .unwrap_or_else(|e| tools::Outcome {
+                ok: false,
+                text: format!("the tool crashed: {e}"),
+            });
+        self.events.publish(
+            kinds::EVENT_ACTION_FINISHED,
+            &ActionFinished {
+                utterance,
+                tool: tool.clone(),
+                ok: outcome.ok,
+                result: outcome.text.clone(),
+            },
+        );
+        tracing::info!(utterance, tool = %tool, tier = ?tier, decided_ms, ok = outcome.ok, "acted");
+        resp.reply(&Reply {
+            utterance,
+            text: outcome.text.clone(),
+            action: Some(Action {
+                tool,
+                arguments,
+                tier,
+                ok: outcome.ok,
+                result: outcome.text,
+            }),
+            decided_ms,
+            action_started_ms: Some(action_started_ms),
+        });
+    }
+
+    fn detail(&self) -> String {
+        "fast path (timers, notes, clock) + local LLM tier".into()
+    }
+}
+
+/// Serves `agent` on the bus until `shutdown` resolves or the supervisor asks it to drain; fires
+/// due timers in the background.
 ///
 /// # Errors
-/// When the bus socket cannot be created or the broker refuses the registration.
-pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> BusResult<()> {
+/// When the data dir or the bus cannot be set up.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), BusError> {
     let bus = BusConfig::from_config(&cfg);
+    let paths = Paths::resolve(&cfg.paths);
+    let tools = Arc::new(Tools::open(&paths.data_dir).map_err(|source| BusError::Io {
+        context: format!("open the agent's data in {}", paths.data_dir.display()),
+        source,
+    })?);
     let mut opts = WorkerOptions::from_env(SERVICE);
     opts.drain_grace = Duration::from_millis(cfg.supervisor.drain_grace_ms);
-    tracing::info!(service = %opts.service, bus = %bus.bus_endpoint, sandbox = %opts.sandbox, "starting");
-    run_worker(&bus, opts, Arc::new(AgentService), shutdown).await
+    let service = Arc::new(AgentService {
+        tools: tools.clone(),
+        bus: BusClient::connect(&bus, opts.service.clone())?,
+        events: EventPublisher::connect(&bus, opts.service.clone())?,
+    });
+    // Timers fire here (a spoken reminder joins them with the audio issue).
+    let fire = service.clone();
+    let ticker = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            for t in fire.tools.take_due(now_ms()) {
+                tracing::info!(timer = %t.id, label = %t.label, "timer fired");
+                fire.events.publish(
+                    kinds::EVENT_TIMER_FIRED,
+                    &TimerFired {
+                        id: t.id,
+                        label: t.label,
+                        due_ms: t.due_ms,
+                    },
+                );
+            }
+        }
+    });
+    tracing::info!(service = %opts.service, bus = %bus.bus_endpoint, "starting");
+    let result = run_worker(&bus, opts, service, shutdown).await;
+    ticker.abort();
+    result
 }

@@ -54,6 +54,16 @@ enum Cmd {
     Ping { service: String },
     /// Print events from the bus (all, or those whose kind starts with a prefix).
     Events { prefixes: Vec<String> },
+    /// Ask the agent to do something, once (for scripts: exit status 0 when it acted).
+    Ask {
+        text: String,
+        /// Confirm a destructive action (deleting notes…).
+        #[arg(long)]
+        yes: bool,
+        /// Print the whole reply as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Propose a cloud handoff: creates a consent ticket showing the exact bytes that would leave.
     Handoff {
         task: String,
@@ -246,6 +256,41 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 human(pong.uptime_ms),
                 started.elapsed().as_secs_f64() * 1000.0
             );
+        }
+        Cmd::Ask { text, yes, json } => {
+            let msg = ming_schemas::agent::Message {
+                text,
+                session: None,
+                confirm: yes,
+            };
+            // Understanding may need the local model: a minute unless told otherwise.
+            let timeout = args
+                .timeout_ms
+                .map_or(Duration::from_secs(60), Duration::from_millis);
+            if !cli.runtime_dir.join("bus.sock").exists() {
+                return Err(cli.not_running());
+            }
+            let reply: ming_schemas::agent::Reply = cli
+                .client
+                .request("agent", kinds::AGENT_MESSAGE, &msg, timeout)
+                .await?;
+            let acted = reply.action.as_ref().is_some_and(|a| a.ok);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reply)?);
+            } else {
+                println!("{}", reply.text);
+                if let Some(a) = &reply.action {
+                    eprintln!(
+                        "[{} {} via {:?}, decided in {:.1} ms]",
+                        a.tool, a.arguments, a.tier, reply.decided_ms
+                    );
+                }
+            }
+            return Ok(if acted {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(5)
+            });
         }
         Cmd::Handoff {
             task,

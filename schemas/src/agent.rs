@@ -1,0 +1,83 @@
+//! Messages of the agent (target `agent`).
+//!
+//! `agent.message`: a typed (or transcribed) utterance; the agent understands it (fast path
+//! first, then the local LLM), acts, and replies. Events `agent.action_started` /
+//! `agent.action_finished` let observers see each action as it happens.
+
+use serde::{Deserialize, Serialize};
+
+/// Request body of `agent.message`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub text: String,
+    /// Conversation this belongs to (follow-ups share it).
+    #[serde(default)]
+    pub session: Option<String>,
+    /// The user confirms a destructive action (delete…).
+    #[serde(default)]
+    pub confirm: bool,
+}
+
+/// Which tier understood the utterance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// Intent matching and slot extraction, no LLM.
+    Fast,
+    /// The local LLM with the tool schemas as a grammar.
+    Llm,
+    #[serde(other)]
+    Unknown,
+}
+
+/// One action the agent took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    pub tool: String,
+    /// Arguments as JSON text.
+    pub arguments: String,
+    pub tier: Tier,
+    pub ok: bool,
+    /// What the tool did or returned, for people.
+    pub result: String,
+}
+
+/// Reply to `agent.message`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub utterance: u64,
+    /// The answer, to be shown or spoken.
+    pub text: String,
+    #[serde(default)]
+    pub action: Option<Action>,
+    /// Milliseconds from the message's arrival to the decision, and to the action's start.
+    pub decided_ms: f64,
+    #[serde(default)]
+    pub action_started_ms: Option<f64>,
+}
+
+/// Event `agent.action_started`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionStarted {
+    pub utterance: u64,
+    pub tool: String,
+    pub arguments: String,
+    pub tier: Tier,
+}
+
+/// Event `agent.action_finished`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionFinished {
+    pub utterance: u64,
+    pub tool: String,
+    pub ok: bool,
+    pub result: String,
+}
+
+/// Event `agent.timer_fired`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerFired {
+    pub id: String,
+    pub label: String,
+    pub due_ms: u64,
+}

@@ -1,0 +1,281 @@
+//! Tier 1, the fast path: intent matching and slot extraction for common commands, with no LLM
+//! — a few microseconds per utterance. What it does not recognise goes to the LLM tier.
+
+use std::sync::OnceLock;
+
+use regex::Regex;
+use serde_json::{json, Value};
+
+/// A recognised command: the tool and its arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Intent {
+    pub tool: &'static str,
+    pub args: Value,
+}
+
+fn word_number(w: &str) -> Option<u64> {
+    const ONES: [&str; 20] = [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+    ];
+    const TENS: [&str; 8] = [
+        "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+    ];
+    let w = w.trim().to_lowercase();
+    if let Ok(n) = w.parse() {
+        return Some(n);
+    }
+    if w == "a" || w == "an" {
+        return Some(1);
+    }
+    if let Some(i) = ONES.iter().position(|o| *o == w) {
+        return Some(i as u64);
+    }
+    let mut parts = w.split(['-', ' ']);
+    let tens = parts.next()?;
+    let t = TENS.iter().position(|o| *o == tens)? as u64 * 10 + 20;
+    match parts.next() {
+        None => Some(t),
+        Some(one) => ONES[1..10]
+            .iter()
+            .position(|o| *o == one)
+            .map(|i| t + i as u64 + 1),
+    }
+}
+
+const NUM: &str = r"(\d+|an?|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)";
+
+/// Parses a duration ("seven minutes", "1 hour 30 minutes", "1h30m", "half an hour",
+/// "an hour and a half", "90 seconds") into seconds.
+pub fn parse_duration(text: &str) -> Option<u64> {
+    static PART: OnceLock<Regex> = OnceLock::new();
+    static GLUED: OnceLock<Regex> = OnceLock::new();
+    // "1h30m" → "1h 30m", so that each part ends at a word boundary.
+    let glued = GLUED.get_or_init(|| Regex::new(r"([hms])(\d)").unwrap_or_else(|_| unreachable!()));
+    let t = glued
+        .replace_all(&text.to_lowercase(), "$1 $2")
+        .into_owned();
+    if t.contains("half an hour") || t.contains("half hour") {
+        return Some(1800);
+    }
+    let part = PART.get_or_init(|| {
+        Regex::new(&format!(
+            r"{NUM}\s*(hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)\b"
+        ))
+        .unwrap_or_else(|_| unreachable!())
+    });
+    let mut total = 0;
+    let mut found = false;
+    for c in part.captures_iter(&t) {
+        let n = word_number(&c[1])?;
+        let unit = &c[2];
+        total += n * match unit.chars().next() {
+            Some('h') => 3600,
+            Some('m') => 60,
+            _ => 1,
+        };
+        found = true;
+    }
+    if found && (t.contains("and a half") || t.contains("and half")) {
+        if t.contains("hour") {
+            total += 1800;
+        } else if t.contains("minute") {
+            total += 30;
+        }
+    }
+    (found && total > 0).then_some(total)
+}
+
+struct Rule {
+    re: Regex,
+    build: fn(&regex::Captures<'_>) -> Option<Intent>,
+}
+
+fn rules() -> &'static [Rule] {
+    static RULES: OnceLock<Vec<Rule>> = OnceLock::new();
+    RULES.get_or_init(|| {
+        let r = |p: &str| Regex::new(&format!("(?i){p}")).unwrap_or_else(|e| panic!("bad intent pattern {p}: {e}"));
+        vec![
+            // Reminders: "remind me in 20 minutes to check the oven".
+            Rule {
+                re: r(r"^\s*remind me in (?P<d>.+?) (?:to|that|about) (?P<what>.+?)[.!]?\s*$"),
+                build: |c| {
+                    Some(Intent { tool: "set_timer", args: json!({"seconds": parse_duration(&c["d"])?, "label": c["what"].trim()}) })
+                },
+            },
+            // Timers: "set a timer for seven minutes", "start a 3 minute tea timer", "timer 45 minutes for laundry".
+            Rule {
+                re: r(r"^\s*(?:please\s+)?(?:set|start|make|create)?\s*(?:a|an)?\s*(?P<pre>[\w -]*?)\s*(?:timer|countdown)\s*(?:for|of)?\s*(?P<d>[\w -]*?)(?:\s+(?:for|called|named)\s+(?P<label>[\w ]+))?[.!]?\s*$"),
+                build: |c| {
+                    let d = c.name("d").map_or("", |m| m.as_str());
+                    let pre = c.name("pre").map_or("", |m| m.as_str());
+                    let (secs, label_from_pre) = match parse_duration(d) {
+                        Some(s) => (s, pre.to_string()),
+                        None => {
+                            // "a 3 minute tea timer": the duration is before the word timer.
+                            let s = parse_duration(&format!("{pre} ").replace(" minute ", " minutes ").replace(" hour ", " hours ").replace(" second ", " seconds "))?;
+                            let label = Regex::new(&format!(r"(?i)^.*?(?:{})\s*", r"minutes?|hours?|seconds?")).ok()?.replace(pre, "").trim().to_string();
+                            (s, label)
+                        }
+                    };
+                    let label = c.name("label").map(|m| m.as_str().trim().to_string()).unwrap_or(label_from_pre);
+                    Some(Intent { tool: "set_timer", args: json!({"seconds": secs, "label": label}) })
+                },
+            },
+            // Notes.
+            Rule {
+                re: r(r"^\s*(?:please\s+)?(?:take|add|make|save|write)\s+(?:down\s+)?(?:a\s+)?note(?:\s+(?:that|saying|:))?\s*:?\s*(?P<text>.+?)\s*$"),
+                build: |c| Some(Intent { tool: "add_note", args: json!({"text": c["text"].trim_end_matches('.')}) }),
+            },
+            Rule {
+                re: r(r"^\s*(?:please\s+)?(?:write down|jot down|note down|note that)\s*:?\s*(?P<text>.+?)\s*$"),
+                build: |c| Some(Intent { tool: "add_note", args: json!({"text": c["text"].trim_end_matches('.')}) }),
+            },
+            Rule {
+                re: r(r"^\s*(?:list|show|read)(?: me)?(?: all)?(?: my)? notes[.?!]?\s*$"),
+                build: |_| Some(Intent { tool: "list_notes", args: json!({}) }),
+            },
+            Rule {
+                re: r(r"^\s*(?:search|find|look for)(?: in)?(?: my)? notes? (?:for|about|with|containing) (?P<q>.+?)[.?!]?\s*$"),
+                build: |c| Some(Intent { tool: "search_notes", args: json!({"query": c["q"].trim()}) }),
+            },
+            Rule {
+                re: r(r"^\s*(?:delete|remove|forget)(?: the| my)? notes? (?:about|with|containing|that says) (?P<q>.+?)[.?!]?\s*$"),
+                build: |c| Some(Intent { tool: "delete_note", args: json!({"query": c["q"].trim()}) }),
+            },
+            // Clock.
+            Rule {
+                re: r(r"^\s*(?:what(?:'s| is) the time|what time is it)(?: now)?[?.!]?\s*$"),
+                build: |_| Some(Intent { tool: "clock", args: json!({"what": "time"}) }),
+            },
+            Rule {
+                re: r(r"^\s*(?:what(?:'s| is) (?:the date|today's date)|what day is (?:it|today))(?: today)?[?.!]?\s*$"),
+                build: |_| Some(Intent { tool: "clock", args: json!({"what": "date"}) }),
+            },
+        ]
+    })
+}
+
+/// The fast path: the intent of `text`, if it is a command this tier knows.
+pub fn understand(text: &str) -> Option<Intent> {
+    rules()
+        .iter()
+        .find_map(|rule| rule.re.captures(text).and_then(|c| (rule.build)(&c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        for (t, s) in [
+            ("seven minutes", 420),
+            ("1 hour 30 minutes", 5400),
+            ("1h30m", 5400),
+            ("half an hour", 1800),
+            ("an hour and a half", 5400),
+            ("90 seconds", 90),
+            ("twenty-five minutes", 1500),
+            ("a minute", 60),
+            ("45 mins", 2700),
+        ] {
+            assert_eq!(parse_duration(t), Some(s), "{t}");
+        }
+        assert_eq!(parse_duration("soon"), None);
+    }
+
+    #[test]
+    fn commands() {
+        let cases: Vec<(&str, &str, Value)> = vec![
+            (
+                "Set a timer for seven minutes",
+                "set_timer",
+                json!({"seconds": 420, "label": ""}),
+            ),
+            (
+                "set a timer for 1 hour 30 minutes.",
+                "set_timer",
+                json!({"seconds": 5400, "label": ""}),
+            ),
+            (
+                "Start a 3 minute tea timer",
+                "set_timer",
+                json!({"seconds": 180, "label": "tea"}),
+            ),
+            (
+                "timer 45 minutes for laundry",
+                "set_timer",
+                json!({"seconds": 2700, "label": "laundry"}),
+            ),
+            (
+                "Remind me in 20 minutes to check the oven",
+                "set_timer",
+                json!({"seconds": 1200, "label": "check the oven"}),
+            ),
+            (
+                "Take a note: buy milk and eggs",
+                "add_note",
+                json!({"text": "buy milk and eggs"}),
+            ),
+            (
+                "write down the wifi password is on the fridge.",
+                "add_note",
+                json!({"text": "the wifi password is on the fridge"}),
+            ),
+            (
+                "Note that the meeting moved to Friday",
+                "add_note",
+                json!({"text": "the meeting moved to Friday"}),
+            ),
+            ("list my notes", "list_notes", json!({})),
+            (
+                "search my notes for milk",
+                "search_notes",
+                json!({"query": "milk"}),
+            ),
+            (
+                "delete the note about milk",
+                "delete_note",
+                json!({"query": "milk"}),
+            ),
+            ("What time is it?", "clock", json!({"what": "time"})),
+            ("what's the date today", "clock", json!({"what": "date"})),
+        ];
+        for (text, tool, args) in cases {
+            let i = understand(text).unwrap_or_else(|| panic!("not understood: {text}"));
+            assert_eq!((i.tool, &i.args), (tool, &args), "{text}");
+        }
+    }
+
+    #[test]
+    fn everything_else_goes_to_the_llm() {
+        for text in [
+            "Tell me a joke",
+            "What's the weather in Oslo?",
+            "timer",
+            "Summarise my week",
+            "set a timer",
+        ] {
+            assert_eq!(understand(text), None, "{text}");
+        }
+    }
+}

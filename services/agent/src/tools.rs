@@ -1,0 +1,386 @@
+//! The agent's local tools, with their state in the data dir: notes (a JSON-lines file), timers
+//! (a JSON file, fired by a background task, surviving restarts), and the clock.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use ming_schemas::envelope::{fresh_id, now_ms};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// What a tool did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub ok: bool,
+    pub text: String,
+}
+
+fn ok(text: impl Into<String>) -> Outcome {
+    Outcome {
+        ok: true,
+        text: text.into(),
+    }
+}
+
+fn fail(text: impl Into<String>) -> Outcome {
+    Outcome {
+        ok: false,
+        text: text.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Note {
+    pub id: String,
+    pub time_ms: u64,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timer {
+    pub id: String,
+    pub label: String,
+    pub due_ms: u64,
+}
+
+/// The JSON Schemas of the tools, for the LLM tier (`reply` answers without acting).
+pub fn schemas() -> Vec<(&'static str, &'static str, Value)> {
+    vec![
+        (
+            "set_timer",
+            "Start a countdown timer or a reminder",
+            json!({"type": "object", "properties": {"seconds": {"type": "integer"}, "label": {"type": "string"}}, "required": ["seconds", "label"]}),
+        ),
+        (
+            "add_note",
+            "Save a note",
+            json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
+        ),
+        (
+            "list_notes",
+            "List the saved notes",
+            json!({"type": "object", "properties": {}}),
+        ),
+        (
+            "search_notes",
+            "Find notes containing words",
+            json!({"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}),
+        ),
+        (
+            "delete_note",
+            "Delete notes containing words (asks for confirmation)",
+            json!({"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}),
+        ),
+        (
+            "clock",
+            "Tell the time or the date",
+            json!({"type": "object", "properties": {"what": {"enum": ["time", "date"]}}, "required": ["what"]}),
+        ),
+        (
+            "reply",
+            "Answer in words, without acting",
+            json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
+        ),
+    ]
+}
+
+/// The tools and their files.
+pub struct Tools {
+    dir: PathBuf,
+    notes: Mutex<()>,
+    timers: Mutex<Vec<Timer>>,
+}
+
+impl Tools {
+    /// Opens `data_dir/agent/`, loading the pending timers.
+    ///
+    /// # Errors
+    /// When the directory cannot be created.
+    pub fn open(data_dir: &std::path::Path) -> std::io::Result<Self> {
+        let dir = data_dir.join("agent");
+        std::fs::create_dir_all(&dir)?;
+        let timers = std::fs::read(dir.join("timers.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Ok(Self {
+            dir,
+            notes: Mutex::new(()),
+            timers: Mutex::new(timers),
+        })
+    }
+
+    fn notes_path(&self) -> PathBuf {
+        self.dir.join("notes.jsonl")
+    }
+
+    fn read_notes(&self) -> Vec<Note> {
+        std::fs::read_to_string(self.notes_path())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn save_timers(&self, timers: &[Timer]) -> std::io::Result<()> {
+        let tmp = self.dir.join("timers.json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec(timers).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(tmp, self.dir.join("timers.json"))
+    }
+
+    /// Runs `tool`; destructive tools act only with `confirm`.
+    pub fn run(&self, tool: &str, args: &Value, confirm: bool) -> Outcome {
+        let text = |k: &str| {
+            args.get(k)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_string()
+        };
+        match tool {
+            "add_note" => {
+                let t = text("text");
+                if t.is_empty() {
+                    return fail("there is nothing to note");
+                }
+                let note = Note {
+                    id: format!("n-{:x}", fresh_id()),
+                    time_ms: now_ms(),
+                    text: t.clone(),
+                };
+                let _guard = self.notes.lock();
+                let written = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.notes_path())
+                    .and_then(|mut f| {
+                        let line = serde_json::to_string(&note).map_err(std::io::Error::other)?;
+                        writeln!(f, "{line}")?;
+                        f.sync_data()
+                    });
+                match written {
+                    Ok(()) => ok(format!("Noted: {t}")),
+                    Err(e) => fail(format!("could not save the note: {e}")),
+                }
+            }
+            "list_notes" => {
+                let notes = self.read_notes();
+                if notes.is_empty() {
+                    return ok("You have no notes.");
+                }
+                ok(notes
+                    .iter()
+                    .map(|n| format!("- {}", n.text))
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            }
+            "search_notes" => {
+                let q = text("query").to_lowercase();
+                let hits: Vec<String> = self
+                    .read_notes()
+                    .into_iter()
+                    .filter(|n| n.text.to_lowercase().contains(&q))
+                    .map(|n| format!("- {}", n.text))
+                    .collect();
+                if hits.is_empty() {
+                    ok(format!("No note mentions \"{q}\"."))
+                } else {
+                    ok(hits.join("\n"))
+                }
+            }
+            "delete_note" => {
+                let q = text("query").to_lowercase();
+                if q.is_empty() {
+                    return fail("say which note to delete");
+                }
+                let _guard = self.notes.lock();
+                let notes = self.read_notes();
+                let (gone, keep): (Vec<Note>, Vec<Note>) = notes
+                    .into_iter()
+                    .partition(|n| n.text.to_lowercase().contains(&q));
+                if gone.is_empty() {
+                    return ok(format!("No note mentions \"{q}\"; nothing deleted."));
+                }
+                let list = gone
+                    .iter()
+                    .map(|n| format!("\"{}\"", n.text))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if !confirm {
+                    return fail(format!("This would delete {} note(s): {list}. Confirm to delete; nothing was deleted.", gone.len()));
+                }
+                let body: String = keep
+                    .iter()
+                    .filter_map(|n| serde_json::to_string(n).ok())
+                    .map(|l| l + "\n")
+                    .collect();
+                let tmp = self.dir.join("notes.jsonl.tmp");
+                match std::fs::write(&tmp, body)
+                    .and_then(|()| std::fs::rename(&tmp, self.notes_path()))
+                {
+                    Ok(()) => ok(format!("Deleted {} note(s): {list}", gone.len())),
+                    Err(e) => fail(format!("could not delete: {e}")),
+                }
+            }
+            "set_timer" => {
+                let Some(secs) = args
+                    .get("seconds")
+                    .and_then(Value::as_u64)
+                    .filter(|s| *s > 0)
+                else {
+                    return fail("a timer needs a positive number of seconds");
+                };
+                let label = text("label");
+                let timer = Timer {
+                    id: format!("t-{:x}", fresh_id()),
+                    label: label.clone(),
+                    due_ms: now_ms() + secs * 1000,
+                };
+                let Ok(mut timers) = self.timers.lock() else {
+                    return fail("timer store unavailable");
+                };
+                timers.push(timer);
+                if let Err(e) = self.save_timers(&timers) {
+                    timers.pop();
+                    return fail(format!("could not save the timer: {e}"));
+                }
+                let what = if label.is_empty() {
+                    "Timer".to_string()
+                } else {
+                    format!("Timer \"{label}\"")
+                };
+                ok(format!("{what} set for {}.", human(secs)))
+            }
+            "clock" => {
+                let (date, time) = local_now();
+                if text("what") == "date" {
+                    ok(format!("Today is {date}."))
+                } else {
+                    ok(format!("It is {time}."))
+                }
+            }
+            "reply" => ok(text("text")),
+            other => fail(format!("there is no tool called {other}")),
+        }
+    }
+
+    /// Removes and returns the timers due at `now_ms`.
+    pub fn take_due(&self, now: u64) -> Vec<Timer> {
+        let Ok(mut timers) = self.timers.lock() else {
+            return Vec::new();
+        };
+        let (due, rest): (Vec<Timer>, Vec<Timer>) = timers.drain(..).partition(|t| t.due_ms <= now);
+        *timers = rest;
+        if !due.is_empty() {
+            if let Err(e) = self.save_timers(&timers) {
+                tracing::error!(error = %e, "cannot save timers");
+            }
+        }
+        due
+    }
+}
+
+fn human(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    let mut parts = Vec::new();
+    let unit = |n: u64, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+    if h > 0 {
+        parts.push(unit(h, "hour"));
+    }
+    if m > 0 {
+        parts.push(unit(m, "minute"));
+    }
+    if s > 0 {
+        parts.push(unit(s, "second"));
+    }
+    parts.join(" ")
+}
+
+/// The local date ("Wednesday 25 November 2026") and time ("17:05").
+fn local_now() -> (String, String) {
+    const DAYS: [&str; 7] = [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+    ];
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let secs = (now_ms() / 1000) as libc::time_t;
+    // SAFETY: localtime_r writes into the zeroed struct we pass and reads `secs`.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&secs, &mut tm);
+        tm
+    };
+    let day = DAYS.get(tm.tm_wday as usize).copied().unwrap_or("");
+    let month = MONTHS.get(tm.tm_mon as usize).copied().unwrap_or("");
+    (
+        format!("{day} {} {month} {}", tm.tm_mday, tm.tm_year + 1900),
+        format!("{:02}:{:02}", tm.tm_hour, tm.tm_min),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_round_trip_and_deletion_needs_confirmation() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tools::open(dir.path()).unwrap();
+        assert!(t.run("add_note", &json!({"text": "buy milk"}), false).ok);
+        assert!(t.run("add_note", &json!({"text": "call mum"}), false).ok);
+        assert!(t
+            .run("search_notes", &json!({"query": "MILK"}), false)
+            .text
+            .contains("buy milk"));
+        let refused = t.run("delete_note", &json!({"query": "milk"}), false);
+        assert!(!refused.ok && refused.text.contains("nothing was deleted"));
+        assert_eq!(t.read_notes().len(), 2);
+        assert!(t.run("delete_note", &json!({"query": "milk"}), true).ok);
+        let left: Vec<String> = t.read_notes().into_iter().map(|n| n.text).collect();
+        assert_eq!(left, ["call mum"]);
+    }
+
+    #[test]
+    fn timers_persist_and_fire_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tools::open(dir.path()).unwrap();
+        assert_eq!(
+            t.run("set_timer", &json!({"seconds": 90, "label": "tea"}), false)
+                .text,
+            "Timer \"tea\" set for 1 minute 30 seconds."
+        );
+        assert!(!t.run("set_timer", &json!({"seconds": 0}), false).ok);
+        // A restart keeps it.
+        let t2 = Tools::open(dir.path()).unwrap();
+        assert!(t2.take_due(now_ms()).is_empty());
+        let fired = t2.take_due(now_ms() + 91_000);
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].label, "tea");
+        assert!(Tools::open(dir.path())
+            .unwrap()
+            .take_due(u64::MAX)
+            .is_empty());
+    }
+}

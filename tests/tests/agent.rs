@@ -1,0 +1,94 @@
+//! The agent through mingd and the CLI: typed commands end in the right tool with a real effect
+//! in the data dir; a destructive request without confirmation does nothing; with inference
+//! down the fast path still acts and a request needing the LLM fails clearly within its
+//! deadline, and recovers when inference is back.
+
+use std::time::{Duration, Instant};
+
+use ming_bus::events::EventSubscriber;
+use ming_schemas::agent::TimerFired;
+use ming_schemas::kinds;
+use ming_tests::{Mingd, SERVICES};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_commands_act_on_the_device() {
+    let m = Mingd::start("");
+    m.wait_ready(&SERVICES, Duration::from_secs(20)).await;
+    let notes = m.dir.path().join("data/agent/notes.jsonl");
+    let (code, out) = m.ming(&["ask", "Take a note: buy oat milk"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("Noted: buy oat milk") && out.contains("via Fast"),
+        "{out}"
+    );
+    assert!(std::fs::read_to_string(&notes)
+        .unwrap()
+        .contains("buy oat milk"));
+    let (code, out) = m.ming(&["ask", "--json", "search my notes for milk"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("\"tool\": \"search_notes\"") && out.contains("buy oat milk"),
+        "{out}"
+    );
+    let (code, out) = m.ming(&["ask", "what time is it?"]);
+    assert!(
+        code == 0 && out.starts_with("It is ") && out.contains(':'),
+        "{out}"
+    );
+    // Deleting without confirmation does nothing; with it, the note is gone.
+    let (code, out) = m.ming(&["ask", "delete the note about milk"]);
+    assert_ne!(code, 0);
+    assert!(out.contains("nothing was deleted"), "{out}");
+    assert!(std::fs::read_to_string(&notes)
+        .unwrap()
+        .contains("buy oat milk"));
+    let (code, out) = m.ming(&["ask", "--yes", "delete the note about milk"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!std::fs::read_to_string(&notes)
+        .unwrap()
+        .contains("buy oat milk"));
+    // A timer is stored, then fires.
+    let mut events = EventSubscriber::connect(&m.bus, &[kinds::EVENT_TIMER_FIRED]).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (code, out) = m.ming(&["ask", "set a timer for 1 second called tea"]);
+    assert_eq!(code, 0, "{out}");
+    let ev = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("the timer never fired")
+        .unwrap();
+    let fired: TimerFired = ev.body().unwrap();
+    assert_eq!(fired.label, "tea");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_inference_the_fast_path_acts_and_the_rest_fails_clearly() {
+    let m = Mingd::start("");
+    m.wait_ready(&SERVICES, Duration::from_secs(20)).await;
+    let (code, out) = m.ming(&["stop", "inference"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = m.ming(&["ask", "Take a note: inference is down"]);
+    assert_eq!(code, 0, "{out}");
+    let started = Instant::now();
+    let (code, out) = m.ming(&[
+        "ask",
+        "--timeout-ms",
+        "1500",
+        "Tell me a joke about penguins",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("ServiceUnavailable") || out.contains("Timeout"),
+        "{out}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // Back: the LLM tier answers again (with some tool, or `reply`).
+    let (code, out) = m.ming(&["start", "inference"]);
+    assert_eq!(code, 0, "{out}");
+    m.wait_ready(&["inference"], Duration::from_secs(20)).await;
+    let (code, out) = m.ming(&["ask", "--json", "Tell me a joke about penguins"]);
+    assert!(out.contains("\"tier\": \"llm\""), "{code} {out}");
+}
