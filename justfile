@@ -67,6 +67,7 @@ bench: models
     cargo bench --locked -p ming-inference --bench inference
     cargo bench --locked -p ming-cloud-gateway --bench redact
     cargo bench --locked -p ming-cloud-gateway --bench gateway
+    cargo bench --locked -p ming-agent --bench typed
 
 # Lints, as CI runs them.
 lint:
