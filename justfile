@@ -35,10 +35,42 @@ models: setup
 build:
     cargo build --workspace --bins --locked
 
-# Build (release) and run the supervisor in the foreground; `just ming status` in another terminal.
+# Set up, build (release), start the supervisor in the background unless it runs already, then
+# open `ming chat` (on a terminal). `just down` stops it; `just serve` runs it in the foreground.
 up *ARGS: setup models
+    #!/usr/bin/env bash
+    set -euo pipefail
     cargo build --release --workspace --bins --locked
-    @echo "mingd starting; in another terminal: ./just ming status"
+    bin="$CARGO_TARGET_DIR/release"
+    answering() { "$bin/ming" status --timeout-ms 1000 >/dev/null 2>&1; [ $? -ne 1 ]; }
+    if ! answering; then
+      logdir="${XDG_STATE_HOME:-$HOME/.local/state}/mingllm"
+      mkdir -p "$logdir"
+      nohup "$bin/mingd" {{ARGS}} >>"$logdir/mingd.log" 2>&1 &
+      echo "mingd started (pid $!; its log: $logdir/mingd.log)"
+      for _ in $(seq 1 150); do answering && break; sleep 0.2; done
+    fi
+    "$bin/ming" status || true
+    if [ -t 0 ]; then
+      exec "$bin/ming" chat
+    else
+      echo "MingLLM is running. Talk to it: ./just ming chat   Stop it: ./just down"
+    fi
+
+# Stop the supervisor started by `just up` (every service drains first).
+down:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    bin="$CARGO_TARGET_DIR/release"
+    pid=$("$bin/ming" status 2>/dev/null | awk 'NR==1 && $1=="mingd" {print $3}') || true
+    if [ -z "${pid:-}" ]; then echo "mingd is not running"; exit 0; fi
+    kill -TERM "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    echo "mingd (pid $pid) stopped"
+
+# Run the supervisor in the foreground (Ctrl-C drains and stops everything).
+serve *ARGS: setup models
+    cargo build --release --workspace --bins --locked
     exec "$CARGO_TARGET_DIR/release/mingd" {{ARGS}}
 
 # Run the ming CLI (release build), e.g. `just ming status`, `just ming logs agent -f`.

@@ -56,7 +56,14 @@ pub enum BrokerNotice {
 
 enum Ctl {
     Stop,
-    DropPid { pid: u32, reason: String },
+    DropPid {
+        pid: u32,
+        reason: String,
+    },
+    Down {
+        service: String,
+        reason: Option<String>,
+    },
 }
 
 /// A running broker. Dropping it stops the broker thread.
@@ -155,6 +162,7 @@ impl BrokerHandle {
             liveness: cfg.liveness,
             queue_limit: cfg.queue_limit,
             known: known_services.into_iter().collect(),
+            down: HashMap::new(),
             workers: HashMap::new(),
             pending: HashMap::new(),
             queues: HashMap::new(),
@@ -189,6 +197,16 @@ impl BrokerHandle {
         self.send_ctl(Ctl::DropPid {
             pid,
             reason: reason.into(),
+        });
+    }
+
+    /// Marks a service as down (failed or stopped: no worker is coming) or up again. While it is
+    /// down, requests for it with no live worker fail at once with `ServiceUnavailable` and this
+    /// reason instead of waiting for their deadline; those already waiting fail now.
+    pub fn set_down(&self, service: &str, reason: Option<String>) {
+        self.send_ctl(Ctl::Down {
+            service: service.to_string(),
+            reason,
         });
     }
 
@@ -245,6 +263,8 @@ struct Broker {
     liveness: u32,
     queue_limit: usize,
     known: HashSet<String>,
+    /// Services that are failed or stopped, with why: no worker is coming.
+    down: HashMap<String, String>,
     workers: HashMap<Identity, Worker>,
     pending: HashMap<u64, Pending>,
     queues: HashMap<String, VecDeque<(u64, Vec<u8>)>>,
@@ -322,6 +342,30 @@ impl Broker {
                 Ctl::Stop => {
                     tracing::info!("broker stopping");
                     return true;
+                }
+                Ctl::Down {
+                    service,
+                    reason: Some(reason),
+                } => {
+                    let waiting: Vec<u64> = self
+                        .queues
+                        .get_mut(&service)
+                        .map(|q| q.drain(..).map(|(id, _)| id).collect())
+                        .unwrap_or_default();
+                    for id in waiting {
+                        self.finish_with_error(
+                            id,
+                            ErrorCode::ServiceUnavailable,
+                            format!("`{service}` is {reason}"),
+                        );
+                    }
+                    self.down.insert(service, reason);
+                }
+                Ctl::Down {
+                    service,
+                    reason: None,
+                } => {
+                    self.down.remove(&service);
                 }
                 Ctl::DropPid { pid, reason } => {
                     let ids: Vec<Identity> = self
@@ -572,6 +616,11 @@ impl Broker {
         );
         if let Some(worker) = self.pick_worker(&service, instance.as_deref()) {
             self.assign(env.id, worker, frame);
+            return;
+        }
+        if let Some(reason) = self.down.get(&service) {
+            let message = format!("`{service}` is {reason}");
+            self.finish_with_error(env.id, ErrorCode::ServiceUnavailable, message);
             return;
         }
         if instance.is_some() {

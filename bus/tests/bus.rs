@@ -527,3 +527,45 @@ async fn worker_re_registers_after_the_broker_restarts() {
     }
     panic!("the worker never came back: {last:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_marked_down_fails_at_once_and_waiting_requests_are_released() {
+    let b = bus();
+    let client = BusClient::connect(&b.cfg, "test").unwrap();
+    let c2 = client.clone();
+    let waiting = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let r = c2
+            .request::<_, Echo>("echo", "test.echo", &echo("x"), Duration::from_secs(10))
+            .await;
+        (r, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let broker = b.broker.as_ref().unwrap();
+    broker.set_down("echo", Some("failed: model missing".into()));
+    let (r, waited) = waiting.await.unwrap();
+    let e = r.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ServiceUnavailable);
+    assert!(e.to_string().contains("failed: model missing"), "{e}");
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    let started = std::time::Instant::now();
+    let e = client
+        .request::<_, Echo>("echo", "test.echo", &echo("y"), Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("failed: model missing")
+            && started.elapsed() < Duration::from_secs(1),
+        "{e}"
+    );
+    // Up again: requests wait for a worker and are served.
+    broker.set_down("echo", None);
+    let c3 = client.clone();
+    let served = tokio::spawn(async move {
+        c3.request::<_, Echo>("echo", "test.echo", &echo("z"), Duration::from_secs(10))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_h, _stop, _t) = spawn_worker(&b.cfg, "1");
+    assert_eq!(served.await.unwrap().unwrap().text, "z");
+}

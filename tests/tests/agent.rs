@@ -92,3 +92,41 @@ async fn without_inference_the_fast_path_acts_and_the_rest_fails_clearly() {
     let (code, out) = m.ming(&["ask", "--json", "Tell me a joke about penguins"]);
     assert!(out.contains("\"tier\": \"llm\""), "{code} {out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_shows_actions_as_they_happen_and_confirms_deletions() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let m = Mingd::start("");
+    m.wait_ready(&["agent"], Duration::from_secs(20)).await;
+    let mut chat = Mingd::command(&ming_tests::bin("ming"), &m.config)
+        .arg("chat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    chat.stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"take a note: buy bread\ndelete the note about bread\nyes\nlist my notes\nquit\n",
+        )
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || chat.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("ming> Noted: buy bread"), "{text}");
+    assert!(
+        text.contains("add_note {\"text\":\"buy bread\"} (Fast)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("nothing was deleted") && text.contains("(answer \"yes\" to confirm)"),
+        "{text}"
+    );
+    assert!(text.contains("ming> Deleted 1 note(s)"), "{text}");
+    assert!(text.contains("ming> You have no notes."), "{text}");
+}

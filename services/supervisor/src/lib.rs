@@ -92,6 +92,26 @@ impl Shared {
             changed
         };
         if changed {
+            // Tell the broker whether a worker may still come, so that callers of a failed or
+            // stopped service get an answer now rather than at their deadline.
+            let row_error = self
+                .rows()
+                .into_iter()
+                .find(|r| r.name == service)
+                .map(|r| r.last_error)
+                .unwrap_or_default();
+            match state {
+                ServiceState::Failed | ServiceState::Stopped => {
+                    let why = if row_error.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {row_error}")
+                    };
+                    self.broker
+                        .set_down(service, Some(format!("{}{why}", state.as_str())));
+                }
+                _ => self.broker.set_down(service, None),
+            }
             tracing::info!(
                 service,
                 state = state.as_str(),

@@ -54,6 +54,8 @@ enum Cmd {
     Ping { service: String },
     /// Print events from the bus (all, or those whose kind starts with a prefix).
     Events { prefixes: Vec<String> },
+    /// Talk to the agent: one message per line; actions are shown as they happen. Ctrl-D ends.
+    Chat,
     /// Ask the agent to do something, once (for scripts: exit status 0 when it acted).
     Ask {
         text: String,
@@ -257,6 +259,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 started.elapsed().as_secs_f64() * 1000.0
             );
         }
+        Cmd::Chat => return chat(&cli, args.timeout_ms).await,
         Cmd::Ask { text, yes, json } => {
             let msg = ming_schemas::agent::Message {
                 text,
@@ -466,6 +469,101 @@ async fn generate(
             }
             _ = tokio::signal::ctrl_c() => {
                 stream.cancel();
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn chat(cli: &Cli, timeout_ms: Option<u64>) -> anyhow::Result<ExitCode> {
+    use ming_schemas::agent::{ActionFinished, ActionStarted, Message, Reply};
+    use std::io::{IsTerminal, Write};
+    use tokio::io::AsyncBufReadExt;
+    if !cli.runtime_dir.join("bus.sock").exists() {
+        return Err(cli.not_running());
+    }
+    let timeout = timeout_ms.map_or(Duration::from_secs(60), Duration::from_millis);
+    let mut events = EventSubscriber::connect(&cli.bus, &["agent."])?;
+    let interactive = std::io::stdin().is_terminal();
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    if interactive {
+        eprintln!("Talk to Ming (Ctrl-D to leave; add \"!\" at the end to confirm a deletion).");
+    }
+    let mut pending_confirm: Option<String> = None;
+    loop {
+        if interactive {
+            eprint!("you> ");
+            std::io::stderr().flush()?;
+        }
+        let Some(line) = lines.next_line().await? else {
+            break;
+        };
+        let mut text = line.trim().to_string();
+        if text.is_empty() {
+            continue;
+        }
+        if matches!(text.as_str(), "quit" | "exit" | "/quit") {
+            break;
+        }
+        let mut confirm = false;
+        if text == "yes" || text == "y" {
+            if let Some(prev) = pending_confirm.take() {
+                text = prev;
+                confirm = true;
+            }
+        } else if let Some(stripped) = text.strip_suffix('!') {
+            text = stripped.trim().to_string();
+            confirm = true;
+        }
+        let msg = Message {
+            text: text.clone(),
+            session: Some(format!("chat-{}", std::process::id())),
+            confirm,
+        };
+        let body = ming_schemas::to_body(&msg)?;
+        let mut stream =
+            cli.client.stream(
+                cli.client
+                    .envelope("agent", kinds::AGENT_MESSAGE, body, timeout),
+            )?;
+        loop {
+            tokio::select! {
+                ev = events.next() => {
+                    let Ok(ev) = ev else { continue };
+                    match ev.kind.as_str() {
+                        kinds::EVENT_ACTION_STARTED => {
+                            if let Ok(a) = ev.body::<ActionStarted>() {
+                                println!("  ⋯ {} {} ({:?})", a.tool, a.arguments, a.tier);
+                            }
+                        }
+                        kinds::EVENT_ACTION_FINISHED => {
+                            if let Ok(a) = ev.body::<ActionFinished>() {
+                                println!("  {} {}", if a.ok { "✓" } else { "✗" }, a.tool);
+                            }
+                        }
+                        kinds::EVENT_TIMER_FIRED => {
+                            if let Ok(t) = ev.body::<ming_schemas::agent::TimerFired>() {
+                                println!("  ⏰ timer {}", if t.label.is_empty() { "done" } else { &t.label });
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                frame = stream.next() => {
+                    match frame {
+                        Some(Ok(f)) => {
+                            let reply: Reply = f.body().map_err(|e| anyhow::anyhow!("{e}"))?;
+                            println!("ming> {}", reply.text);
+                            if reply.action.as_ref().is_some_and(|a| !a.ok && a.result.contains("Confirm")) {
+                                pending_confirm = Some(text.clone());
+                                println!("      (answer \"yes\" to confirm)");
+                            }
+                        }
+                        Some(Err(e)) => println!("ming> sorry: {e}"),
+                        None => {}
+                    }
+                    break;
+                }
             }
         }
     }
