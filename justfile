@@ -69,14 +69,16 @@ down:
     echo "mingd (pid $pid) stopped"
 
 # Run the supervisor in the foreground (Ctrl-C drains and stops everything).
+[positional-arguments]
 serve *ARGS: setup models
     cargo build --release --workspace --bins --locked
-    exec "$CARGO_TARGET_DIR/release/mingd" {{ARGS}}
+    exec "$CARGO_TARGET_DIR/release/mingd" "$@"
 
 # Run the ming CLI (release build), e.g. `just ming status`, `just ming logs agent -f`.
+[positional-arguments]
 ming *ARGS:
     @cargo build --release --locked -q -p ming-supervisor --bin ming
-    @"$CARGO_TARGET_DIR/release/ming" {{ARGS}}
+    @"$CARGO_TARGET_DIR/release/ming" "$@"
 
 # Everything CI checks: format, lints, then every test (real processes, real sockets).
 test: setup models

@@ -187,6 +187,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         context: format!("open the agent's data in {}", paths.data_dir.display()),
         source,
     })?);
+    // Compile the fast path's patterns now, not on the first utterance (a few milliseconds).
+    let _ = intent::understand("what time is it");
     let mut opts = WorkerOptions::from_env(SERVICE);
     opts.drain_grace = Duration::from_millis(cfg.supervisor.drain_grace_ms);
     let service = Arc::new(AgentService {
