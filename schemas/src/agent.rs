@@ -81,3 +81,12 @@ pub struct TimerFired {
     pub label: String,
     pub due_ms: u64,
 }
+
+/// Request body of `agent.handoff_result` (cloud-gateway → agent): the answer to an approved
+/// handoff, placeholders already restored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoffResult {
+    pub ticket: String,
+    pub task: String,
+    pub answer: String,
+}

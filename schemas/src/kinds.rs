@@ -85,3 +85,8 @@ pub const EVENT_ACTION_STARTED: &str = "agent.action_started";
 pub const EVENT_ACTION_FINISHED: &str = "agent.action_finished";
 /// Event: [`crate::agent::TimerFired`].
 pub const EVENT_TIMER_FIRED: &str = "agent.timer_fired";
+/// Request (cloud-gateway → agent): [`crate::agent::HandoffResult`]; reply
+/// [`crate::control::Ack`].
+pub const AGENT_HANDOFF_RESULT: &str = "agent.handoff_result";
+/// Event: [`crate::agent::HandoffResult`], when the agent has received a cloud answer.
+pub const EVENT_HANDOFF_ANSWER: &str = "agent.handoff_answer";

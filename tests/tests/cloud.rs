@@ -60,3 +60,46 @@ async fn handoff_consent_and_egress_through_the_cli() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_proposes_a_handoff_and_receives_the_answer() {
+    use ming_bus::events::EventSubscriber;
+    use ming_schemas::agent::HandoffResult;
+    let p = Provider::start();
+    let m = Mingd::start(&format!(
+        "[cloud]\nallow = [\"http://127.0.0.1:{port}/\"]\nprivate_names = [\"Jane Doe\"]\n[cloud.providers.local]\nendpoint = \"http://127.0.0.1:{port}/v1/chat/completions\"\nmodel = \"test\"\n",
+        port = p.port
+    ));
+    m.wait_ready(&["agent", "cloud-gateway"], Duration::from_secs(20))
+        .await;
+    let (code, out) = m.ming(&["ask", "Ask the cloud to draft a birthday poem for Jane Doe"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("Nothing has been sent") && out.contains("1 private value(s) replaced"),
+        "{out}"
+    );
+    assert!(p.received().is_empty());
+    let id = out
+        .split("ticket ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let (_, shown) = m.ming(&["consent", "show", &id]);
+    let sha = shown.split("sha256 ").nth(1).unwrap()[..64].to_string();
+    let mut events =
+        EventSubscriber::connect(&m.bus, &[ming_schemas::kinds::EVENT_HANDOFF_ANSWER]).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (code, out) = m.ming(&["consent", "approve", &id, "--sha256", &sha]);
+    assert_eq!(code, 0, "{out}");
+    let ev = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("no answer reached the agent")
+        .unwrap();
+    let r: HandoffResult = ev.body().unwrap();
+    assert_eq!(r.ticket, id);
+    // The provider's placeholders came back as the real name.
+    assert!(r.answer.contains("jane doe"), "{}", r.answer);
+}

@@ -161,6 +161,11 @@ fn rules() -> &'static [Rule] {
                 re: r(r"^\s*(?:delete|remove|forget)(?: the| my)? notes? (?:about|with|containing|that says) (?P<q>.+?)[.?!]?\s*$"),
                 build: |c| Some(Intent { tool: "delete_note", args: json!({"query": c["q"].trim()}) }),
             },
+            // Cloud handoff (proposed only: the user approves the exact bytes).
+            Rule {
+                re: r(r"^\s*(?:please\s+)?(?:ask the cloud|use the cloud|hand (?:this )?off)(?: to| about|:)?\s+(?P<task>.+?)\s*$"),
+                build: |c| Some(Intent { tool: "handoff", args: json!({"task": c["task"].trim()}) }),
+            },
             // Clock.
             Rule {
                 re: r(r"^\s*(?:what(?:'s| is) the time|what time is it)(?: now)?[?.!]?\s*$"),
@@ -258,6 +263,11 @@ mod tests {
                 json!({"query": "milk"}),
             ),
             ("What time is it?", "clock", json!({"what": "time"})),
+            (
+                "Ask the cloud to research the history of the printing press",
+                "handoff",
+                json!({"task": "research the history of the printing press"}),
+            ),
             ("what's the date today", "clock", json!({"what": "date"})),
         ];
         for (text, tool, args) in cases {

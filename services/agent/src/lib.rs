@@ -94,8 +94,63 @@ impl AgentService {
     }
 }
 
+impl AgentService {
+    /// The handoff tool: asks cloud-gateway for a consent ticket. Nothing leaves until the user
+    /// approves the exact bytes.
+    async fn handoff(&self, args: &serde_json::Value) -> tools::Outcome {
+        let task = args
+            .get("task")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        if task.is_empty() {
+            return tools::Outcome {
+                ok: false,
+                text: "say what the cloud should do".into(),
+            };
+        }
+        let req = ming_schemas::cloud::HandoffRequest {
+            task,
+            context: Vec::new(),
+            provider: None,
+        };
+        match self
+            .bus
+            .request::<_, ming_schemas::cloud::Ticket>("cloud-gateway", kinds::CLOUD_HANDOFF, &req, Duration::from_secs(5))
+            .await
+        {
+            Ok(t) => tools::Outcome {
+                ok: true,
+                text: format!(
+                    "I prepared a cloud request: ticket {}, {} bytes to {}, {} private value(s) replaced. Nothing has been sent; review it with `ming consent show {}` and approve it if you agree.",
+                    t.id,
+                    t.size,
+                    t.destination,
+                    t.redactions.len(),
+                    t.id
+                ),
+            },
+            Err(e) => tools::Outcome { ok: false, text: format!("I cannot hand this off: {e}") },
+        }
+    }
+}
+
 impl Handler for AgentService {
     async fn handle(&self, req: Request, resp: Responder) {
+        if req.kind() == kinds::AGENT_HANDOFF_RESULT {
+            // The answer to an approved handoff (spoken once the audio service exists).
+            return match req.body::<ming_schemas::agent::HandoffResult>() {
+                Ok(r) => {
+                    tracing::info!(ticket = %r.ticket, "cloud answer received");
+                    self.events.publish(kinds::EVENT_HANDOFF_ANSWER, &r);
+                    resp.reply(&ming_schemas::control::Ack {
+                        message: "received".into(),
+                    });
+                }
+                Err(e) => resp.fail(&e),
+            };
+        }
         if req.kind() != kinds::AGENT_MESSAGE {
             return resp.error(
                 ErrorCode::Unsupported,
@@ -137,14 +192,18 @@ impl Handler for AgentService {
             },
         );
         let action_started_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let tools = self.tools.clone();
-        let (t, a, confirm) = (tool.clone(), args.clone(), msg.confirm);
-        let outcome = tokio::task::spawn_blocking(move || tools.run(&t, &a, confirm))
-            .await
-            .unwrap_or_else(|e| tools::Outcome {
-                ok: false,
-                text: format!("the tool crashed: {e}"),
-            });
+        let outcome = if tool == "handoff" {
+            self.handoff(&args).await
+        } else {
+            let tools = self.tools.clone();
+            let (t, a, confirm) = (tool.clone(), args.clone(), msg.confirm);
+            tokio::task::spawn_blocking(move || tools.run(&t, &a, confirm))
+                .await
+                .unwrap_or_else(|e| tools::Outcome {
+                    ok: false,
+                    text: format!("the tool crashed: {e}"),
+                })
+        };
         self.events.publish(
             kinds::EVENT_ACTION_FINISHED,
             &ActionFinished {

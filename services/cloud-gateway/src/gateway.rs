@@ -33,6 +33,8 @@ pub struct Gateway {
     egress: Mutex<Result<EgressLog, String>>,
     /// Built on first use: with no provider configured, no network client exists at all.
     http: Mutex<Option<reqwest::Client>>,
+    /// The bus, to hand answers to the agent (`agent.handoff_result`).
+    bus: Option<ming_bus::BusClient>,
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
@@ -54,7 +56,40 @@ impl Gateway {
             egress_path,
             egress: Mutex::new(egress),
             http: Mutex::new(None),
+            bus: None,
         }
+    }
+
+    /// Answers will also be delivered to the agent over this bus connection.
+    pub fn with_bus(mut self, bus: ming_bus::BusClient) -> Self {
+        self.bus = Some(bus);
+        self
+    }
+
+    /// Hands an answer to the agent in the background; if the agent is not there, the answer
+    /// stays on the ticket (`ming consent show`).
+    fn deliver(&self, t: &Ticket) {
+        let (Some(bus), Some(answer)) = (self.bus.clone(), t.answer.clone()) else {
+            return;
+        };
+        let result = ming_schemas::agent::HandoffResult {
+            ticket: t.id.clone(),
+            task: t.task.clone(),
+            answer,
+        };
+        tokio::spawn(async move {
+            let r: Result<ming_schemas::control::Ack, _> = bus
+                .request(
+                    "agent",
+                    ming_schemas::kinds::AGENT_HANDOFF_RESULT,
+                    &result,
+                    Duration::from_secs(5),
+                )
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(ticket = %result.ticket, error = %e, "could not hand the answer to the agent; it stays on the ticket");
+            }
+        });
     }
 
     pub fn enabled(&self) -> bool {
@@ -422,7 +457,11 @@ impl Gateway {
                     .map(str::to_owned)
             });
         match content {
-            Some(c) => self.finish(id, TicketState::Answered, Some(c), String::new()),
+            Some(c) => {
+                let t = self.finish(id, TicketState::Answered, Some(c), String::new())?;
+                self.deliver(&t);
+                Ok(t)
+            }
             None => self.finish(
                 id,
                 TicketState::Failed,

@@ -92,8 +92,9 @@ impl Handler for CloudGatewayService {
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> BusResult<()> {
     let bus = BusConfig::from_config(&cfg);
     let paths = Paths::resolve(&cfg.paths);
-    let gateway = Gateway::new(cfg.cloud.clone(), paths.data_dir.clone());
     let mut opts = WorkerOptions::from_env(SERVICE);
+    let gateway = Gateway::new(cfg.cloud.clone(), paths.data_dir.clone())
+        .with_bus(ming_bus::BusClient::connect(&bus, opts.service.clone())?);
     opts.drain_grace = Duration::from_millis(cfg.supervisor.drain_grace_ms);
     tracing::info!(service = %opts.service, bus = %bus.bus_endpoint, enabled = gateway.enabled(), "starting");
     run_worker(

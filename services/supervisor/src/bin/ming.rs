@@ -541,6 +541,11 @@ async fn chat(cli: &Cli, timeout_ms: Option<u64>) -> anyhow::Result<ExitCode> {
                                 println!("  {} {}", if a.ok { "✓" } else { "✗" }, a.tool);
                             }
                         }
+                        kinds::EVENT_HANDOFF_ANSWER => {
+                            if let Ok(r) = ev.body::<ming_schemas::agent::HandoffResult>() {
+                                println!("  ☁ answer to \"{}\":\n{}", r.task, r.answer);
+                            }
+                        }
                         kinds::EVENT_TIMER_FIRED => {
                             if let Ok(t) = ev.body::<ming_schemas::agent::TimerFired>() {
                                 println!("  ⏰ timer {}", if t.label.is_empty() { "done" } else { &t.label });
