@@ -23,6 +23,15 @@ struct Held {
     approved: Option<String>,
 }
 
+/// A ticket as kept on local disk (`<data_dir>/cloud/tickets/<id>.json`, mode 0600): with the
+/// placeholder map, which holds the original private values and never leaves the device.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    ticket: Ticket,
+    placeholders: Vec<(crate::redact::Kind, String, String)>,
+    approved: Option<String>,
+}
+
 /// The gateway's state.
 pub struct Gateway {
     cfg: CloudSettings,
@@ -49,7 +58,7 @@ impl Gateway {
             tracing::error!(error = %e, path = %egress_path.display(), "egress log failed verification: nothing will be sent");
             format!("the egress log {} failed verification ({e}); nothing will be sent until it is repaired", egress_path.display())
         });
-        Self {
+        let gateway = Self {
             redactor: Redactor::new(&cfg.private_names),
             cfg,
             tickets: Mutex::new(HashMap::new()),
@@ -57,6 +66,77 @@ impl Gateway {
             egress: Mutex::new(egress),
             http: Mutex::new(None),
             bus: None,
+        };
+        gateway.load_tickets();
+        gateway
+    }
+
+    fn tickets_dir(&self) -> PathBuf {
+        self.egress_path.with_file_name("tickets")
+    }
+
+    /// Writes a ticket to disk (atomically, private to the user), so that a restart keeps it.
+    fn persist(&self, h: &Held) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = self.tickets_dir();
+        let saved = Saved {
+            ticket: h.ticket.clone(),
+            placeholders: h.placeholders.to_saved(),
+            approved: h.approved.clone(),
+        };
+        let path = dir.join(format!("{}.json", h.ticket.id));
+        let tmp = path.with_extension("json.tmp");
+        let written = std::fs::create_dir_all(&dir).and_then(|()| {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&serde_json::to_vec(&saved).map_err(std::io::Error::other)?)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        });
+        if let Err(e) = written {
+            tracing::error!(ticket = %h.ticket.id, error = %e, "cannot save the ticket; it will not survive a restart");
+        }
+    }
+
+    /// Loads the tickets a previous run left. One that was being sent when the gateway stopped
+    /// becomes failed: whether it left is in the egress log, and a retry sends the same bytes.
+    fn load_tickets(&self) {
+        let Ok(entries) = std::fs::read_dir(self.tickets_dir()) else {
+            return;
+        };
+        let Ok(mut tickets) = self.tickets.lock() else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let saved: Saved = match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "skipping an unreadable ticket");
+                    continue;
+                }
+            };
+            let mut held = Held {
+                ticket: saved.ticket,
+                placeholders: Placeholders::from_saved(saved.placeholders),
+                approved: saved.approved,
+            };
+            if held.ticket.state == TicketState::Sending {
+                held.ticket.state = TicketState::Failed;
+                held.ticket.error = "the gateway stopped while sending; see `ming egress log`, and retry to send the same bytes".into();
+            }
+            tickets.insert(held.ticket.id.clone(), held);
         }
     }
 
@@ -202,15 +282,14 @@ impl Gateway {
             error: String::new(),
         };
         tracing::info!(ticket = %ticket.id, provider = %name, size = ticket.size, redacted = ticket.redactions.len(), "consent ticket created");
+        let held = Held {
+            ticket: ticket.clone(),
+            placeholders: ph,
+            approved: None,
+        };
+        self.persist(&held);
         if let Ok(mut t) = self.tickets.lock() {
-            t.insert(
-                ticket.id.clone(),
-                Held {
-                    ticket: ticket.clone(),
-                    placeholders: ph,
-                    approved: None,
-                },
-            );
+            t.insert(ticket.id.clone(), held);
         }
         Ok(ticket)
     }
@@ -227,10 +306,27 @@ impl Gateway {
         let held = tickets
             .get_mut(id)
             .ok_or_else(|| err(ErrorCode::NotFound, format!("no ticket {id}")))?;
+        let before = (
+            held.ticket.state,
+            held.ticket.answer.clone(),
+            held.ticket.error.clone(),
+            held.approved.clone(),
+        );
         if held.ticket.state == TicketState::Pending && now_ms() > held.ticket.expires_ms {
             held.ticket.state = TicketState::Expired;
         }
-        f(held)
+        let out = f(held);
+        if before
+            != (
+                held.ticket.state,
+                held.ticket.answer.clone(),
+                held.ticket.error.clone(),
+                held.approved.clone(),
+            )
+        {
+            self.persist(held);
+        }
+        out
     }
 
     pub fn ticket(&self, id: &str) -> Result<Ticket, ErrorBody> {

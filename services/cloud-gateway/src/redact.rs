@@ -11,7 +11,9 @@ use std::sync::OnceLock;
 use regex::Regex;
 
 /// What kind of value was redacted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Kind {
     Secret,
     Email,
@@ -85,6 +87,32 @@ impl Placeholders {
             placeholder: p.clone(),
         });
         p
+    }
+
+    /// The map as a list (kind, original value, placeholder), in order of first appearance, to
+    /// be kept on local disk with its ticket.
+    pub fn to_saved(&self) -> Vec<(Kind, String, String)> {
+        self.order
+            .iter()
+            .filter_map(|r| {
+                self.by_placeholder
+                    .get(&r.placeholder)
+                    .map(|v| (r.kind, v.clone(), r.placeholder.clone()))
+            })
+            .collect()
+    }
+
+    /// Rebuilds the map saved by [`Placeholders::to_saved`].
+    pub fn from_saved(saved: Vec<(Kind, String, String)>) -> Self {
+        let mut ph = Self::default();
+        for (kind, value, placeholder) in saved {
+            *ph.counters.entry(kind).or_insert(0) += 1;
+            ph.by_value
+                .insert((kind, value.clone()), placeholder.clone());
+            ph.by_placeholder.insert(placeholder.clone(), value);
+            ph.order.push(Redaction { kind, placeholder });
+        }
+        ph
     }
 
     /// Everything redacted so far, in order of first appearance.
@@ -468,5 +496,9 @@ mod tests {
         );
         let kinds: Vec<Kind> = ph.redactions().iter().map(|r| r.kind).collect();
         assert_eq!(kinds, [Kind::Email, Kind::Name, Kind::Name]);
+        // Saved with the ticket and restored after a restart, it maps the same way.
+        let again = Placeholders::from_saved(ph.to_saved());
+        assert_eq!(again.restore(answer), ph.restore(answer));
+        assert_eq!(again.redactions(), ph.redactions());
     }
 }

@@ -354,3 +354,33 @@ async fn a_tampered_egress_log_is_reported_and_stops_all_sending() {
     );
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_survive_a_gateway_restart() {
+    let p = Provider::start();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gw::start(dir.path(), &cloud_cfg(&p, "")).await;
+    let t = gw.handoff(TASK, &[]).await.unwrap();
+    gw.stop().await;
+    let saved = std::fs::read_dir(dir.path().join("data/cloud/tickets"))
+        .unwrap()
+        .count();
+    assert_eq!(saved, 1);
+    let gw = Gw::start(dir.path(), &cloud_cfg(&p, "")).await;
+    let again = gw
+        .call(kinds::CLOUD_TICKET, &TicketId { id: t.id.clone() })
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.state, &again.body_sha256),
+        (TicketState::Pending, &t.body_sha256)
+    );
+    assert!(p.received().is_empty());
+    // Approved after the restart: the same bytes leave, and the answer is restored with the
+    // placeholder map that was saved with the ticket.
+    let done = gw.approve(&t, &t.body_sha256).await.unwrap();
+    assert_eq!(done.state, TicketState::Answered, "{}", done.error);
+    assert_eq!(p.received()[0], t.body.as_bytes());
+    assert!(done.answer.unwrap().contains("jane.doe@example.com"));
+    gw.stop().await;
+}
