@@ -98,3 +98,10 @@ pub struct EgressReport {
     pub verdict: String,
     pub intact: bool,
 }
+
+/// A partial frame of `cloud.approve` / `cloud.retry`: the provider's answer as it streams in,
+/// placeholders already restored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerChunk {
+    pub text: String,
+}

@@ -11,6 +11,9 @@ pub struct Behaviour {
     pub status: u16,
     pub delay_ms: u64,
     pub content: String,
+    /// Answer as server-sent events, the content cut into 5-character pieces (so that
+    /// placeholders are split across events), when the request asks for a stream.
+    pub sse: bool,
 }
 
 /// A minimal HTTP/1.1 provider: records every request body, answers as told.
@@ -30,6 +33,7 @@ impl Provider {
             status: 200,
             delay_ms: 0,
             content: "Done: I wrote to [EMAIL_1] about card [CARD_1] for [NAME_1].".into(),
+            sse: false,
         }));
         let (r, b) = (received.clone(), behaviour.clone());
         std::thread::spawn(move || {
@@ -48,9 +52,35 @@ impl Provider {
                 }
                 let mut body = vec![0; len];
                 let _ = reader.read_exact(&mut body);
+                let wants_stream = String::from_utf8_lossy(&body).contains("\"stream\":true");
                 r.lock().unwrap().push(body);
                 let beh = b.lock().unwrap().clone();
                 std::thread::sleep(Duration::from_millis(beh.delay_ms));
+                if beh.sse && wants_stream && beh.status == 200 {
+                    let chars: Vec<char> = beh.content.chars().collect();
+                    let mut events: Vec<String> = chars
+                        .chunks(5)
+                        .map(|piece| {
+                            let piece: String = piece.iter().collect();
+                            let ev =
+                                serde_json::json!({"choices": [{"delta": {"content": piece}}]});
+                            format!("data: {ev}\n\n")
+                        })
+                        .collect();
+                    events.push("data: [DONE]\n\n".into());
+                    let len: usize = events.iter().map(String::len).sum();
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+                    );
+                    // One event at a time, as a real stream arrives.
+                    for ev in events {
+                        let _ = stream.write_all(ev.as_bytes());
+                        let _ = stream.flush();
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    continue;
+                }
                 let answer = serde_json::json!({"choices": [{"message": {"role": "assistant", "content": beh.content}}]}).to_string();
                 let _ = write!(
                     stream,

@@ -251,6 +251,7 @@ impl Gateway {
         }
         let body = json!({
             "model": provider.model,
+            "stream": true,
             "messages": [
                 {"role": "system", "content": "You are helping a personal assistant that runs on the user's own computer with a task it handed off. Values in square brackets such as [EMAIL_1] are placeholders for private data; keep them as they are."},
                 {"role": "user", "content": user}
@@ -363,7 +364,12 @@ impl Gateway {
     /// # Errors
     /// `NotFound`, `BadRequest` (wrong hash, not pending, expired); a failed send is not an
     /// error: the ticket comes back `failed` with the reason.
-    pub async fn approve(&self, id: &str, sha256: &str) -> Result<Ticket, ErrorBody> {
+    pub async fn approve(
+        &self,
+        id: &str,
+        sha256: &str,
+        on_text: &mut (dyn FnMut(String) + Send),
+    ) -> Result<Ticket, ErrorBody> {
         self.with_ticket(id, |h| {
             match h.ticket.state {
                 TicketState::Pending => {}
@@ -383,11 +389,15 @@ impl Gateway {
             h.ticket.state = TicketState::Sending;
             Ok(())
         })?;
-        self.send(id).await
+        self.send(id, on_text).await
     }
 
     /// Sends a failed ticket again: same bytes, same approval.
-    pub async fn retry(&self, id: &str) -> Result<Ticket, ErrorBody> {
+    pub async fn retry(
+        &self,
+        id: &str,
+        on_text: &mut (dyn FnMut(String) + Send),
+    ) -> Result<Ticket, ErrorBody> {
         self.with_ticket(id, |h| {
             if h.ticket.state != TicketState::Failed
                 || h.approved.as_deref() != Some(h.ticket.body_sha256.as_str())
@@ -403,7 +413,7 @@ impl Gateway {
             h.ticket.state = TicketState::Sending;
             Ok(())
         })?;
-        self.send(id).await
+        self.send(id, on_text).await
     }
 
     fn log(&self, entry: NewEntry) -> Result<(), ErrorBody> {
@@ -460,7 +470,12 @@ impl Gateway {
         Ok(c)
     }
 
-    async fn send(&self, id: &str) -> Result<Ticket, ErrorBody> {
+    async fn send(
+        &self,
+        id: &str,
+        on_text: &mut (dyn FnMut(String) + Send),
+    ) -> Result<Ticket, ErrorBody> {
+        let placeholders = self.with_ticket(id, |h| Ok(h.placeholders.clone()))?;
         let t = self.ticket(id)?;
         if !self.allowed(&t.destination) {
             return self.finish(
@@ -501,9 +516,21 @@ impl Gateway {
         let outcome = async {
             let mut resp = req.send().await.map_err(|e| describe(&e))?;
             let status = resp.status();
+            let sse = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+            let mut stream = SseAnswer::default();
             let mut body = Vec::new();
             while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e))? {
                 body.extend_from_slice(&chunk);
+                if sse && status.is_success() {
+                    stream.feed(&chunk);
+                    if let Some(text) = stream.take_ready(&placeholders) {
+                        on_text(text);
+                    }
+                }
                 if body.len() as u64 > self.cfg.max_answer_bytes {
                     return Err(format!(
                         "the answer is larger than cloud.max_answer_bytes ({} bytes)",
@@ -511,10 +538,15 @@ impl Gateway {
                     ));
                 }
             }
-            Ok((status, body))
+            if sse && status.is_success() {
+                if let Some(text) = stream.take_rest(&placeholders) {
+                    on_text(text);
+                }
+            }
+            Ok((status, body, sse.then_some(stream.answer)))
         }
         .await;
-        let (status, body) = match outcome {
+        let (status, body, streamed) = match outcome {
             Ok(x) => x,
             Err(e) => {
                 let _ = self.log(NewEntry {
@@ -545,13 +577,15 @@ impl Gateway {
                 format!("the provider answered HTTP {}: {text}", status.as_u16()),
             );
         }
-        let content = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| {
-                v["choices"][0]["message"]["content"]
-                    .as_str()
-                    .map(str::to_owned)
-            });
+        let content = streamed.filter(|a| !a.is_empty()).or_else(|| {
+            serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    v["choices"][0]["message"]["content"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+        });
         match content {
             Some(c) => {
                 let t = self.finish(id, TicketState::Answered, Some(c), String::new())?;
@@ -596,5 +630,68 @@ fn describe(e: &reqwest::Error) -> String {
         format!("cannot reach the provider: {e}")
     } else {
         format!("request failed: {e}")
+    }
+}
+
+/// An OpenAI-style server-sent-events answer (`data: {"choices":[{"delta":{"content":…}}]}`),
+/// read as it arrives. Text is released only up to a point where no placeholder is cut in two,
+/// so that each released piece can be restored on its own.
+#[derive(Default)]
+struct SseAnswer {
+    buf: Vec<u8>,
+    /// The provider's text so far (placeholders as sent).
+    answer: String,
+    released: usize,
+}
+
+impl SseAnswer {
+    fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        while let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+            let event: Vec<u8> = self.buf.drain(..end + 2).collect();
+            for line in String::from_utf8_lossy(&event).lines() {
+                let Some(data) = line.strip_prefix("data:").map(str::trim) else {
+                    continue;
+                };
+                if data == "[DONE]" {
+                    continue;
+                }
+                if let Some(piece) = serde_json::from_str::<serde_json::Value>(data)
+                    .ok()
+                    .and_then(|v| {
+                        v["choices"][0]["delta"]["content"]
+                            .as_str()
+                            .map(str::to_owned)
+                    })
+                {
+                    self.answer.push_str(&piece);
+                }
+            }
+        }
+    }
+
+    fn release(&mut self, upto: usize, ph: &Placeholders) -> Option<String> {
+        if upto <= self.released {
+            return None;
+        }
+        let text = ph.restore(&self.answer[self.released..upto]);
+        self.released = upto;
+        Some(text)
+    }
+
+    /// The text that can be shown now: all of it but an unclosed `[PLACEHOLDER` at the end.
+    fn take_ready(&mut self, ph: &Placeholders) -> Option<String> {
+        let tail = &self.answer[self.released..];
+        let hold = match (tail.rfind('['), tail.rfind(']')) {
+            (Some(open), close) if close.is_none_or(|c| c < open) && tail.len() - open <= 24 => {
+                tail.len() - open
+            }
+            _ => 0,
+        };
+        self.release(self.answer.len() - hold, ph)
+    }
+
+    fn take_rest(&mut self, ph: &Placeholders) -> Option<String> {
+        self.release(self.answer.len(), ph)
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use ming_bus::worker::{run_worker, Handler, Request, Responder, WorkerOptions};
 use ming_bus::{BusConfig, BusResult};
 use ming_config::{Config, Paths};
-use ming_schemas::cloud::{Approve, HandoffRequest, TicketId, TicketList};
+use ming_schemas::cloud::{AnswerChunk, Approve, HandoffRequest, TicketId, TicketList};
 use ming_schemas::{kinds, ErrorCode};
 
 use crate::gateway::Gateway;
@@ -37,7 +37,7 @@ pub struct CloudGatewayService {
 }
 
 impl Handler for CloudGatewayService {
-    async fn handle(&self, req: Request, resp: Responder) {
+    async fn handle(&self, req: Request, mut resp: Responder) {
         let g = &self.gateway;
         let result = match req.kind() {
             kinds::CLOUD_HANDOFF => match req.body::<HandoffRequest>() {
@@ -52,11 +52,19 @@ impl Handler for CloudGatewayService {
             kinds::CLOUD_TICKET => req.body::<TicketId>().and_then(|t| g.ticket(&t.id)),
             kinds::CLOUD_DENY => req.body::<TicketId>().and_then(|t| g.deny(&t.id)),
             kinds::CLOUD_APPROVE => match req.body::<Approve>() {
-                Ok(a) => g.approve(&a.id, &a.sha256).await,
+                Ok(a) => {
+                    g.approve(&a.id, &a.sha256, &mut |text| {
+                        resp.partial(&AnswerChunk { text })
+                    })
+                    .await
+                }
                 Err(e) => Err(e),
             },
             kinds::CLOUD_RETRY => match req.body::<TicketId>() {
-                Ok(t) => g.retry(&t.id).await,
+                Ok(t) => {
+                    g.retry(&t.id, &mut |text| resp.partial(&AnswerChunk { text }))
+                        .await
+                }
                 Err(e) => Err(e),
             },
             kinds::CLOUD_EGRESS => return resp.reply(&g.egress_report()),

@@ -384,3 +384,48 @@ async fn tickets_survive_a_gateway_restart() {
     assert!(done.answer.unwrap().contains("jane.doe@example.com"));
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_answer_arrives_in_pieces_with_placeholders_restored() {
+    use ming_schemas::cloud::AnswerChunk;
+    use ming_schemas::envelope::Flow;
+    let p = Provider::start();
+    p.set(|b| b.sse = true);
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gw::start(dir.path(), &cloud_cfg(&p, "")).await;
+    let t = gw.handoff(TASK, &[]).await.unwrap();
+    assert!(t.body.contains("\"stream\":true"), "{}", t.body);
+    let body = ming_schemas::to_body(&Approve {
+        id: t.id.clone(),
+        sha256: t.body_sha256.clone(),
+    })
+    .unwrap();
+    let mut stream = gw
+        .client
+        .stream(gw.client.envelope(
+            "cloud-gateway",
+            kinds::CLOUD_APPROVE,
+            body,
+            Duration::from_secs(10),
+        ))
+        .unwrap();
+    let mut pieces = Vec::new();
+    let done: Ticket = loop {
+        let f = stream.next().await.unwrap().unwrap();
+        if f.flow == Flow::Partial {
+            pieces.push(f.body::<AnswerChunk>().unwrap().text);
+        } else {
+            break f.body().unwrap();
+        }
+    };
+    assert_eq!(done.state, TicketState::Answered, "{}", done.error);
+    assert!(pieces.len() > 3, "{pieces:?}");
+    let answer = done.answer.unwrap();
+    assert_eq!(pieces.concat(), answer);
+    assert_eq!(
+        answer,
+        "Done: I wrote to jane.doe@example.com about card 4111 1111 1111 1111 for jane doe."
+    );
+    assert!(gw.egress().await.intact);
+    gw.stop().await;
+}

@@ -575,6 +575,42 @@ async fn chat(cli: &Cli, timeout_ms: Option<u64>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Sends an approve/retry and prints the answer as it streams in; returns the final ticket.
+async fn stream_answer(cli: &Cli, kind: &str, body: Vec<u8>) -> anyhow::Result<Ticket> {
+    use std::io::Write;
+    let mut stream = cli.client.stream(cli.client.envelope(
+        "cloud-gateway",
+        kind,
+        body,
+        Duration::from_secs(300),
+    ))?;
+    let mut streamed = false;
+    loop {
+        match stream.next().await {
+            Some(Ok(f)) if f.flow == ming_schemas::envelope::Flow::Partial => {
+                let chunk: ming_schemas::cloud::AnswerChunk =
+                    f.body().map_err(|e| anyhow::anyhow!("{e}"))?;
+                if !streamed {
+                    println!("answer (streaming):");
+                    streamed = true;
+                }
+                print!("{}", chunk.text);
+                std::io::stdout().flush()?;
+            }
+            Some(Ok(f)) => {
+                let mut t: Ticket = f.body().map_err(|e| anyhow::anyhow!("{e}"))?;
+                if streamed {
+                    println!();
+                    t.answer = None; // already shown
+                }
+                return Ok(t);
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!("the gateway closed the request without an answer"),
+        }
+    }
+}
+
 fn print_ticket(t: &Ticket, full: bool) {
     println!(
         "ticket {}  [{:?}]  provider {}  -> {}",
@@ -650,15 +686,8 @@ async fn consent(cli: &Cli, cmd: ConsentCmd) -> anyhow::Result<ExitCode> {
                     t.body_sha256
                 }
             };
-            let t: Ticket = cli
-                .client
-                .request(
-                    "cloud-gateway",
-                    kinds::CLOUD_APPROVE,
-                    &Approve { id, sha256: sha },
-                    Duration::from_secs(300),
-                )
-                .await?;
+            let body = ming_schemas::to_body(&Approve { id, sha256: sha })?;
+            let t = stream_answer(cli, kinds::CLOUD_APPROVE, body).await?;
             print_ticket(&t, false);
         }
         ConsentCmd::Deny { id } => {
@@ -668,15 +697,8 @@ async fn consent(cli: &Cli, cmd: ConsentCmd) -> anyhow::Result<ExitCode> {
             println!("ticket {} denied; nothing was sent", t.id);
         }
         ConsentCmd::Retry { id } => {
-            let t: Ticket = cli
-                .client
-                .request(
-                    "cloud-gateway",
-                    kinds::CLOUD_RETRY,
-                    &id_body(&id),
-                    Duration::from_secs(300),
-                )
-                .await?;
+            let body = ming_schemas::to_body(&id_body(&id))?;
+            let t = stream_answer(cli, kinds::CLOUD_RETRY, body).await?;
             print_ticket(&t, false);
         }
     }
