@@ -175,6 +175,16 @@ async fn nothing_leaves_before_approval_and_exactly_the_approved_bytes_do() {
         done.answer.as_deref(),
         Some("Done: I wrote to jane.doe@example.com about card 4111 1111 1111 1111 for jane doe.")
     );
+    // A changed payload (another handoff, other context) is another ticket: the approval of the
+    // first does not carry over.
+    let changed = gw
+        .handoff(TASK, &["and mention the late fee"])
+        .await
+        .unwrap();
+    assert_ne!(changed.body_sha256, t.body_sha256);
+    let e = gw.approve(&changed, &t.body_sha256).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::BadRequest);
+    assert_eq!(p.received().len(), 1);
     // Approving once does not approve again.
     let e = gw.approve(&t, &t.body_sha256).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::BadRequest);
@@ -270,6 +280,20 @@ async fn provider_errors_are_clear_and_a_failed_ticket_retries_the_same_bytes() 
         .lines
         .iter()
         .any(|l| l.contains("\"event\":\"failed\"")));
+    gw.stop().await;
+
+    // An answer over cloud.max_answer_bytes is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gw::start(dir.path(), &cloud_cfg(&p, "max_answer_bytes = 64")).await;
+    p.set(|b| b.delay_ms = 0);
+    let t = gw.handoff("Plan a garden.", &[]).await.unwrap();
+    let big = gw.approve(&t, &t.body_sha256).await.unwrap();
+    assert_eq!(big.state, TicketState::Failed);
+    assert!(
+        big.error.contains("larger than cloud.max_answer_bytes"),
+        "{}",
+        big.error
+    );
     gw.stop().await;
 
     // Down: nothing listens on the port.

@@ -624,8 +624,18 @@ fn print_ticket(t: &Ticket, full: bool) {
         }
     }
     if full {
-        println!("exact body ({} bytes, sha256 {}):", t.size, t.body_sha256);
-        println!("{}", t.body);
+        // Shown indented for reading; what leaves is the compact form these figures describe.
+        println!(
+            "body that would leave ({} bytes, sha256 {}), laid out for reading:",
+            t.size, t.body_sha256
+        );
+        match serde_json::from_str::<serde_json::Value>(&t.body)
+            .and_then(|v| serde_json::to_string_pretty(&v))
+        {
+            Ok(pretty) => println!("{pretty}"),
+            Err(_) => println!("{}", t.body),
+        }
+        println!("exact bytes:\n{}", t.body);
     }
     if let Some(a) = &t.answer {
         println!("answer:\n{a}");
