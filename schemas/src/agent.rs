@@ -90,3 +90,54 @@ pub struct HandoffResult {
     pub task: String,
     pub answer: String,
 }
+
+/// One moment in the handling of an utterance, in milliseconds after it arrived.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    pub name: String,
+    pub at_ms: f64,
+}
+
+/// One handled utterance, as the agent logs it: for `ming trace` and for the training service
+/// (the agent owns this log; others read it over the bus).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Interaction {
+    /// 1, 2, 3… in the order handled.
+    pub seq: u64,
+    pub utterance: u64,
+    /// Wall clock when it arrived, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub text: String,
+    #[serde(default)]
+    pub tier: Option<Tier>,
+    #[serde(default)]
+    pub tool: Option<String>,
+    #[serde(default)]
+    pub arguments: String,
+    /// `done`, `failed` (the tool could not), `unconfirmed` (needs confirmation), `error` (not
+    /// understood or the LLM failed).
+    pub outcome: String,
+    pub stages: Vec<Stage>,
+}
+
+/// Request body of `agent.interactions`: a page of the log, from `since` (a `seq`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InteractionsRequest {
+    #[serde(default)]
+    pub since: u64,
+    pub limit: u32,
+}
+
+/// Reply to `agent.interactions`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InteractionsPage {
+    pub items: Vec<Interaction>,
+    /// Pass as `since` for the next page.
+    pub next: u64,
+}
+
+/// Request body of `agent.trace`: one utterance, or the latest when `utterance` is 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceRequest {
+    pub utterance: u64,
+}

@@ -90,3 +90,7 @@ pub const EVENT_TIMER_FIRED: &str = "agent.timer_fired";
 pub const AGENT_HANDOFF_RESULT: &str = "agent.handoff_result";
 /// Event: [`crate::agent::HandoffResult`], when the agent has received a cloud answer.
 pub const EVENT_HANDOFF_ANSWER: &str = "agent.handoff_answer";
+/// Request: [`crate::agent::InteractionsRequest`]; reply [`crate::agent::InteractionsPage`].
+pub const AGENT_INTERACTIONS: &str = "agent.interactions";
+/// Request: [`crate::agent::TraceRequest`]; reply [`crate::agent::Interaction`].
+pub const AGENT_TRACE: &str = "agent.trace";

@@ -58,6 +58,51 @@ async fn typed_commands_act_on_the_device() {
         .unwrap();
     let fired: TimerFired = ev.body().unwrap();
     assert_eq!(fired.label, "tea");
+    // Every utterance is in the interaction log, with its timeline.
+    let (code, out) = m.ming(&["trace"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("set_timer")
+            && out.contains("decided (fast tier)")
+            && out.contains("action started")
+            && out.contains("replied"),
+        "{out}"
+    );
+    let page: ming_schemas::agent::InteractionsPage = m
+        .client
+        .request(
+            "agent",
+            kinds::AGENT_INTERACTIONS,
+            &ming_schemas::agent::InteractionsRequest {
+                since: 0,
+                limit: 100,
+            },
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+    let outcomes: Vec<&str> = page.items.iter().map(|i| i.outcome.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        ["done", "done", "done", "unconfirmed", "done", "done"],
+        "{:?}",
+        page.items
+    );
+    assert_eq!(page.next, 7);
+    let rest: ming_schemas::agent::InteractionsPage = m
+        .client
+        .request(
+            "agent",
+            kinds::AGENT_INTERACTIONS,
+            &ming_schemas::agent::InteractionsRequest {
+                since: 5,
+                limit: 100,
+            },
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.items.iter().map(|i| i.seq).collect::<Vec<_>>(), [5, 6]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

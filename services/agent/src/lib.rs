@@ -14,9 +14,11 @@
 //! # Layout
 //! - [`intent`]: tier 1.
 //! - [`tools`]: the tools and their files in the data dir.
+//! - [`log`]: the interaction log (`ming trace`, training data).
 //! - [`AgentService`]: the request handler; [`run`]: serve until drained.
 
 pub mod intent;
+pub mod log;
 pub mod tools;
 
 use std::future::Future;
@@ -46,6 +48,7 @@ Act with exactly one tool call. To answer in words without acting, call `reply`.
 /// The `agent` request handler.
 pub struct AgentService {
     tools: Arc<Tools>,
+    log: log::InteractionLog,
     bus: BusClient,
     events: EventPublisher,
 }
@@ -151,6 +154,24 @@ impl Handler for AgentService {
                 Err(e) => resp.fail(&e),
             };
         }
+        if req.kind() == kinds::AGENT_INTERACTIONS {
+            return match req.body::<ming_schemas::agent::InteractionsRequest>() {
+                Ok(r) => resp.reply(&self.log.page(r.since, r.limit.clamp(1, 1000))),
+                Err(e) => resp.fail(&e),
+            };
+        }
+        if req.kind() == kinds::AGENT_TRACE {
+            return match req.body::<ming_schemas::agent::TraceRequest>() {
+                Ok(r) => match self.log.find(r.utterance) {
+                    Some(i) => resp.reply(&i),
+                    None => resp.error(
+                        ErrorCode::NotFound,
+                        format!("no utterance {} in the interaction log", r.utterance),
+                    ),
+                },
+                Err(e) => resp.fail(&e),
+            };
+        }
         if req.kind() != kinds::AGENT_MESSAGE {
             return resp.error(
                 ErrorCode::Unsupported,
@@ -166,6 +187,22 @@ impl Handler for AgentService {
             return resp.error(ErrorCode::BadRequest, "the message is empty");
         }
         let utterance = req.envelope.id;
+        let arrived_ms = now_ms();
+        let since = |started: Instant| started.elapsed().as_secs_f64() * 1000.0;
+        let mut record = ming_schemas::agent::Interaction {
+            seq: 0,
+            utterance,
+            time_ms: arrived_ms,
+            text: msg.text.clone(),
+            tier: None,
+            tool: None,
+            arguments: String::new(),
+            outcome: "error".into(),
+            stages: vec![ming_schemas::agent::Stage {
+                name: "received".into(),
+                at_ms: 0.0,
+            }],
+        };
         let (tier, tool, args) = match intent::understand(&msg.text) {
             Some(i) => (Tier::Fast, i.tool.to_string(), i.args),
             None => match self.ask_llm(&msg.text, req.envelope.deadline_ms).await {
@@ -176,12 +213,22 @@ impl Handler for AgentService {
                         ErrorCode::ServiceUnavailable => ErrorCode::ServiceUnavailable,
                         _ => ErrorCode::Internal,
                     };
-                    return resp.error(code, format!("I could not understand that without the local model, which failed: {e}"));
+                    record.stages.push(ming_schemas::agent::Stage {
+                        name: "llm failed".into(),
+                        at_ms: since(started),
+                    });
+                    resp.error(code, format!("I could not understand that without the local model, which failed: {e}"));
+                    self.log.append(record);
+                    return;
                 }
             },
         };
         let decided_ms = started.elapsed().as_secs_f64() * 1000.0;
         let arguments = args.to_string();
+        record.stages.push(ming_schemas::agent::Stage {
+            name: format!("decided ({tier:?} tier)").to_lowercase(),
+            at_ms: decided_ms,
+        });
         self.events.publish(
             kinds::EVENT_ACTION_STARTED,
             &ActionStarted {
@@ -192,6 +239,10 @@ impl Handler for AgentService {
             },
         );
         let action_started_ms = started.elapsed().as_secs_f64() * 1000.0;
+        record.stages.push(ming_schemas::agent::Stage {
+            name: "action started".into(),
+            at_ms: action_started_ms,
+        });
         let outcome = if tool == "handoff" {
             self.handoff(&args).await
         } else {
@@ -213,6 +264,21 @@ impl Handler for AgentService {
                 result: outcome.text.clone(),
             },
         );
+        record.stages.push(ming_schemas::agent::Stage {
+            name: "action finished".into(),
+            at_ms: since(started),
+        });
+        record.tier = Some(tier);
+        record.tool = Some(tool.clone());
+        record.arguments = arguments.clone();
+        record.outcome = if outcome.ok {
+            "done"
+        } else if outcome.text.contains("Confirm") {
+            "unconfirmed"
+        } else {
+            "failed"
+        }
+        .into();
         tracing::info!(utterance, tool = %tool, tier = ?tier, decided_ms, ok = outcome.ok, "acted");
         resp.reply(&Reply {
             utterance,
@@ -227,6 +293,11 @@ impl Handler for AgentService {
             decided_ms,
             action_started_ms: Some(action_started_ms),
         });
+        record.stages.push(ming_schemas::agent::Stage {
+            name: "replied".into(),
+            at_ms: since(started),
+        });
+        self.log.append(record);
     }
 
     fn detail(&self) -> String {
@@ -252,6 +323,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     opts.drain_grace = Duration::from_millis(cfg.supervisor.drain_grace_ms);
     let service = Arc::new(AgentService {
         tools: tools.clone(),
+        log: log::InteractionLog::open(&paths.data_dir.join("agent")),
         bus: BusClient::connect(&bus, opts.service.clone())?,
         events: EventPublisher::connect(&bus, opts.service.clone())?,
     });

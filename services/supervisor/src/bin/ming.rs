@@ -54,6 +54,9 @@ enum Cmd {
     Ping { service: String },
     /// Print events from the bus (all, or those whose kind starts with a prefix).
     Events { prefixes: Vec<String> },
+    /// The per-stage timeline of one utterance (its id, as `ming ask` prints it; default: the
+    /// latest).
+    Trace { utterance: Option<u64> },
     /// Talk to the agent: one message per line; actions are shown as they happen. Ctrl-D ends.
     Chat,
     /// Ask the agent to do something, once (for scripts: exit status 0 when it acted).
@@ -260,6 +263,34 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
         Cmd::Chat => return chat(&cli, args.timeout_ms).await,
+        Cmd::Trace { utterance } => {
+            let req = ming_schemas::agent::TraceRequest {
+                utterance: utterance.unwrap_or(0),
+            };
+            let i: ming_schemas::agent::Interaction =
+                cli.request("agent", kinds::AGENT_TRACE, &req).await?;
+            println!("utterance {} (#{}): {:?}", i.utterance, i.seq, i.text);
+            if let Some(tool) = &i.tool {
+                println!(
+                    "tool {tool} {} via {:?} tier: {}",
+                    i.arguments,
+                    i.tier.unwrap_or(ming_schemas::agent::Tier::Unknown),
+                    i.outcome
+                );
+            } else {
+                println!("outcome: {}", i.outcome);
+            }
+            let mut last = 0.0;
+            for st in &i.stages {
+                println!(
+                    "  {:>9.3} ms  (+{:>8.3})  {}",
+                    st.at_ms,
+                    st.at_ms - last,
+                    st.name
+                );
+                last = st.at_ms;
+            }
+        }
         Cmd::Ask { text, yes, json } => {
             let msg = ming_schemas::agent::Message {
                 text,
@@ -284,8 +315,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 println!("{}", reply.text);
                 if let Some(a) = &reply.action {
                     eprintln!(
-                        "[{} {} via {:?}, decided in {:.1} ms]",
-                        a.tool, a.arguments, a.tier, reply.decided_ms
+                        "[{} {} via {:?}, decided in {:.1} ms; utterance {}]",
+                        a.tool, a.arguments, a.tier, reply.decided_ms, reply.utterance
                     );
                 }
             }
