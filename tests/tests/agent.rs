@@ -175,3 +175,28 @@ async fn chat_shows_actions_as_they_happen_and_confirms_deletions() {
     assert!(text.contains("ming> Deleted 1 note(s)"), "{text}");
     assert!(text.contains("ming> You have no notes."), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calendar_commands_write_a_real_icalendar_file() {
+    let m = Mingd::start("");
+    m.wait_ready(&["agent"], Duration::from_secs(20)).await;
+    let (code, out) = m.ming(&["ask", "Add dentist appointment tomorrow at 3pm"]);
+    assert_eq!(code, 0, "{out}");
+    let ics = std::fs::read_to_string(m.dir.path().join("data/agent/calendar.ics")).unwrap();
+    assert!(
+        ics.contains("BEGIN:VEVENT")
+            && ics.contains("SUMMARY:dentist appointment")
+            && ics.contains("T150000"),
+        "{ics}"
+    );
+    let (code, out) = m.ming(&["ask", "what's on my calendar tomorrow?"]);
+    assert!(
+        code == 0 && out.contains("15:00–16:00 dentist appointment"),
+        "{out}"
+    );
+    let (code, out) = m.ming(&["ask", "When am I free tomorrow for an hour?"]);
+    assert!(
+        code == 0 && out.contains("09:00–15:00, 16:00–18:00"),
+        "{out}"
+    );
+}

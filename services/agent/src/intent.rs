@@ -104,6 +104,28 @@ pub fn parse_duration(text: &str) -> Option<u64> {
     (found && total > 0).then_some(total)
 }
 
+/// "3pm" → "15:00", "9:30" → "09:30", "12am" → "00:00".
+pub fn parse_time(t: &str) -> Option<String> {
+    let t = t.trim().to_lowercase();
+    let (clock, suffix) = if let Some(x) = t.strip_suffix("am") {
+        (x.trim(), Some(false))
+    } else if let Some(x) = t.strip_suffix("pm") {
+        (x.trim(), Some(true))
+    } else {
+        (t.as_str(), None)
+    };
+    let (h, m) = match clock.split_once(':') {
+        Some((h, m)) => (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?),
+        None => (clock.parse::<u32>().ok()?, 0),
+    };
+    let h = match suffix {
+        Some(pm) if (1..=12).contains(&h) => (h % 12) + if pm { 12 } else { 0 },
+        Some(_) => return None,
+        None => h,
+    };
+    (h < 24 && m < 60).then(|| format!("{h:02}:{m:02}"))
+}
+
 struct Rule {
     re: Regex,
     build: fn(&regex::Captures<'_>) -> Option<Intent>,
@@ -165,6 +187,34 @@ fn rules() -> &'static [Rule] {
             Rule {
                 re: r(r"^\s*(?:please\s+)?(?:ask the cloud|use the cloud|hand (?:this )?off)(?: to| about|:)?\s+(?P<task>.+?)\s*$"),
                 build: |c| Some(Intent { tool: "handoff", args: json!({"task": c["task"].trim()}) }),
+            },
+            // Calendar.
+            Rule {
+                re: r(r"^\s*(?:please\s+)?(?:add|schedule|book|put)\s+(?:an?\s+)?(?:(?:event|meeting|appointment)\s*(?:called|named|:)?\s*)?(?P<title>.+?)\s+(?P<day>today|tomorrow|(?:on\s+)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|(?:on\s+)?\d{4}-\d{2}-\d{2})\s+at\s+(?P<time>\d{1,2}(?::\d{2})?\s*(?:am|pm)?)(?:\s+for\s+(?P<dur>.+?))?\s*(?:to|on|in)?\s*(?:my\s+)?(?:calendar)?[.!]?\s*$"),
+                build: |c| {
+                    let minutes = c.name("dur").and_then(|d| parse_duration(d.as_str())).map_or(60, |s| s / 60);
+                    Some(Intent {
+                        tool: "add_event",
+                        args: json!({
+                            "title": c["title"].trim(),
+                            "date": c["day"].trim().trim_start_matches("on ").to_lowercase(),
+                            "time": parse_time(&c["time"])?,
+                            "minutes": minutes,
+                        }),
+                    })
+                },
+            },
+            Rule {
+                re: r(r"^\s*what(?:'s| is)(?: on)?(?: my calendar| my schedule)?(?: on| for)?\s*(?P<day>today|tomorrow|(?:on\s+)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|\d{4}-\d{2}-\d{2})[?.!]?\s*$"),
+                build: |c| Some(Intent { tool: "list_events", args: json!({"date": c["day"].trim().trim_start_matches("on ").to_lowercase()}) }),
+            },
+            Rule {
+                re: r(r"^\s*when am i free\s*(?P<day>today|tomorrow|(?:on\s+)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|\d{4}-\d{2}-\d{2})?(?:\s+for\s+(?P<dur>.+?))?[?.!]?\s*$"),
+                build: |c| {
+                    let minutes = c.name("dur").and_then(|d| parse_duration(d.as_str())).map_or(30, |s| s / 60);
+                    let day = c.name("day").map_or("today".to_string(), |d| d.as_str().trim().trim_start_matches("on ").to_lowercase());
+                    Some(Intent { tool: "free_time", args: json!({"date": day, "minutes": minutes}) })
+                },
             },
             // Clock.
             Rule {
@@ -263,6 +313,26 @@ mod tests {
                 json!({"query": "milk"}),
             ),
             ("What time is it?", "clock", json!({"what": "time"})),
+            (
+                "Add dentist appointment tomorrow at 3pm",
+                "add_event",
+                json!({"title": "dentist appointment", "date": "tomorrow", "time": "15:00", "minutes": 60}),
+            ),
+            (
+                "schedule a meeting called budget review on Friday at 9:30 for 45 minutes",
+                "add_event",
+                json!({"title": "budget review", "date": "friday", "time": "09:30", "minutes": 45}),
+            ),
+            (
+                "what's on my calendar tomorrow?",
+                "list_events",
+                json!({"date": "tomorrow"}),
+            ),
+            (
+                "When am I free tomorrow for an hour?",
+                "free_time",
+                json!({"date": "tomorrow", "minutes": 60}),
+            ),
             (
                 "Ask the cloud to research the history of the printing press",
                 "handoff",

@@ -6,17 +6,19 @@
 //! runs locally ([`tools`]); `agent.action_started` / `agent.action_finished` events show it as it
 //! happens, and the reply says what was done.
 //!
-//! Built so far (issue #6): the fast path for timers, notes and the clock; the LLM tier; notes,
+//! Built so far (issue #6): the fast path for timers, notes, the calendar and the clock; the LLM tier; notes,
 //! timers (fired by a background task, surviving restarts) and clock tools; `ming ask`. Still to
 //! come: calendar, documents, mail, memory and handoff tools, conversations, voice, `ming chat`,
 //! `ming trace`, the learned router.
 //!
 //! # Layout
 //! - [`intent`]: tier 1.
+//! - [`calendar`]: the local iCalendar file and date arithmetic.
 //! - [`tools`]: the tools and their files in the data dir.
 //! - [`log`]: the interaction log (`ming trace`, training data).
 //! - [`AgentService`]: the request handler; [`run`]: serve until drained.
 
+pub mod calendar;
 pub mod intent;
 pub mod log;
 pub mod tools;

@@ -73,6 +73,21 @@ pub fn schemas() -> Vec<(&'static str, &'static str, Value)> {
             json!({"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}),
         ),
         (
+            "add_event",
+            "Add an event to the calendar",
+            json!({"type": "object", "properties": {"title": {"type": "string"}, "date": {"type": "string"}, "time": {"type": "string"}, "minutes": {"type": "integer"}}, "required": ["title", "date", "time"]}),
+        ),
+        (
+            "list_events",
+            "List a day's events (date: today, tomorrow, a weekday or YYYY-MM-DD)",
+            json!({"type": "object", "properties": {"date": {"type": "string"}}, "required": ["date"]}),
+        ),
+        (
+            "free_time",
+            "Find free time on a day",
+            json!({"type": "object", "properties": {"date": {"type": "string"}, "minutes": {"type": "integer"}}, "required": ["date"]}),
+        ),
+        (
             "clock",
             "Tell the time or the date",
             json!({"type": "object", "properties": {"what": {"enum": ["time", "date"]}}, "required": ["what"]}),
@@ -255,6 +270,9 @@ impl Tools {
                 };
                 ok(format!("{what} set for {}.", human(secs)))
             }
+            "add_event" | "list_events" | "free_time" | "import_calendar" => {
+                self.calendar(tool, args)
+            }
             "clock" => {
                 let (date, time) = local_now();
                 if text("what") == "date" {
@@ -265,6 +283,127 @@ impl Tools {
             }
             "reply" => ok(text("text")),
             other => fail(format!("there is no tool called {other}")),
+        }
+    }
+
+    fn calendar(&self, tool: &str, args: &Value) -> Outcome {
+        use crate::calendar::{hm, Calendar, Event};
+        let cal = Calendar::new(&self.dir);
+        let text = |k: &str| {
+            args.get(k)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_string()
+        };
+        if tool == "import_calendar" {
+            let path = text("path");
+            let incoming = match std::fs::read_to_string(&path) {
+                Ok(t) => crate::calendar::parse(&t),
+                Err(e) => return fail(format!("cannot read {path}: {e}")),
+            };
+            let mut events = cal.events();
+            let before = events.len();
+            for e in incoming {
+                if !events.iter().any(|x| x.uid == e.uid && !e.uid.is_empty()) {
+                    events.push(e);
+                }
+            }
+            let added = events.len() - before;
+            return match cal.save(&events) {
+                Ok(()) => ok(format!("Imported {added} event(s) from {path}.")),
+                Err(e) => fail(format!("could not save the calendar: {e}")),
+            };
+        }
+        let Some(date) = resolve_date(&text("date")) else {
+            return fail(format!(
+                "I do not understand the date \"{}\" (today, tomorrow, a weekday or YYYY-MM-DD)",
+                text("date")
+            ));
+        };
+        match tool {
+            "add_event" => {
+                let title = text("title");
+                let Some(start) = crate::intent::parse_time(&text("time")).and_then(|t| {
+                    let (h, m) = t.split_once(':')?;
+                    Some(h.parse::<u32>().ok()? * 60 + m.parse::<u32>().ok()?)
+                }) else {
+                    return fail(format!("I do not understand the time \"{}\"", text("time")));
+                };
+                if title.is_empty() {
+                    return fail("the event needs a title");
+                }
+                let minutes = args
+                    .get("minutes")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(60)
+                    .clamp(1, 24 * 60) as u32;
+                let mut events = cal.events();
+                let clash: Vec<String> = events
+                    .iter()
+                    .filter(|e| {
+                        e.date == date && e.start < start + minutes && start < e.start + e.minutes
+                    })
+                    .map(|e| e.title.clone())
+                    .collect();
+                events.push(Event {
+                    uid: format!("{:x}@mingllm", fresh_id()),
+                    title: title.clone(),
+                    date,
+                    start,
+                    minutes,
+                });
+                if let Err(e) = cal.save(&events) {
+                    return fail(format!("could not save the calendar: {e}"));
+                }
+                let mut msg = format!(
+                    "Added \"{title}\" on {} at {} for {minutes} minutes.",
+                    date.iso(),
+                    hm(start)
+                );
+                if !clash.is_empty() {
+                    msg.push_str(&format!(" It overlaps with: {}.", clash.join(", ")));
+                }
+                ok(msg)
+            }
+            "list_events" => {
+                let mut day: Vec<Event> = cal
+                    .events()
+                    .into_iter()
+                    .filter(|e| e.date == date)
+                    .collect();
+                day.sort_by_key(|e| e.start);
+                if day.is_empty() {
+                    return ok(format!("Nothing on {}.", date.iso()));
+                }
+                ok(day
+                    .iter()
+                    .map(|e| format!("- {}–{} {}", hm(e.start), hm(e.start + e.minutes), e.title))
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            }
+            _ => {
+                let minutes = args
+                    .get("minutes")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(30)
+                    .clamp(1, 600) as u32;
+                let free = cal.free(date, 9 * 60, 18 * 60, minutes);
+                if free.is_empty() {
+                    return ok(format!(
+                        "No free {minutes} minutes between 09:00 and 18:00 on {}.",
+                        date.iso()
+                    ));
+                }
+                ok(format!(
+                    "Free on {}: {}",
+                    date.iso(),
+                    free.iter()
+                        .map(|(a, b)| format!("{}–{}", hm(*a), hm(*b)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }
         }
     }
 
@@ -300,6 +439,52 @@ fn human(secs: u64) -> String {
     parts.join(" ")
 }
 
+/// Today's local date.
+pub fn today() -> crate::calendar::Date {
+    let tm = local_tm();
+    crate::calendar::Date {
+        year: i64::from(tm.tm_year) + 1900,
+        month: (tm.tm_mon + 1) as u32,
+        day: tm.tm_mday as u32,
+    }
+}
+
+/// "today", "tomorrow", a weekday (the next one, today excluded) or YYYY-MM-DD.
+pub fn resolve_date(s: &str) -> Option<crate::calendar::Date> {
+    const DAYS: [&str; 7] = [
+        "sunday",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+    ];
+    let s = s.trim().to_lowercase();
+    let today = today();
+    match s.as_str() {
+        "" | "today" => Some(today),
+        "tomorrow" => Some(today.add_days(1)),
+        _ => match DAYS.iter().position(|d| *d == s) {
+            Some(w) => {
+                let ahead = (w as i64 - i64::from(today.weekday())).rem_euclid(7);
+                Some(today.add_days(if ahead == 0 { 7 } else { ahead }))
+            }
+            None => crate::calendar::Date::parse(&s),
+        },
+    }
+}
+
+fn local_tm() -> libc::tm {
+    let secs = (now_ms() / 1000) as libc::time_t;
+    // SAFETY: localtime_r writes into the zeroed struct we pass and reads `secs`.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&secs, &mut tm);
+        tm
+    }
+}
+
 /// The local date ("Wednesday 25 November 2026") and time ("17:05").
 fn local_now() -> (String, String) {
     const DAYS: [&str; 7] = [
@@ -325,13 +510,7 @@ fn local_now() -> (String, String) {
         "November",
         "December",
     ];
-    let secs = (now_ms() / 1000) as libc::time_t;
-    // SAFETY: localtime_r writes into the zeroed struct we pass and reads `secs`.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&secs, &mut tm);
-        tm
-    };
+    let tm = local_tm();
     let day = DAYS.get(tm.tm_wday as usize).copied().unwrap_or("");
     let month = MONTHS.get(tm.tm_mon as usize).copied().unwrap_or("");
     (
@@ -360,6 +539,74 @@ mod tests {
         assert!(t.run("delete_note", &json!({"query": "milk"}), true).ok);
         let left: Vec<String> = t.read_notes().into_iter().map(|n| n.text).collect();
         assert_eq!(left, ["call mum"]);
+    }
+
+    #[test]
+    fn calendar_add_list_free_and_import() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tools::open(dir.path()).unwrap();
+        let day = today().add_days(1).iso();
+        let added = t.run(
+            "add_event",
+            &json!({"title": "dentist", "date": "tomorrow", "time": "3pm", "minutes": 45}),
+            false,
+        );
+        assert!(
+            added.ok && added.text.contains(&day) && added.text.contains("15:00"),
+            "{}",
+            added.text
+        );
+        let clash = t.run(
+            "add_event",
+            &json!({"title": "call", "date": day, "time": "15:30"}),
+            false,
+        );
+        assert!(
+            clash.text.contains("overlaps with: dentist"),
+            "{}",
+            clash.text
+        );
+        let list = t.run("list_events", &json!({"date": "tomorrow"}), false);
+        assert_eq!(list.text, "- 15:00–15:45 dentist\n- 15:30–16:30 call");
+        let free = t.run(
+            "free_time",
+            &json!({"date": "tomorrow", "minutes": 60}),
+            false,
+        );
+        assert_eq!(
+            free.text,
+            format!("Free on {day}: 09:00–15:00, 16:30–18:00")
+        );
+        assert!(
+            !t.run(
+                "add_event",
+                &json!({"title": "x", "date": "someday", "time": "9"}),
+                false
+            )
+            .ok
+        );
+        let ics = dir.path().join("other.ics");
+        std::fs::write(&ics, "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:ext-1\nSUMMARY:Imported\nDTSTART:20300101T100000\nDTEND:20300101T110000\nEND:VEVENT\nEND:VCALENDAR\n").unwrap();
+        let imported = t.run(
+            "import_calendar",
+            &json!({"path": ics.display().to_string()}),
+            false,
+        );
+        assert_eq!(
+            imported.text,
+            format!("Imported 1 event(s) from {}.", ics.display())
+        );
+        // The calendar file is a real iCalendar document other programs can read.
+        let file = std::fs::read_to_string(dir.path().join("agent/calendar.ics")).unwrap();
+        assert!(
+            file.starts_with("BEGIN:VCALENDAR") && file.matches("BEGIN:VEVENT").count() == 3,
+            "{file}"
+        );
+        assert_eq!(
+            t.run("list_events", &json!({"date": "2030-01-01"}), false)
+                .text,
+            "- 10:00–11:00 Imported"
+        );
     }
 
     #[test]
