@@ -18,11 +18,12 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 /// The top-level sections.
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "paths",
     "bus",
     "supervisor",
     "inference",
+    "agent",
     "cloud",
     "services",
 ];
@@ -38,8 +39,17 @@ pub struct Config {
     pub bus: BusSettings,
     pub supervisor: SupervisorSettings,
     pub inference: InferenceSettings,
+    pub agent: AgentSettings,
     pub cloud: CloudSettings,
     pub services: BTreeMap<String, ServiceSettings>,
+}
+
+/// The agent (issue #6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    pub documents_dir: String,
+    pub mail: String,
 }
 
 /// The cloud handoff (issue #7).
@@ -263,6 +273,7 @@ impl Config {
         let services = section("services");
         let inference = section("inference");
         let cloud = section("cloud");
+        let agent = section("agent");
         if let Some(figment::value::Value::Dict(_, root)) = &root {
             for key in root.keys() {
                 if !SECTIONS.contains(&key.as_str()) {
@@ -282,6 +293,7 @@ impl Config {
         let inference =
             inference.and_then(|_| take::<InferenceSettings>(fig, "inference", &mut problems));
         let cloud = cloud.and_then(|_| take::<CloudSettings>(fig, "cloud", &mut problems));
+        let agent = agent.and_then(|_| take::<AgentSettings>(fig, "agent", &mut problems));
         let mut service_map = BTreeMap::new();
         if let Some(figment::value::Value::Dict(_, dict)) = &services {
             for name in dict.keys() {
@@ -299,14 +311,24 @@ impl Config {
                 source: None,
             });
         }
-        let (Some(paths), Some(bus), Some(supervisor), Some(inference), Some(cloud), true) = (
+        let (
+            Some(paths),
+            Some(bus),
+            Some(supervisor),
+            Some(inference),
+            Some(agent),
+            Some(cloud),
+            true,
+        ) = (
             paths,
             bus,
             supervisor,
             inference,
+            agent,
             cloud,
             problems.is_empty(),
-        ) else {
+        )
+        else {
             return Err(ConfigError { problems });
         };
         let cfg = Config {
@@ -314,6 +336,7 @@ impl Config {
             bus,
             supervisor,
             inference,
+            agent,
             cloud,
             services: service_map,
         };

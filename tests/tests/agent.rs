@@ -200,3 +200,39 @@ async fn calendar_commands_write_a_real_icalendar_file() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_and_mail_are_searched_read_only() {
+    let files = tempfile::tempdir().unwrap();
+    let docs = files.path().join("Documents");
+    std::fs::create_dir_all(docs.join("trips")).unwrap();
+    std::fs::write(
+        docs.join("trips/scotland.md"),
+        "# Scotland\nBook the ferry to Mull by Friday\n",
+    )
+    .unwrap();
+    let mail = files.path().join("inbox.mbox");
+    std::fs::write(&mail, "From alice@example.org Mon Nov 23 10:00:00 2026\nFrom: Alice <alice@example.org>\nSubject: Dinner\n\nThai place at 8?\n").unwrap();
+    let before = std::fs::read(&mail).unwrap();
+    let m = Mingd::start(&format!(
+        "[agent]\ndocuments_dir = \"{}\"\nmail = \"{}\"\n",
+        docs.display(),
+        mail.display()
+    ));
+    m.wait_ready(&["agent"], Duration::from_secs(20)).await;
+    let (code, out) = m.ming(&["ask", "search my documents for ferry"]);
+    assert!(
+        code == 0 && out.contains("trips/scotland.md: Book the ferry to Mull by Friday"),
+        "{out}"
+    );
+    let (code, out) = m.ming(&["ask", "any emails from Alice?"]);
+    assert!(
+        code == 0 && out.contains("1 message(s)") && out.contains("Dinner: Thai place at 8?"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(&mail).unwrap(),
+        before,
+        "mail must be read-only"
+    );
+}

@@ -188,6 +188,23 @@ fn rules() -> &'static [Rule] {
                 re: r(r"^\s*(?:please\s+)?(?:ask the cloud|use the cloud|hand (?:this )?off)(?: to| about|:)?\s+(?P<task>.+?)\s*$"),
                 build: |c| Some(Intent { tool: "handoff", args: json!({"task": c["task"].trim()}) }),
             },
+            // Documents and mail (read-only search).
+            Rule {
+                re: r(r"^\s*(?:search|look through|find)(?: in)?(?: my)? (?:documents|docs|files)(?: for| about| mentioning)? (?P<q>.+?)[.?!]?\s*$"),
+                build: |c| Some(Intent { tool: "search_documents", args: json!({"query": c["q"].trim()}) }),
+            },
+            Rule {
+                re: r(r"^\s*(?:find|search for|look for)(?: the| a| my)? (?:document|file|doc) (?:called |named |about )?(?P<q>.+?)[.?!]?\s*$"),
+                build: |c| Some(Intent { tool: "search_documents", args: json!({"query": c["q"].trim()}) }),
+            },
+            Rule {
+                re: r(r"^\s*(?:search|check)(?: my)? (?:mail|email|e-mail|inbox)(?: for| about)? (?P<q>.+?)[.?!]?\s*$"),
+                build: |c| Some(Intent { tool: "search_mail", args: json!({"query": c["q"].trim()}) }),
+            },
+            Rule {
+                re: r(r"^\s*(?:any|find|show)(?: me)?(?: the)? (?:mails|emails|e-mails|messages) (?:from|about|mentioning) (?P<q>.+?)[.?!]?\s*$"),
+                build: |c| Some(Intent { tool: "search_mail", args: json!({"query": c["q"].trim()}) }),
+            },
             // Calendar.
             Rule {
                 re: r(r"^\s*(?:please\s+)?(?:add|schedule|book|put)\s+(?:an?\s+)?(?:(?:event|meeting|appointment)\s*(?:called|named|:)?\s*)?(?P<title>.+?)\s+(?P<day>today|tomorrow|(?:on\s+)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|(?:on\s+)?\d{4}-\d{2}-\d{2})\s+at\s+(?P<time>\d{1,2}(?::\d{2})?\s*(?:am|pm)?)(?:\s+for\s+(?P<dur>.+?))?\s*(?:to|on|in)?\s*(?:my\s+)?(?:calendar)?[.!]?\s*$"),
@@ -313,6 +330,26 @@ mod tests {
                 json!({"query": "milk"}),
             ),
             ("What time is it?", "clock", json!({"what": "time"})),
+            (
+                "search my documents for ferry",
+                "search_documents",
+                json!({"query": "ferry"}),
+            ),
+            (
+                "find the document about taxes",
+                "search_documents",
+                json!({"query": "taxes"}),
+            ),
+            (
+                "search my mail for dinner",
+                "search_mail",
+                json!({"query": "dinner"}),
+            ),
+            (
+                "any emails from Alice?",
+                "search_mail",
+                json!({"query": "Alice"}),
+            ),
             (
                 "Add dentist appointment tomorrow at 3pm",
                 "add_event",

@@ -14,11 +14,13 @@
 //! # Layout
 //! - [`intent`]: tier 1.
 //! - [`calendar`]: the local iCalendar file and date arithmetic.
+//! - [`files`]: read-only search of the documents folder and local mail.
 //! - [`tools`]: the tools and their files in the data dir.
 //! - [`log`]: the interaction log (`ming trace`, training data).
 //! - [`AgentService`]: the request handler; [`run`]: serve until drained.
 
 pub mod calendar;
+pub mod files;
 pub mod intent;
 pub mod log;
 pub mod tools;
@@ -315,10 +317,14 @@ impl Handler for AgentService {
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), BusError> {
     let bus = BusConfig::from_config(&cfg);
     let paths = Paths::resolve(&cfg.paths);
-    let tools = Arc::new(Tools::open(&paths.data_dir).map_err(|source| BusError::Io {
-        context: format!("open the agent's data in {}", paths.data_dir.display()),
-        source,
-    })?);
+    let tools = Arc::new(
+        Tools::open(&paths.data_dir)
+            .map(|t| t.with_sources(&cfg.agent))
+            .map_err(|source| BusError::Io {
+                context: format!("open the agent's data in {}", paths.data_dir.display()),
+                source,
+            })?,
+    );
     // Compile the fast path's patterns now, not on the first utterance (a few milliseconds).
     let _ = intent::understand("what time is it");
     let mut opts = WorkerOptions::from_env(SERVICE);

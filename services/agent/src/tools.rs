@@ -88,6 +88,16 @@ pub fn schemas() -> Vec<(&'static str, &'static str, Value)> {
             json!({"type": "object", "properties": {"date": {"type": "string"}, "minutes": {"type": "integer"}}, "required": ["date"]}),
         ),
         (
+            "search_documents",
+            "Search the documents folder by name and content",
+            json!({"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}),
+        ),
+        (
+            "search_mail",
+            "Search local mail (read-only) by sender, subject or text",
+            json!({"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}),
+        ),
+        (
             "clock",
             "Tell the time or the date",
             json!({"type": "object", "properties": {"what": {"enum": ["time", "date"]}}, "required": ["what"]}),
@@ -103,6 +113,9 @@ pub fn schemas() -> Vec<(&'static str, &'static str, Value)> {
 /// The tools and their files.
 pub struct Tools {
     dir: PathBuf,
+    /// The documents folder and the mail source the user configured (read-only).
+    documents: Option<PathBuf>,
+    mail: Option<PathBuf>,
     notes: Mutex<()>,
     timers: Mutex<Vec<Timer>>,
 }
@@ -121,9 +134,19 @@ impl Tools {
             .unwrap_or_default();
         Ok(Self {
             dir,
+            documents: None,
+            mail: None,
             notes: Mutex::new(()),
             timers: Mutex::new(timers),
         })
+    }
+
+    /// Adds the configured documents folder and mail source.
+    pub fn with_sources(mut self, agent: &ming_config::AgentSettings) -> Self {
+        let path = |s: &str| (!s.trim().is_empty()).then(|| PathBuf::from(s.trim()));
+        self.documents = path(&agent.documents_dir);
+        self.mail = path(&agent.mail);
+        self
     }
 
     fn notes_path(&self) -> PathBuf {
@@ -272,6 +295,61 @@ impl Tools {
             }
             "add_event" | "list_events" | "free_time" | "import_calendar" => {
                 self.calendar(tool, args)
+            }
+            "search_documents" => {
+                let Some(root) = &self.documents else {
+                    return fail("no documents folder is configured (agent.documents_dir)");
+                };
+                let q = text("query");
+                if q.is_empty() {
+                    return fail("say what to look for");
+                }
+                let hits = crate::files::search_documents(root, &q, 10);
+                if hits.is_empty() {
+                    return ok(format!("No document mentions \"{q}\"."));
+                }
+                ok(hits
+                    .iter()
+                    .map(|h| {
+                        let rel = h
+                            .path
+                            .strip_prefix(root)
+                            .unwrap_or(&h.path)
+                            .display()
+                            .to_string();
+                        if h.line.is_empty() {
+                            format!("- {rel}")
+                        } else {
+                            format!("- {rel}: {}", h.line)
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            }
+            "search_mail" => {
+                let Some(source) = &self.mail else {
+                    return fail("no mail source is configured (agent.mail: a Maildir folder or an mbox file)");
+                };
+                let q = text("query");
+                let hits = crate::files::search_mail(source, &q);
+                if hits.is_empty() {
+                    return ok(format!("No message mentions \"{q}\"."));
+                }
+                let mut lines = vec![format!("{} message(s) mention \"{q}\":", hits.len())];
+                for m in hits.iter().rev().take(10) {
+                    let first = m
+                        .body
+                        .lines()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or_default();
+                    lines.push(format!(
+                        "- {} — {}: {}",
+                        m.from,
+                        m.subject,
+                        first.chars().take(100).collect::<String>()
+                    ));
+                }
+                ok(lines.join("\n"))
             }
             "clock" => {
                 let (date, time) = local_now();

@@ -1,0 +1,240 @@
+//! Read-only search over the user's own files: a documents folder (by name and content) and
+//! local mail (a Maildir folder or an mbox file). Nothing is written, moved or sent.
+
+use std::path::{Path, PathBuf};
+
+/// Files larger than this are matched by name only.
+const MAX_TEXT_BYTES: u64 = 2 << 20;
+/// A search looks at no more files than this.
+const MAX_FILES: usize = 20_000;
+
+/// One document hit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocHit {
+    pub path: PathBuf,
+    /// The first matching line, or empty for a name match.
+    pub line: String,
+}
+
+/// Documents under `root` whose name or text contains `query` (case-insensitive), up to `limit`.
+pub fn search_documents(root: &Path, query: &str, limit: usize) -> Vec<DocHit> {
+    let q = query.to_lowercase();
+    let mut hits = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), 0usize)];
+    let mut seen = 0;
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_lowercase();
+            if name.starts_with('.') {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                if depth < 8 {
+                    stack.push((path, depth + 1));
+                }
+                continue;
+            }
+            seen += 1;
+            if seen > MAX_FILES || hits.len() >= limit {
+                return hits;
+            }
+            if name.contains(&q) {
+                hits.push(DocHit {
+                    path,
+                    line: String::new(),
+                });
+                continue;
+            }
+            if meta.len() > MAX_TEXT_BYTES {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            // Text files only: a NUL byte in the first block means binary.
+            if bytes.iter().take(4096).any(|b| *b == 0) {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            if let Some(line) = text.lines().find(|l| l.to_lowercase().contains(&q)) {
+                hits.push(DocHit {
+                    path,
+                    line: line.trim().chars().take(160).collect(),
+                });
+            }
+        }
+    }
+    hits
+}
+
+/// One mail message's headers and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mail {
+    pub from: String,
+    pub subject: String,
+    pub date: String,
+    pub body: String,
+}
+
+fn parse_message(raw: &str) -> Mail {
+    let (head, body) = raw
+        .split_once("\n\n")
+        .or_else(|| raw.split_once("\r\n\r\n"))
+        .unwrap_or((raw, ""));
+    let mut mail = Mail {
+        from: String::new(),
+        subject: String::new(),
+        date: String::new(),
+        body: body.trim().to_string(),
+    };
+    let mut last: Option<&mut String> = None;
+    for line in head.lines() {
+        if line.starts_with([' ', '\t']) {
+            if let Some(v) = last.as_deref_mut() {
+                v.push(' ');
+                v.push_str(line.trim());
+            }
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            last = None;
+            continue;
+        };
+        let field = match name.trim().to_ascii_lowercase().as_str() {
+            "from" => &mut mail.from,
+            "subject" => &mut mail.subject,
+            "date" => &mut mail.date,
+            _ => {
+                last = None;
+                continue;
+            }
+        };
+        *field = value.trim().to_string();
+        last = Some(field);
+    }
+    mail
+}
+
+/// Every message of a Maildir (`cur/`, `new/`) or an mbox file.
+pub fn read_mail(source: &Path) -> Vec<Mail> {
+    if source.is_dir() {
+        let mut files: Vec<PathBuf> = ["cur", "new"]
+            .iter()
+            .filter_map(|d| std::fs::read_dir(source.join(d)).ok())
+            .flat_map(|rd| rd.flatten().map(|e| e.path()))
+            .collect();
+        files.sort();
+        return files
+            .iter()
+            .filter_map(|f| std::fs::read(f).ok())
+            .map(|b| parse_message(&String::from_utf8_lossy(&b)))
+            .collect();
+    }
+    let Ok(bytes) = std::fs::read(source) else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    // mbox: each message starts with a line "From " at the beginning of a line.
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        if line.starts_with("From ") {
+            if !current.trim().is_empty() {
+                out.push(parse_message(&current));
+            }
+            current.clear();
+            continue;
+        }
+        current.push_str(
+            line.strip_prefix('>')
+                .filter(|l| l.starts_with("From "))
+                .unwrap_or(line),
+        );
+        current.push('\n');
+    }
+    if !current.trim().is_empty() {
+        out.push(parse_message(&current));
+    }
+    out
+}
+
+/// Messages whose sender, subject or body mention `query` (case-insensitive), newest last.
+pub fn search_mail(source: &Path, query: &str) -> Vec<Mail> {
+    let q = query.to_lowercase();
+    read_mail(source)
+        .into_iter()
+        .filter(|m| {
+            [&m.from, &m.subject, &m.body]
+                .iter()
+                .any(|f| f.to_lowercase().contains(&q))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_by_name_and_content_skip_binary_and_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("taxes/2025")).unwrap();
+        std::fs::write(
+            root.join("taxes/2025/receipt-plumber.txt"),
+            "Invoice 77\nPlumber: 240 EUR\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("notes.md"), "# Trip\nBook the ferry to Mull\n").unwrap();
+        std::fs::write(
+            root.join("photo.jpg"),
+            [0xffu8, 0xd8, 0, 0, b'f', b'e', b'r', b'r', b'y'],
+        )
+        .unwrap();
+        std::fs::write(root.join(".secret-ferry"), "ferry").unwrap();
+        let hits = search_documents(root, "FERRY", 10);
+        assert_eq!(hits.len(), 1);
+        assert!(hits[0].path.ends_with("notes.md") && hits[0].line == "Book the ferry to Mull");
+        let hits = search_documents(root, "plumber", 10);
+        assert_eq!(hits.len(), 1);
+        assert!(hits[0].line.is_empty(), "a name match: {hits:?}");
+        assert!(search_documents(root, "nothing like this", 10).is_empty());
+    }
+
+    #[test]
+    fn maildir_and_mbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = dir.path().join("Mail");
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(md.join(sub)).unwrap();
+        }
+        std::fs::write(md.join("cur/1"), "From: Alice <alice@example.org>\nSubject: Dinner\n on Friday\nDate: Mon, 23 Nov 2026 10:00:00 +0000\n\nShall we book the Thai place?\n").unwrap();
+        std::fs::write(
+            md.join("new/2"),
+            "From: Bank <no-reply@bank.example>\nSubject: Statement\n\nYour statement is ready.\n",
+        )
+        .unwrap();
+        let all = read_mail(&md);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].subject, "Dinner on Friday");
+        let hits = search_mail(&md, "thai");
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].from, "Alice <alice@example.org>");
+        let mbox = dir.path().join("inbox.mbox");
+        std::fs::write(&mbox, "From alice@example.org Mon Nov 23 10:00:00 2026\nFrom: Alice\nSubject: Hi\n\nLine one\n>From the start\n\nFrom bob@example.org Tue Nov 24 09:00:00 2026\nFrom: Bob\nSubject: Plans\n\nSee you\n").unwrap();
+        let all = read_mail(&mbox);
+        assert_eq!(
+            all.iter().map(|m| m.subject.as_str()).collect::<Vec<_>>(),
+            ["Hi", "Plans"]
+        );
+        assert!(all[0].body.contains("From the start"));
+        assert_eq!(search_mail(&mbox, "bob").len(), 1);
+    }
+}
