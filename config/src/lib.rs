@@ -50,6 +50,23 @@ pub struct Config {
 pub struct AgentSettings {
     pub documents_dir: String,
     pub mail: String,
+    pub tools: BTreeMap<String, ExternalTool>,
+}
+
+/// A tool implemented by an external program (JSON on stdin, JSON on stdout).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalTool {
+    pub description: String,
+    /// JSON Schema of the arguments, as JSON text.
+    pub parameters: String,
+    pub command: Vec<String>,
+    #[serde(default = "default_tool_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_tool_timeout() -> u64 {
+    5000
 }
 
 /// The cloud handoff (issue #7).

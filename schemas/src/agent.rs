@@ -16,6 +16,13 @@ pub struct Message {
     /// The user confirms a destructive action (delete…).
     #[serde(default)]
     pub confirm: bool,
+    /// Act directly with this tool (a button, a script), skipping understanding; `text` is then
+    /// only logged.
+    #[serde(default)]
+    pub tool: Option<String>,
+    /// Arguments for `tool`, as JSON text.
+    #[serde(default)]
+    pub arguments: Option<String>,
 }
 
 /// Which tier understood the utterance.
@@ -26,6 +33,8 @@ pub enum Tier {
     Fast,
     /// The local LLM with the tool schemas as a grammar.
     Llm,
+    /// The caller named the tool itself.
+    Direct,
     #[serde(other)]
     Unknown,
 }

@@ -236,3 +236,51 @@ async fn documents_and_mail_are_searched_read_only() {
         "mail must be read-only"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_by_config_runs_in_the_agents_sandbox() {
+    use std::net::TcpListener;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A tool that echoes its arguments and tries the network.
+    let script = dir.path().join("probe-tool.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nargs=$(cat)\nif {} {addr} >/dev/null 2>&1; then net=reached; else net=blocked; fi\nprintf '{{\"ok\": true, \"text\": \"got %s, network %s\"}}' \"$args\" \"$net\"\n",
+            ming_tests::bin("ming-netprobe").display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .unwrap();
+    let m = Mingd::start(&format!(
+        "[agent.tools.probe]\ndescription = \"test\"\nparameters = '{{\"type\": \"object\", \"required\": [\"x\"]}}'\ncommand = [\"{}\"]\n",
+        script.display()
+    ));
+    m.wait_ready(&["agent"], Duration::from_secs(20)).await;
+    let (code, out) = m.ming(&[
+        "ask",
+        "--json",
+        "--tool",
+        "probe",
+        "--args",
+        "{\"x\": 7}",
+        "probe the network",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"tier\": \"direct\""), "{out}");
+    // It ran, got its arguments, and could not reach the listener on 127.0.0.1.
+    assert!(out.contains("got {\\\"x\\\":7}, network blocked"), "{out}");
+    // Missing a required argument: refused before running.
+    let (code, out) = m.ming(&["ask", "--tool", "probe", "--args", "{}", "probe"]);
+    assert!(
+        code != 0 && out.contains("the argument `x` is required"),
+        "{out}"
+    );
+    drop(listener);
+}

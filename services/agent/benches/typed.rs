@@ -63,6 +63,8 @@ fn main() {
             text: text.into(),
             session: None,
             confirm: false,
+            tool: None,
+            arguments: None,
         };
         while client
             .request::<_, Reply>(

@@ -15,11 +15,13 @@
 //! - [`intent`]: tier 1.
 //! - [`calendar`]: the local iCalendar file and date arithmetic.
 //! - [`files`]: read-only search of the documents folder and local mail.
+//! - [`external`]: tools by config (an external program, JSON in and out).
 //! - [`tools`]: the tools and their files in the data dir.
 //! - [`log`]: the interaction log (`ming trace`, training data).
 //! - [`AgentService`]: the request handler; [`run`]: serve until drained.
 
 pub mod calendar;
+pub mod external;
 pub mod files;
 pub mod intent;
 pub mod log;
@@ -52,6 +54,8 @@ Act with exactly one tool call. To answer in words without acting, call `reply`.
 /// The `agent` request handler.
 pub struct AgentService {
     tools: Arc<Tools>,
+    /// Tools by config, by name.
+    external: std::collections::BTreeMap<String, ming_config::ExternalTool>,
     log: log::InteractionLog,
     bus: BusClient,
     events: EventPublisher,
@@ -76,6 +80,11 @@ impl AgentService {
                 parameters: parameters.to_string(),
             })
             .collect();
+        req.tools.extend(self.external.iter().map(|(name, t)| Tool {
+            name: name.clone(),
+            description: t.description.clone(),
+            parameters: t.parameters.clone(),
+        }));
         req.tool_choice = ToolChoice::Required;
         req.max_tokens = Some(128);
         let left = deadline_ms.saturating_sub(now_ms()).max(1);
@@ -207,24 +216,41 @@ impl Handler for AgentService {
                 at_ms: 0.0,
             }],
         };
-        let (tier, tool, args) = match intent::understand(&msg.text) {
-            Some(i) => (Tier::Fast, i.tool.to_string(), i.args),
-            None => match self.ask_llm(&msg.text, req.envelope.deadline_ms).await {
-                Ok((tool, args)) => (Tier::Llm, tool, args),
-                Err(e) => {
-                    let code = match e.code() {
-                        ErrorCode::Timeout => ErrorCode::Timeout,
-                        ErrorCode::ServiceUnavailable => ErrorCode::ServiceUnavailable,
-                        _ => ErrorCode::Internal,
-                    };
-                    record.stages.push(ming_schemas::agent::Stage {
-                        name: "llm failed".into(),
-                        at_ms: since(started),
-                    });
-                    resp.error(code, format!("I could not understand that without the local model, which failed: {e}"));
-                    self.log.append(record);
-                    return;
+        let direct = match (&msg.tool, &msg.arguments) {
+            (Some(tool), args) => {
+                match serde_json::from_str::<serde_json::Value>(args.as_deref().unwrap_or("{}")) {
+                    Ok(a) => Some((tool.clone(), a)),
+                    Err(e) => {
+                        return resp.error(
+                            ErrorCode::BadRequest,
+                            format!("arguments are not valid JSON: {e}"),
+                        )
+                    }
                 }
+            }
+            (None, _) => None,
+        };
+        let (tier, tool, args) = match direct {
+            Some((t, a)) => (Tier::Direct, t, a),
+            None => match intent::understand(&msg.text) {
+                Some(i) => (Tier::Fast, i.tool.to_string(), i.args),
+                None => match self.ask_llm(&msg.text, req.envelope.deadline_ms).await {
+                    Ok((tool, args)) => (Tier::Llm, tool, args),
+                    Err(e) => {
+                        let code = match e.code() {
+                            ErrorCode::Timeout => ErrorCode::Timeout,
+                            ErrorCode::ServiceUnavailable => ErrorCode::ServiceUnavailable,
+                            _ => ErrorCode::Internal,
+                        };
+                        record.stages.push(ming_schemas::agent::Stage {
+                            name: "llm failed".into(),
+                            at_ms: since(started),
+                        });
+                        resp.error(code, format!("I could not understand that without the local model, which failed: {e}"));
+                        self.log.append(record);
+                        return;
+                    }
+                },
             },
         };
         let decided_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -249,6 +275,8 @@ impl Handler for AgentService {
         });
         let outcome = if tool == "handoff" {
             self.handoff(&args).await
+        } else if let Some(ext) = self.external.get(&tool) {
+            external::run(&tool, ext, &args).await
         } else {
             let tools = self.tools.clone();
             let (t, a, confirm) = (tool.clone(), args.clone(), msg.confirm);
@@ -331,6 +359,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     opts.drain_grace = Duration::from_millis(cfg.supervisor.drain_grace_ms);
     let service = Arc::new(AgentService {
         tools: tools.clone(),
+        external: cfg.agent.tools.clone(),
         log: log::InteractionLog::open(&paths.data_dir.join("agent")),
         bus: BusClient::connect(&bus, opts.service.clone())?,
         events: EventPublisher::connect(&bus, opts.service.clone())?,

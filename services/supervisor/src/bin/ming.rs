@@ -68,6 +68,12 @@ enum Cmd {
         /// Print the whole reply as JSON.
         #[arg(long)]
         json: bool,
+        /// Call this tool directly instead of having the text understood.
+        #[arg(long)]
+        tool: Option<String>,
+        /// Arguments for --tool, as JSON.
+        #[arg(long)]
+        args: Option<String>,
     },
     /// Propose a cloud handoff: creates a consent ticket showing the exact bytes that would leave.
     Handoff {
@@ -291,11 +297,19 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 last = st.at_ms;
             }
         }
-        Cmd::Ask { text, yes, json } => {
+        Cmd::Ask {
+            text,
+            yes,
+            json,
+            tool,
+            args: tool_args,
+        } => {
             let msg = ming_schemas::agent::Message {
                 text,
                 session: None,
                 confirm: yes,
+                tool,
+                arguments: tool_args,
             };
             // Understanding may need the local model: a minute unless told otherwise.
             let timeout = args
@@ -550,6 +564,8 @@ async fn chat(cli: &Cli, timeout_ms: Option<u64>) -> anyhow::Result<ExitCode> {
             text: text.clone(),
             session: Some(format!("chat-{}", std::process::id())),
             confirm,
+            tool: None,
+            arguments: None,
         };
         let body = ming_schemas::to_body(&msg)?;
         let mut stream =
