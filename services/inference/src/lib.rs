@@ -66,7 +66,7 @@ impl Handler for InferenceService {
                 // Stop a little before the caller's deadline, so that the reply with what was
                 // generated (finish reason `deadline`) reaches it before the broker's Timeout.
                 let left = req.envelope.deadline_ms.saturating_sub(now_ms());
-                let margin = (left / 10).min(100);
+                let margin = (left / 5).min(250);
                 let deadline = Instant::now() + Duration::from_millis(left - margin);
                 let stream = chat.stream;
                 let ahead = self.engine.queued();
