@@ -558,8 +558,25 @@ async fn a_service_marked_down_fails_at_once_and_waiting_requests_are_released()
             && started.elapsed() < Duration::from_secs(1),
         "{e}"
     );
-    // Up again: requests wait for a worker and are served.
+    // Up again: requests wait for a worker and are served. (The broker takes the change
+    // between two polls: wait until it no longer refuses at once.)
     broker.set_down("echo", None);
+    for _ in 0..200 {
+        match client
+            .request::<_, Echo>(
+                "echo",
+                "test.echo",
+                &echo("probe"),
+                Duration::from_millis(30),
+            )
+            .await
+        {
+            Err(e) if e.to_string().contains("is failed") => {
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
+            _ => break,
+        }
+    }
     let c3 = client.clone();
     let served = tokio::spawn(async move {
         c3.request::<_, Echo>("echo", "test.echo", &echo("z"), Duration::from_secs(10))
