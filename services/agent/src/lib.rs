@@ -49,7 +49,8 @@ pub const SERVICE: &str = "agent";
 
 const SYSTEM_PROMPT: &str =
     "You are Ming, a personal assistant running on the user's own computer. \
-Act with exactly one tool call. To answer in words without acting, call `reply`.";
+Act with exactly one tool call. To answer in words without acting, call `reply`. Dates are today, \
+tomorrow, a weekday or YYYY-MM-DD; times are HH:MM.";
 
 /// The `agent` request handler.
 pub struct AgentService {
