@@ -414,6 +414,7 @@ impl Tools {
                 let minutes = args
                     .get("minutes")
                     .and_then(Value::as_u64)
+                    .filter(|m| *m > 0)
                     .unwrap_or(60)
                     .clamp(1, 24 * 60) as u32;
                 let mut events = cal.events();
