@@ -88,3 +88,21 @@ pub async fn shutdown_signal() {
         }
     }
 }
+
+/// Defines `main` for a service binary whose library exposes
+/// `run(Config, impl Future<Output = ()>) -> Result<(), impl Error>`: tracing, the layered config
+/// (exit 78 when it is bad), a multi-threaded runtime, and SIGTERM/SIGINT as the shutdown trigger.
+#[macro_export]
+macro_rules! service_main {
+    ($run:path) => {
+        fn main() -> anyhow::Result<()> {
+            $crate::process::init_tracing();
+            let cfg = $crate::process::load_config_or_exit();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on($run(cfg, $crate::process::shutdown_signal()))?;
+            Ok(())
+        }
+    };
+}

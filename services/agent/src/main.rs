@@ -1,11 +1,3 @@
 //! `ming-agent`: see the crate docs.
 
-fn main() -> anyhow::Result<()> {
-    ming_bus::process::init_tracing();
-    let cfg = ming_bus::process::load_config_or_exit();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(ming_agent::run(cfg, ming_bus::process::shutdown_signal()))?;
-    Ok(())
-}
+ming_bus::service_main!(ming_agent::run);
