@@ -535,6 +535,11 @@ async fn chat(cli: &Cli, timeout_ms: Option<u64>) -> anyhow::Result<ExitCode> {
         eprintln!("Talk to Ming (Ctrl-D to leave; add \"!\" at the end to confirm a deletion).");
     }
     let mut pending_confirm: Option<String> = None;
+    // Utterances whose action start and end have been shown.
+    let (mut started, mut finished) = (
+        std::collections::HashSet::new(),
+        std::collections::HashSet::new(),
+    );
     loop {
         if interactive {
             eprint!("you> ");
@@ -579,13 +584,15 @@ async fn chat(cli: &Cli, timeout_ms: Option<u64>) -> anyhow::Result<ExitCode> {
                     let Ok(ev) = ev else { continue };
                     match ev.kind.as_str() {
                         kinds::EVENT_ACTION_STARTED => {
-                            if let Ok(a) = ev.body::<ActionStarted>() {
+                            if let Some(a) = ev.body::<ActionStarted>().ok().filter(|a| started.insert(a.utterance)) {
                                 println!("  ⋯ {} {} ({:?})", a.tool, a.arguments, a.tier);
                             }
                         }
                         kinds::EVENT_ACTION_FINISHED => {
                             if let Ok(a) = ev.body::<ActionFinished>() {
-                                println!("  {} {}", if a.ok { "✓" } else { "✗" }, a.tool);
+                                if started.contains(&a.utterance) && finished.insert(a.utterance) {
+                                    println!("  {} {}", if a.ok { "✓" } else { "✗" }, a.tool);
+                                }
                             }
                         }
                         kinds::EVENT_HANDOFF_ANSWER => {
@@ -605,6 +612,16 @@ async fn chat(cli: &Cli, timeout_ms: Option<u64>) -> anyhow::Result<ExitCode> {
                     match frame {
                         Some(Ok(f)) => {
                             let reply: Reply = f.body().map_err(|e| anyhow::anyhow!("{e}"))?;
+                            // Events are lossy (a subscriber joining late misses the first ones):
+                            // an action not yet shown is shown from the reply itself.
+                            if let Some(a) = &reply.action {
+                                if started.insert(reply.utterance) {
+                                    println!("  ⋯ {} {} ({:?})", a.tool, a.arguments, a.tier);
+                                }
+                                if finished.insert(reply.utterance) {
+                                    println!("  {} {}", if a.ok { "✓" } else { "✗" }, a.tool);
+                                }
+                            }
                             println!("ming> {}", reply.text);
                             if reply.action.as_ref().is_some_and(|a| !a.ok && a.result.contains("Confirm")) {
                                 pending_confirm = Some(text.clone());
