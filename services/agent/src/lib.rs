@@ -14,6 +14,7 @@
 //! # Layout
 //! - [`intent`]: tier 1.
 //! - [`calendar`]: the local iCalendar file and date arithmetic.
+//! - [`conversation`]: recent exchanges per session, for follow-ups.
 //! - [`files`]: read-only search of the documents folder and local mail.
 //! - [`external`]: tools by config (an external program, JSON in and out).
 //! - [`tools`]: the tools and their files in the data dir.
@@ -21,6 +22,7 @@
 //! - [`AgentService`]: the request handler; [`run`]: serve until drained.
 
 pub mod calendar;
+pub mod conversation;
 pub mod external;
 pub mod files;
 pub mod intent;
@@ -55,6 +57,8 @@ tomorrow, a weekday or YYYY-MM-DD; times are HH:MM.";
 /// The `agent` request handler.
 pub struct AgentService {
     tools: Arc<Tools>,
+    /// Recent exchanges per session, so follow-ups share context in the LLM tier.
+    conversations: conversation::Conversations,
     /// Tools by config, by name.
     external: std::collections::BTreeMap<String, ming_config::ExternalTool>,
     log: log::InteractionLog,
@@ -67,12 +71,13 @@ impl AgentService {
     async fn ask_llm(
         &self,
         text: &str,
+        session: Option<&str>,
         deadline_ms: u64,
     ) -> Result<(String, serde_json::Value), BusError> {
-        let mut req = ChatRequest::new(vec![
-            ChatMessage::new("system", SYSTEM_PROMPT),
-            ChatMessage::new("user", text),
-        ]);
+        let history = session
+            .map(|s| self.conversations.history(s))
+            .unwrap_or_default();
+        let mut req = ChatRequest::new(conversation::messages(SYSTEM_PROMPT, &history, text));
         req.tools = tools::schemas()
             .into_iter()
             .map(|(name, description, parameters)| Tool {
@@ -235,7 +240,10 @@ impl Handler for AgentService {
             Some((t, a)) => (Tier::Direct, t, a),
             None => match intent::understand(&msg.text) {
                 Some(i) => (Tier::Fast, i.tool.to_string(), i.args),
-                None => match self.ask_llm(&msg.text, req.envelope.deadline_ms).await {
+                None => match self
+                    .ask_llm(&msg.text, msg.session.as_deref(), req.envelope.deadline_ms)
+                    .await
+                {
                     Ok((tool, args)) => (Tier::Llm, tool, args),
                     Err(e) => {
                         let code = match e.code() {
@@ -313,6 +321,7 @@ impl Handler for AgentService {
         }
         .into();
         tracing::info!(utterance, tool = %tool, tier = ?tier, decided_ms, ok = outcome.ok, "acted");
+        let outcome_text = outcome.text.clone();
         resp.reply(&Reply {
             utterance,
             text: outcome.text.clone(),
@@ -330,6 +339,9 @@ impl Handler for AgentService {
             name: "replied".into(),
             at_ms: since(started),
         });
+        if let Some(session) = &msg.session {
+            self.conversations.add(session, &msg.text, &outcome_text);
+        }
         self.log.append(record);
     }
 
@@ -360,6 +372,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     opts.drain_grace = Duration::from_millis(cfg.supervisor.drain_grace_ms);
     let service = Arc::new(AgentService {
         tools: tools.clone(),
+        conversations: conversation::Conversations::default(),
         external: cfg.agent.tools.clone(),
         log: log::InteractionLog::open(&paths.data_dir.join("agent")),
         bus: BusClient::connect(&bus, opts.service.clone())?,
