@@ -41,7 +41,7 @@ use ming_schemas::agent::{
     Action, ActionFinished, ActionStarted, Message, Reply, Tier, TimerFired,
 };
 use ming_schemas::envelope::now_ms;
-use ming_schemas::inference::{ChatMessage, ChatReply, ChatRequest, Tool, ToolChoice};
+use ming_schemas::inference::{ChatReply, ChatRequest, Tool, ToolChoice};
 use ming_schemas::{kinds, ErrorCode};
 
 use crate::tools::Tools;
