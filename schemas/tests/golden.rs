@@ -182,3 +182,68 @@ fn a_peer_written_elsewhere_decodes() {
     rmpv::encode::write_value(&mut bytes, &map).unwrap();
     assert!(Envelope::decode(&bytes, 1 << 20).is_err());
 }
+
+#[test]
+fn service_bodies() {
+    use ming_schemas::agent::{Action, Message, Reply, Tier};
+    use ming_schemas::cloud::{Approve, HandoffRequest};
+    use ming_schemas::inference::{ChatMessage, ChatRequest, Tool, ToolChoice};
+    let mut chat = ChatRequest::new(vec![
+        ChatMessage::new("system", "Be brief."),
+        ChatMessage::new("user", "Set a timer"),
+    ]);
+    chat.tools = vec![Tool {
+        name: "set_timer".into(),
+        description: "Start a countdown".into(),
+        parameters: r#"{"type":"object"}"#.into(),
+    }];
+    chat.tool_choice = ToolChoice::Required;
+    chat.max_tokens = Some(64);
+    chat.stream = true;
+    check("inference_chat_request", &to_body(&chat).unwrap());
+    check(
+        "agent_message",
+        &to_body(&Message {
+            text: "take a note: milk".into(),
+            session: Some("chat-1".into()),
+            confirm: false,
+            tool: None,
+            arguments: None,
+        })
+        .unwrap(),
+    );
+    check(
+        "agent_reply",
+        &to_body(&Reply {
+            utterance: 9,
+            text: "Noted: milk".into(),
+            action: Some(Action {
+                tool: "add_note".into(),
+                arguments: r#"{"text":"milk"}"#.into(),
+                tier: Tier::Fast,
+                ok: true,
+                result: "Noted: milk".into(),
+            }),
+            decided_ms: 0.25,
+            action_started_ms: Some(0.5),
+        })
+        .unwrap(),
+    );
+    check(
+        "cloud_handoff",
+        &to_body(&HandoffRequest {
+            task: "Research tea".into(),
+            context: vec!["for a talk".into()],
+            provider: Some("local".into()),
+        })
+        .unwrap(),
+    );
+    check(
+        "cloud_approve",
+        &to_body(&Approve {
+            id: "t-1".into(),
+            sha256: "ab".repeat(32),
+        })
+        .unwrap(),
+    );
+}
