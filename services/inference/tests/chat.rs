@@ -107,6 +107,19 @@ impl Svc {
         self.task.await.unwrap().unwrap();
     }
 
+    /// Sends a chat request and returns its stream of frames.
+    fn stream(&self, req: &ChatRequest) -> ming_bus::ReplyStream {
+        let body = ming_schemas::to_body(req).unwrap();
+        self.client
+            .stream(self.client.envelope(
+                "inference",
+                kinds::INFERENCE_CHAT,
+                body,
+                Duration::from_secs(60),
+            ))
+            .unwrap()
+    }
+
     async fn chat(&self, req: &ChatRequest) -> Result<ChatReply, ming_bus::BusError> {
         self.client
             .request(
@@ -168,16 +181,7 @@ async fn streaming_chunks_add_up_to_the_reply() {
     let svc = start(dir.path(), "").await;
     let mut req = user("Write one sentence about the sea.");
     req.stream = true;
-    let body = ming_schemas::to_body(&req).unwrap();
-    let mut stream = svc
-        .client
-        .stream(svc.client.envelope(
-            "inference",
-            kinds::INFERENCE_CHAT,
-            body,
-            Duration::from_secs(60),
-        ))
-        .unwrap();
+    let mut stream = svc.stream(&req);
     let mut chunks = Vec::new();
     let reply = loop {
         let f = stream.next().await.unwrap().unwrap();
@@ -318,16 +322,7 @@ async fn cancel_and_deadline_stop_generation() {
         Some(r#"{"type":"array","items":{"type":"integer"},"minItems":400}"#.into());
     req.stream = true;
     req.max_tokens = Some(1000);
-    let body = ming_schemas::to_body(&req).unwrap();
-    let mut stream = svc
-        .client
-        .stream(svc.client.envelope(
-            "inference",
-            kinds::INFERENCE_CHAT,
-            body,
-            Duration::from_secs(60),
-        ))
-        .unwrap();
+    let mut stream = svc.stream(&req);
     let mut seen = 0;
     while seen < 3 {
         assert_eq!(stream.next().await.unwrap().unwrap().flow, Flow::Partial);

@@ -73,7 +73,7 @@ pub struct Shared {
 impl Shared {
     /// Records a service's state (and publishes the change).
     pub fn set_state(&self, service: &str, state: ServiceState, pid: Option<u32>, detail: &str) {
-        let changed = {
+        let (changed, row_error) = {
             let Ok(mut rows) = self.rows.lock() else {
                 return;
             };
@@ -89,17 +89,11 @@ impl Shared {
             if !detail.is_empty() {
                 row.last_error = detail.to_string();
             }
-            changed
+            (changed, row.last_error.clone())
         };
         if changed {
             // Tell the broker whether a worker may still come, so that callers of a failed or
             // stopped service get an answer now rather than at their deadline.
-            let row_error = self
-                .rows()
-                .into_iter()
-                .find(|r| r.name == service)
-                .map(|r| r.last_error)
-                .unwrap_or_default();
             match state {
                 ServiceState::Failed | ServiceState::Stopped => {
                     let why = if row_error.is_empty() {
