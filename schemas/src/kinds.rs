@@ -58,6 +58,26 @@ pub const INFERENCE_CHAT: &str = "inference.chat";
 /// Request: empty map body; reply [`crate::inference::ModelInfo`].
 pub const INFERENCE_INFO: &str = "inference.info";
 
+// -- memory (target `memory`); bodies in [`crate::memory`] --------------------------------
+/// Request: [`crate::memory::Remember`]; reply [`crate::memory::Remembered`] once durable.
+pub const MEMORY_REMEMBER: &str = "memory.remember";
+/// Request: [`crate::memory::Recall`]; reply [`crate::memory::Recalled`].
+pub const MEMORY_RECALL: &str = "memory.recall";
+/// Request: [`crate::memory::MemoryIds`]; reply [`crate::memory::Memories`].
+pub const MEMORY_GET: &str = "memory.get";
+/// Request: [`crate::memory::Update`]; reply [`crate::memory::Memory`].
+pub const MEMORY_UPDATE: &str = "memory.update";
+/// Request: [`crate::memory::Forget`]; reply [`crate::memory::Forgotten`].
+pub const MEMORY_FORGET: &str = "memory.forget";
+/// Request: [`crate::memory::List`]; reply [`crate::memory::Listed`].
+pub const MEMORY_LIST: &str = "memory.list";
+/// Request: [`crate::memory::Import`]; reply [`crate::memory::Imported`].
+pub const MEMORY_IMPORT: &str = "memory.import";
+/// Request: empty map body; reply [`crate::memory::MemoryStats`].
+pub const MEMORY_STATS: &str = "memory.stats";
+/// Request: [`crate::memory::Embed`]; reply [`crate::memory::Embedded`].
+pub const MEMORY_EMBED: &str = "memory.embed";
+
 // -- cloud-gateway (target `cloud-gateway`) ------------------------------------------------
 /// Request: [`crate::cloud::HandoffRequest`]; reply [`crate::cloud::Ticket`] (pending).
 pub const CLOUD_HANDOFF: &str = "cloud.handoff";

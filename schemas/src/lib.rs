@@ -22,6 +22,7 @@ pub mod control;
 pub mod envelope;
 pub mod error;
 pub mod inference;
+pub mod memory;
 pub mod kinds;
 
 pub use envelope::{DecodeFrameError, Envelope, Flow, Version, PROTOCOL_VERSION};

@@ -6,13 +6,12 @@
 //! JSON output, cancellation and deadlines, usage figures) and `inference.info`.
 //!
 //! # Layout
-//! - [`model`]: the model manifest and the verified model file.
+//! - `ming_config::models`: the model manifest and the verified model file.
 //! - [`engine`]: the engine thread: prompt cache, prefill, sampling, streaming.
 //! - [`tools`]: JSON Schema → grammar for tool calls and JSON answers.
 //! - [`run`]: start the engine, then serve.
 
 pub mod engine;
-pub mod model;
 pub mod tools;
 
 use std::future::Future;
@@ -27,7 +26,7 @@ use ming_schemas::inference::{ChatChunk, ChatRequest};
 use ming_schemas::{kinds, ErrorCode};
 
 use crate::engine::{Engine, EngineConfig, Job, StartEngineError};
-use crate::model::ResolveModelError;
+use ming_config::models::{self as model, ResolveModelError};
 
 /// The name this service registers under (unless `MING_SERVICE` names another).
 pub const SERVICE: &str = "inference";
@@ -115,7 +114,7 @@ impl Handler for InferenceService {
 /// fails.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), InferenceError> {
     let paths = Paths::resolve(&cfg.paths);
-    let (m, path) = model::resolve(&cfg.inference.model, &paths.model_dir)?;
+    let (m, path) = model::resolve(&cfg.inference.model, "chat", &paths.model_dir)?;
     let cache_file = cfg.inference.prompt_cache.then(|| {
         paths
             .data_dir

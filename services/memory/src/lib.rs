@@ -1,53 +1,191 @@
-//! `ming-memory`: on-device long-term memory (qdrant-edge store, embeddings, hybrid recall, forgetting).
-//!
-//! For now this is the service's bus presence only: it registers as `memory`, heartbeats, answers
-//! `control.ping` / `control.status` / `control.drain` (built into the worker), drains on request
-//! or on SIGTERM, and answers every other kind with a clear `Unsupported` error. Its real work
-//! arrives with issue #4.
+//! `ming-memory`: the agent's long-term memory on the device — an embedded qdrant-edge store,
+//! embeddings computed here with all-MiniLM-L6-v2 through llama.cpp, hybrid recall (dense +
+//! BM25 + exact phrase), deduplication, expiry and decay.
 //!
 //! # Layout
-//! - [`MemoryService`]: the request handler.
-//! - [`run`]: serve on the bus until drained.
+//! - [`embed`]: the embedding engine (its own llama.cpp model and context, on its own thread).
+//! - [`store`]: the [`store::Backend`] trait and the embedded qdrant-edge backend.
+//! - [`memories`]: the rules shared by every backend (validation, dedup, expiry, fusion).
+//! - [`MemoryService`] / [`run`]: the bus side: `memory.*` requests, a background purge.
+
+pub mod embed;
+pub mod memories;
+pub mod store;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ming_bus::worker::{run_worker, Handler, Request, Responder, WorkerOptions};
-use ming_bus::{BusConfig, BusResult};
-use ming_config::Config;
-use ming_schemas::ErrorCode;
+use ming_bus::{BusConfig, BusError};
+use ming_config::models::{self, ResolveModelError};
+use ming_config::{Config, Paths};
+use ming_schemas::{kinds, ErrorCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::embed::{Embedder, StartEmbedderError};
+use crate::memories::{Memories, MemoryError, Settings, SystemClock};
+use crate::store::{EdgeBackend, StoreError};
 
 /// The name this service registers under (unless `MING_SERVICE` names another).
 pub const SERVICE: &str = "memory";
 
-/// The `memory` service's request handler.
-pub struct MemoryService;
+/// Why the service could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The embedding model is missing, unverified or unknown: not worth a restart (exit 78).
+    #[error(transparent)]
+    Model(#[from] ResolveModelError),
+    #[error(transparent)]
+    Embedder(#[from] StartEmbedderError),
+    /// The store cannot be opened (exit 78: a restart would not help).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("memory.backend = {0:?} is not available in this build yet (use \"edge\")")]
+    Backend(String),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
 
-impl Handler for MemoryService {
-    async fn handle(&self, req: Request, resp: Responder) {
-        resp.error(
-            ErrorCode::Unsupported,
-            format!(
-                "memory does not handle `{}` yet (its work arrives with issue #4)",
-                req.kind()
-            ),
-        );
-    }
-
-    fn detail(&self) -> String {
-        "control requests only; its work arrives with issue #4".into()
+/// Where the edge store lives: `memory.dir`, or `<data_dir>/memory`.
+pub fn store_dir(cfg: &Config) -> PathBuf {
+    if cfg.memory.dir.is_empty() {
+        Paths::resolve(&cfg.paths).data_dir.join("memory")
+    } else {
+        PathBuf::from(&cfg.memory.dir)
     }
 }
 
-/// Serves `memory` on the bus until `shutdown` resolves or the supervisor asks it to drain.
+/// Loads the embedding model and opens the store as configured.
 ///
 /// # Errors
-/// When the bus socket cannot be created or the broker refuses the registration.
-pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> BusResult<()> {
+/// [`StartError`] naming what is wrong and how to fix it.
+pub fn open(cfg: &Config) -> Result<Memories, StartError> {
+    let paths = Paths::resolve(&cfg.paths);
+    let (m, path) = models::resolve(&cfg.memory.embedding_model, "embedding", &paths.model_dir)?;
+    let embedder = Embedder::start(&m.name, path, cfg.memory.threads)?;
+    let backend = match cfg.memory.backend.as_str() {
+        "edge" => EdgeBackend::open(&store_dir(cfg), embedder.dims)?,
+        other => return Err(StartError::Backend(other.into())),
+    };
+    Ok(Memories::new(
+        Box::new(backend),
+        embedder,
+        Settings::from_config(&cfg.memory),
+        Arc::new(SystemClock),
+    ))
+}
+
+/// The `memory` service's request handler.
+pub struct MemoryService {
+    memories: Arc<Memories>,
+}
+
+impl MemoryService {
+    pub fn new(memories: Arc<Memories>) -> Self {
+        Self { memories }
+    }
+}
+
+/// Decodes the body, runs `f` off the async threads, answers with its result.
+async fn serve<B, R>(
+    memories: &Arc<Memories>,
+    req: &Request,
+    resp: Responder,
+    f: fn(&Memories, B) -> Result<R, MemoryError>,
+) where
+    B: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+{
+    let body: B = match req.body() {
+        Ok(b) => b,
+        Err(e) => return resp.fail(&e),
+    };
+    let m = Arc::clone(memories);
+    match tokio::task::spawn_blocking(move || f(&m, body)).await {
+        Ok(Ok(reply)) => resp.reply(&reply),
+        Ok(Err(e)) => {
+            if e.code() == ErrorCode::Internal {
+                tracing::error!(kind = req.kind(), error = %e, "request failed");
+            }
+            resp.error(e.code(), e.to_string());
+        }
+        Err(e) => resp.error(ErrorCode::Internal, format!("memory worker failed: {e}")),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Empty {}
+
+impl Handler for MemoryService {
+    async fn handle(&self, req: Request, resp: Responder) {
+        let m = &self.memories;
+        match req.kind() {
+            kinds::MEMORY_REMEMBER => serve(m, &req, resp, Memories::remember).await,
+            kinds::MEMORY_RECALL => serve(m, &req, resp, Memories::recall).await,
+            kinds::MEMORY_GET => serve(m, &req, resp, Memories::get).await,
+            kinds::MEMORY_UPDATE => serve(m, &req, resp, Memories::update).await,
+            kinds::MEMORY_FORGET => serve(m, &req, resp, Memories::forget).await,
+            kinds::MEMORY_LIST => serve(m, &req, resp, Memories::list).await,
+            kinds::MEMORY_IMPORT => serve(m, &req, resp, Memories::import).await,
+            kinds::MEMORY_EMBED => serve(m, &req, resp, Memories::embed_texts).await,
+            kinds::MEMORY_STATS => serve(m, &req, resp, |m, _: Empty| m.stats()).await,
+            other => resp.error(
+                ErrorCode::Unsupported,
+                format!("memory does not handle `{other}`"),
+            ),
+        }
+    }
+
+    fn detail(&self) -> String {
+        let e = self.memories.embedder();
+        format!("{} ({} dims)", e.model, e.dims)
+    }
+}
+
+/// Opens the store and serves `memory` on the bus until `shutdown` resolves or the supervisor
+/// asks it to drain; expired memories are purged every `memory.purge_interval_s`.
+///
+/// # Errors
+/// [`StartError`]; `Model`, `Store` and `Backend` mean the configuration must change.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let started = Instant::now();
+    let cfg2 = cfg.clone();
+    let memories = tokio::task::spawn_blocking(move || open(&cfg2))
+        .await
+        .map_err(|e| StartError::Backend(format!("startup task failed: {e}")))??;
+    let memories = Arc::new(memories);
+    tracing::info!(
+        model = %memories.embedder().model,
+        backend = %cfg.memory.backend,
+        dir = %store_dir(&cfg).display(),
+        load_ms = started.elapsed().as_millis() as u64,
+        "memory store open"
+    );
+    let purger = {
+        let m = Arc::clone(&memories);
+        let every = Duration::from_secs(cfg.memory.purge_interval_s);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let m = Arc::clone(&m);
+                match tokio::task::spawn_blocking(move || m.purge()).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::info!(purged = n, "forgot expired memories"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "purge failed"),
+                    Err(e) => tracing::warn!(error = %e, "purge task failed"),
+                }
+            }
+        })
+    };
     let bus = BusConfig::from_config(&cfg);
     let mut opts = WorkerOptions::from_env(SERVICE);
     opts.drain_grace = Duration::from_millis(cfg.supervisor.drain_grace_ms);
-    tracing::info!(service = %opts.service, bus = %bus.bus_endpoint, sandbox = %opts.sandbox, "starting");
-    run_worker(&bus, opts, Arc::new(MemoryService), shutdown).await
+    let result = run_worker(&bus, opts, Arc::new(MemoryService::new(memories)), shutdown).await;
+    purger.abort();
+    result?;
+    Ok(())
 }

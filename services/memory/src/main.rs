@@ -1,3 +1,19 @@
 //! `ming-memory`: see the crate docs.
 
-ming_bus::service_main!(ming_memory::run);
+fn main() -> anyhow::Result<()> {
+    ming_bus::process::init_tracing();
+    let cfg = ming_bus::process::load_config_or_exit();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match rt.block_on(ming_memory::run(cfg, ming_bus::process::shutdown_signal())) {
+        Ok(()) => Ok(()),
+        Err(e @ ming_memory::StartError::Bus(_)) => Err(e.into()),
+        Err(e) => {
+            // A missing model, an unusable store or backend: a restart would not help.
+            tracing::error!(error = %e, "cannot serve");
+            eprintln!("ming-memory: {e}");
+            std::process::exit(ming_bus::process::EX_CONFIG);
+        }
+    }
+}

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+mod memory;
+
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use ming_bus::events::EventSubscriber;
@@ -94,6 +96,11 @@ enum Cmd {
     Egress {
         #[command(subcommand)]
         cmd: EgressCmd,
+    },
+    /// Long-term memory: add, search, get, forget, export, import, stats.
+    Memory {
+        #[command(subcommand)]
+        cmd: memory::MemoryCmd,
     },
     /// Ask the local model directly (through the inference service), streaming the answer.
     Generate {
@@ -360,6 +367,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
         Cmd::Consent { cmd } => return consent(&cli, cmd).await,
+        Cmd::Memory { cmd } => return memory::run(&cli, cmd).await,
         Cmd::Egress { cmd } => return egress(&cli, cmd).await,
         Cmd::Generate {
             prompt,

@@ -1,0 +1,515 @@
+//! Where memories are kept: the [`Backend`] trait and its embedded implementation over
+//! `qdrant-edge` ([`EdgeBackend`]).
+//!
+//! A backend stores points (a memory's payload, its dense vector, its BM25 sparse vector) and
+//! answers the three searches hybrid recall fuses: dense nearest neighbours, BM25 keywords, and
+//! exact phrase. Everything above that — deduplication, expiry, decay, fusion, validation — is in
+//! [`crate::memories`], the same for every backend.
+
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use ming_schemas::memory::{Memory, MemoryFilter, MemoryKind};
+use qdrant_edge::bm25_embed::{EdgeBm25, EdgeBm25Config};
+use qdrant_edge::external::serde_json::{self, json, Value};
+use qdrant_edge::external::uuid::Uuid;
+use qdrant_edge::{
+    CountRequest, EdgeConfigBuilder, EdgeShard, EdgeSparseVectorParamsBuilder,
+    EdgeVectorParamsBuilder, Filter, Modifier, NamedQuery, PointId, PointInsertOperations,
+    PointOperations, PointStruct, Prefetch, QueryEnum, QueryRequest, ScoringQuery, ScrollRequest,
+    SearchParams, UpdateOperation, Vector, VectorInternal, WithPayloadInterface, WithVector,
+};
+
+/// The dense vector's name in the store.
+pub const DENSE: &str = "dense";
+/// The BM25 sparse vector's name in the store.
+pub const SPARSE: &str = "bm25";
+/// `expires` of a memory that never expires (year 9999, in ms).
+pub const NEVER: i64 = 253_402_300_799_000;
+
+/// A store failure (not the caller's fault).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("memory store at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("memory store: {0}")]
+    Op(String),
+    #[error("memory store holds a point that is not a memory ({id}): {reason}")]
+    Corrupt { id: String, reason: String },
+}
+
+/// Which memories an operation applies to: the caller's filter, and (when `live_at` is set) only
+/// those not expired at that time.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub filter: MemoryFilter,
+    pub live_at: Option<i64>,
+}
+
+/// A memory with a score from one search.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub memory: Memory,
+    pub score: f32,
+}
+
+/// Storage for memories. Every write returns only once it is durable on disk.
+pub trait Backend: Send + Sync {
+    /// `edge` or `qdrant`.
+    fn name(&self) -> &'static str;
+    /// Where the memories live (a directory or a URL).
+    fn location(&self) -> String;
+    /// Inserts or replaces memories with their dense vectors.
+    fn upsert(&self, items: &[(Memory, Vec<f32>)]) -> Result<(), StoreError>;
+    /// Deletes memories by id; returns how many existed.
+    fn delete(&self, ids: &[String]) -> Result<u64, StoreError>;
+    /// The nearest memories to `vector` (cosine).
+    fn dense(&self, vector: &[f32], sel: &Selection, limit: usize)
+        -> Result<Vec<Scored>, StoreError>;
+    /// The best BM25 matches of `text`'s words.
+    fn keyword(&self, text: &str, sel: &Selection, limit: usize) -> Result<Vec<Scored>, StoreError>;
+    /// Memories in which `text` occurs as a phrase (whole words, in order, any case).
+    fn phrase(&self, text: &str, sel: &Selection, limit: usize) -> Result<Vec<Memory>, StoreError>;
+    /// Memories by id with their dense vectors (unknown ids are left out).
+    fn get(&self, ids: &[String]) -> Result<Vec<(Memory, Vec<f32>)>, StoreError>;
+    /// One page in id order, starting after `after`; returns the page and the next start.
+    fn scroll(
+        &self,
+        sel: &Selection,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Memory>, Option<String>), StoreError>;
+    /// How many memories match.
+    fn count(&self, sel: &Selection) -> Result<u64, StoreError>;
+    /// Ids of memories expired at `now` (at most `limit`).
+    fn expired(&self, now: i64, limit: usize) -> Result<Vec<String>, StoreError>;
+    /// Bytes on disk, when known.
+    fn disk_bytes(&self) -> u64;
+}
+
+/// BM25 settings shared by both backends: memories are short, so the average length is too.
+pub fn bm25() -> EdgeBm25 {
+    let cfg: EdgeBm25Config = serde_json::from_value(json!({ "avg_len": 16.0 }))
+        .unwrap_or_default();
+    // The defaults are valid; a failure here is a programming error caught by the tests.
+    EdgeBm25::new(cfg).unwrap_or_else(|e| panic!("BM25 defaults rejected: {e}"))
+}
+
+/// The memory's payload in the store.
+pub fn payload(m: &Memory) -> Value {
+    json!({
+        "text": m.text,
+        "kind": m.kind.as_str(),
+        "source": m.source,
+        "tags": m.tags,
+        "created": m.created_ms,
+        "updated": m.updated_ms,
+        "expires": m.expires_ms.unwrap_or(NEVER),
+    })
+}
+
+/// A memory back from its id and payload.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] when a field is missing or of the wrong type.
+pub fn memory_from(id: String, p: &serde_json::Map<String, Value>) -> Result<Memory, StoreError> {
+    let bad = |reason: &str| StoreError::Corrupt {
+        id: id.clone(),
+        reason: reason.into(),
+    };
+    let text = p.get("text").and_then(Value::as_str).ok_or_else(|| bad("no text"))?;
+    let kind = p
+        .get("kind")
+        .and_then(Value::as_str)
+        .and_then(MemoryKind::parse)
+        .ok_or_else(|| bad("no kind"))?;
+    let source = p.get("source").and_then(Value::as_str).unwrap_or_default();
+    let tags = p
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let int = |k: &str| p.get(k).and_then(Value::as_i64);
+    let created_ms = int("created").ok_or_else(|| bad("no created time"))?;
+    let expires = int("expires").unwrap_or(NEVER);
+    Ok(Memory {
+        id,
+        text: text.into(),
+        kind,
+        source: source.into(),
+        tags,
+        created_ms,
+        updated_ms: int("updated").unwrap_or(created_ms),
+        expires_ms: (expires < NEVER).then_some(expires),
+    })
+}
+
+/// The selection as a Qdrant filter (the JSON shape the REST API and both crates share).
+pub fn filter_json(sel: &Selection) -> Option<Value> {
+    let f = &sel.filter;
+    let mut must = Vec::new();
+    if !f.kinds.is_empty() {
+        let kinds: Vec<&str> = f.kinds.iter().map(|k| k.as_str()).collect();
+        must.push(json!({"key": "kind", "match": {"any": kinds}}));
+    }
+    if !f.sources.is_empty() {
+        must.push(json!({"key": "source", "match": {"any": f.sources}}));
+    }
+    if !f.tags.is_empty() {
+        must.push(json!({"key": "tags", "match": {"any": f.tags}}));
+    }
+    if f.after_ms.is_some() || f.before_ms.is_some() {
+        let mut range = serde_json::Map::new();
+        if let Some(a) = f.after_ms {
+            range.insert("gte".into(), json!(a));
+        }
+        if let Some(b) = f.before_ms {
+            range.insert("lt".into(), json!(b));
+        }
+        must.push(json!({"key": "created", "range": range}));
+    }
+    if let Some(now) = sel.live_at {
+        must.push(json!({"key": "expires", "range": {"gt": now}}));
+    }
+    (!must.is_empty()).then(|| json!({ "must": must }))
+}
+
+fn parse_id(id: &str) -> Option<PointId> {
+    Uuid::parse_str(id).ok().map(PointId::Uuid)
+}
+
+fn id_string(id: &PointId) -> String {
+    match id {
+        PointId::Uuid(u) => u.to_string(),
+        PointId::NumId(n) => n.to_string(),
+    }
+}
+
+/// The embedded store: one qdrant-edge shard in a directory.
+///
+/// qdrant-edge's `load` does not replay its write-ahead log, so a write is durable only once the
+/// shard is flushed: every write here flushes before it returns (the batch in one `remember` shares
+/// one flush). Writes hold the lock exclusively — the shard's own flush asserts that no update runs
+/// beside it — and reads share it.
+pub struct EdgeBackend {
+    dir: PathBuf,
+    shard: RwLock<EdgeShard>,
+    bm25: EdgeBm25,
+    /// `hnsw_ef` for dense searches once the store has an HNSW index.
+    ef: usize,
+}
+
+impl EdgeBackend {
+    /// Opens the store in `dir`, creating it (for `dims`-dimensional vectors) when absent.
+    ///
+    /// # Errors
+    /// [`StoreError::Open`] when the directory cannot be used or holds another kind of store.
+    pub fn open(dir: &Path, dims: usize) -> Result<Self, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            path: dir.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        let fresh = !dir.join("edge_config.json").exists();
+        let config = EdgeConfigBuilder::new()
+            .vector(DENSE, EdgeVectorParamsBuilder::new(dims, qdrant_edge::Distance::Cosine).build())
+            .sparse_vector(
+                SPARSE,
+                EdgeSparseVectorParamsBuilder::new().modifier(Modifier::Idf).build(),
+            )
+            .build();
+        let shard = if fresh {
+            EdgeShard::new(dir, config).map_err(|e| open_err(e.to_string()))?
+        } else {
+            EdgeShard::load(dir, None).map_err(|e| open_err(e.to_string()))?
+        };
+        let have = shard.config().vectors.get(DENSE).map(|v| v.size);
+        if have != Some(dims) {
+            return Err(open_err(format!(
+                "it holds {have:?}-dimensional vectors, the embedding model makes {dims}: \
+                 export and import the memories to move them to this model"
+            )));
+        }
+        let me = Self {
+            dir: dir.into(),
+            shard: RwLock::new(shard),
+            bm25: bm25(),
+            ef: 256,
+        };
+        if fresh {
+            me.create_indexes()?;
+        }
+        Ok(me)
+    }
+
+    fn create_indexes(&self) -> Result<(), StoreError> {
+        let schemas = [
+            ("kind", json!("keyword")),
+            ("source", json!("keyword")),
+            ("tags", json!("keyword")),
+            ("created", json!("integer")),
+            ("expires", json!("integer")),
+            (
+                "text",
+                json!({"type": "text", "tokenizer": "word", "lowercase": true, "phrase_matching": true}),
+            ),
+        ];
+        for (field, schema) in schemas {
+            let op: UpdateOperation = serde_json::from_value(json!({
+                "create_index": {"field_name": field, "field_schema": schema}
+            }))
+            .map_err(|e| StoreError::Op(format!("index on {field}: {e}")))?;
+            self.write(|s| s.update(op))?;
+        }
+        self.write(|_| Ok(()))
+    }
+
+    /// Runs a write under the exclusive lock, then flushes.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&EdgeShard) -> qdrant_edge::OperationResult<T>,
+    ) -> Result<T, StoreError> {
+        let shard = self
+            .shard
+            .write()
+            .map_err(|_| StoreError::Op("store lock poisoned".into()))?;
+        let out = f(&shard).map_err(|e| StoreError::Op(e.to_string()))?;
+        shard.flush();
+        Ok(out)
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&EdgeShard) -> qdrant_edge::OperationResult<T>,
+    ) -> Result<T, StoreError> {
+        let shard = self
+            .shard
+            .read()
+            .map_err(|_| StoreError::Op("store lock poisoned".into()))?;
+        f(&shard).map_err(|e| StoreError::Op(e.to_string()))
+    }
+
+    fn filter(sel: &Selection) -> Result<Option<Filter>, StoreError> {
+        filter_json(sel)
+            .map(|v| serde_json::from_value(v).map_err(|e| StoreError::Op(format!("filter: {e}"))))
+            .transpose()
+    }
+
+    fn query(
+        &self,
+        query: QueryEnum,
+        sel: &Selection,
+        limit: usize,
+    ) -> Result<Vec<Scored>, StoreError> {
+        let request = QueryRequest {
+            prefetches: Vec::<Prefetch>::new(),
+            query: Some(ScoringQuery::Vector(query)),
+            filter: Self::filter(sel)?,
+            score_threshold: None,
+            limit,
+            offset: 0,
+            params: Some(SearchParams {
+                hnsw_ef: Some(self.ef),
+                ..SearchParams::default()
+            }),
+            with_vector: WithVector::Bool(false),
+            with_payload: WithPayloadInterface::Bool(true),
+        };
+        let points = self.read(|s| s.query(request))?;
+        points
+            .into_iter()
+            .map(|p| {
+                let payload = p.payload.map(|p| p.0).unwrap_or_default();
+                Ok(Scored {
+                    memory: memory_from(id_string(&p.id), &payload)?,
+                    score: p.score,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Backend for EdgeBackend {
+    fn name(&self) -> &'static str {
+        "edge"
+    }
+
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn upsert(&self, items: &[(Memory, Vec<f32>)]) -> Result<(), StoreError> {
+        let mut points = Vec::with_capacity(items.len());
+        for (m, v) in items {
+            let id = parse_id(&m.id).ok_or_else(|| StoreError::Op(format!("bad id {}", m.id)))?;
+            let sparse = self.bm25.embed_document(&m.text);
+            let vectors = qdrant_edge::Vectors::new_named([
+                (DENSE, Vector::new_dense(v.clone())),
+                (SPARSE, Vector(VectorInternal::Sparse(sparse))),
+            ]);
+            points.push(PointStruct::new(id, vectors, payload(m)).into());
+        }
+        self.write(|s| {
+            s.update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(
+                PointInsertOperations::PointsList(points),
+            )))
+        })
+    }
+
+    fn delete(&self, ids: &[String]) -> Result<u64, StoreError> {
+        let ids: Vec<PointId> = ids.iter().filter_map(|i| parse_id(i)).collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let existing = self.read(|s| s.retrieve(&ids, Some(WithPayloadInterface::Bool(false)), None))?;
+        if existing.is_empty() {
+            return Ok(0);
+        }
+        let gone: Vec<PointId> = existing.into_iter().map(|r| r.id).collect();
+        let n = gone.len() as u64;
+        self.write(|s| {
+            s.update(UpdateOperation::PointOperation(PointOperations::DeletePoints {
+                ids: gone,
+            }))
+        })?;
+        Ok(n)
+    }
+
+    fn dense(&self, vector: &[f32], sel: &Selection, limit: usize) -> Result<Vec<Scored>, StoreError> {
+        let q = QueryEnum::Nearest(NamedQuery {
+            query: VectorInternal::Dense(vector.to_vec()),
+            using: Some(DENSE.into()),
+        });
+        self.query(q, sel, limit)
+    }
+
+    fn keyword(&self, text: &str, sel: &Selection, limit: usize) -> Result<Vec<Scored>, StoreError> {
+        let sparse = self.bm25.embed_query(text);
+        if sparse.indices.is_empty() {
+            return Ok(Vec::new());
+        }
+        let q = QueryEnum::Nearest(NamedQuery {
+            query: VectorInternal::Sparse(sparse),
+            using: Some(SPARSE.into()),
+        });
+        self.query(q, sel, limit)
+    }
+
+    fn phrase(&self, text: &str, sel: &Selection, limit: usize) -> Result<Vec<Memory>, StoreError> {
+        let mut f = filter_json(sel).unwrap_or_else(|| json!({"must": []}));
+        if let Some(must) = f.get_mut("must").and_then(Value::as_array_mut) {
+            must.push(json!({"key": "text", "match": {"phrase": text}}));
+        }
+        let filter: Filter =
+            serde_json::from_value(f).map_err(|e| StoreError::Op(format!("phrase filter: {e}")))?;
+        let request = ScrollRequest {
+            offset: None,
+            limit: Some(limit),
+            filter: Some(filter),
+            with_payload: Some(WithPayloadInterface::Bool(true)),
+            with_vector: WithVector::Bool(false),
+            order_by: None,
+        };
+        let (records, _) = self.read(|s| s.scroll(request))?;
+        records
+            .into_iter()
+            .map(|r| memory_from(id_string(&r.id), &r.payload.map(|p| p.0).unwrap_or_default()))
+            .collect()
+    }
+
+    fn get(&self, ids: &[String]) -> Result<Vec<(Memory, Vec<f32>)>, StoreError> {
+        let pids: Vec<PointId> = ids.iter().filter_map(|i| parse_id(i)).collect();
+        if pids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records = self.read(|s| {
+            s.retrieve(
+                &pids,
+                Some(WithPayloadInterface::Bool(true)),
+                Some(WithVector::Selector(vec![DENSE.into()])),
+            )
+        })?;
+        records
+            .into_iter()
+            .map(|r| {
+                let id = id_string(&r.id);
+                let vector = match r.vector {
+                    Some(qdrant_edge::VectorStructInternal::Named(mut named)) => {
+                        match named.remove(DENSE) {
+                            Some(VectorInternal::Dense(v)) => v,
+                            _ => Vec::new(),
+                        }
+                    }
+                    Some(qdrant_edge::VectorStructInternal::Single(v)) => v,
+                    _ => Vec::new(),
+                };
+                let m = memory_from(id, &r.payload.map(|p| p.0).unwrap_or_default())?;
+                Ok((m, vector))
+            })
+            .collect()
+    }
+
+    fn scroll(
+        &self,
+        sel: &Selection,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Memory>, Option<String>), StoreError> {
+        let request = ScrollRequest {
+            offset: after.and_then(parse_id),
+            limit: Some(limit),
+            filter: Self::filter(sel)?,
+            with_payload: Some(WithPayloadInterface::Bool(true)),
+            with_vector: WithVector::Bool(false),
+            order_by: None,
+        };
+        let (records, next) = self.read(|s| s.scroll(request))?;
+        let memories = records
+            .into_iter()
+            .map(|r| memory_from(id_string(&r.id), &r.payload.map(|p| p.0).unwrap_or_default()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((memories, next.map(|n| id_string(&n))))
+    }
+
+    fn count(&self, sel: &Selection) -> Result<u64, StoreError> {
+        let request = CountRequest {
+            filter: Self::filter(sel)?,
+            exact: true,
+        };
+        self.read(|s| s.count(request)).map(|n| n as u64)
+    }
+
+    fn expired(&self, now: i64, limit: usize) -> Result<Vec<String>, StoreError> {
+        let filter: Filter = serde_json::from_value(json!({
+            "must": [{"key": "expires", "range": {"lte": now}}]
+        }))
+        .map_err(|e| StoreError::Op(e.to_string()))?;
+        let request = ScrollRequest {
+            offset: None,
+            limit: Some(limit),
+            filter: Some(filter),
+            with_payload: Some(WithPayloadInterface::Bool(false)),
+            with_vector: WithVector::Bool(false),
+            order_by: None,
+        };
+        let (records, _) = self.read(|s| s.scroll(request))?;
+        Ok(records.iter().map(|r| id_string(&r.id)).collect())
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        fn walk(p: &Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(p) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.dir)
+    }
+}
