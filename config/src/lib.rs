@@ -522,7 +522,10 @@ impl Config {
         check(
             m.episode_half_life_days >= 0.0 && (0.0..1.0).contains(&m.forget_below),
             "memory.episode_half_life_days",
-            format!("{} (forget_below {})", m.episode_half_life_days, m.forget_below),
+            format!(
+                "{} (forget_below {})",
+                m.episode_half_life_days, m.forget_below
+            ),
             "a half-life of 0 or more days and forget_below in [0, 1)",
         );
         for (name, svc) in &self.services {

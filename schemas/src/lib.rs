@@ -22,8 +22,8 @@ pub mod control;
 pub mod envelope;
 pub mod error;
 pub mod inference;
-pub mod memory;
 pub mod kinds;
+pub mod memory;
 
 pub use envelope::{DecodeFrameError, Envelope, Flow, Version, PROTOCOL_VERSION};
 pub use error::{ErrorBody, ErrorCode};

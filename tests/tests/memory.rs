@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use ming_schemas::control::ServiceState;
 use ming_schemas::memory::{
-    MemoryIds, MemoryKind, MemoryStats, Memories, NewMemory, Recall, Recalled, Remember,
-    Remembered,
+    Memories, MemoryIds, MemoryKind, MemoryStats, NewMemory, Recall, Recalled, Remember, Remembered,
 };
 use ming_schemas::{kinds, ErrorCode};
 use ming_tests::{eventually, signal, Mingd};
@@ -56,7 +55,10 @@ async fn remember_recall_and_bad_input_over_the_bus() {
         )
         .await
         .unwrap();
-    assert_eq!(got.hits[0].memory.text, "Grandma's birthday is on June 3rd.");
+    assert_eq!(
+        got.hits[0].memory.text,
+        "Grandma's birthday is on June 3rd."
+    );
 
     // A misspelt filter field is refused, not ignored (it would match everything).
     #[derive(serde::Serialize)]
@@ -86,7 +88,12 @@ async fn remember_recall_and_bad_input_over_the_bus() {
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::TooLarge, "{e}");
     let e = c
-        .request::<_, Remembered>("memory", kinds::MEMORY_REMEMBER, &remember(&[" ".into()]), T)
+        .request::<_, Remembered>(
+            "memory",
+            kinds::MEMORY_REMEMBER,
+            &remember(&[" ".into()]),
+            T,
+        )
         .await
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::BadRequest, "{e}");
@@ -106,17 +113,37 @@ async fn remember_recall_and_bad_input_over_the_bus() {
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::BadRequest, "{e}");
     let s: MemoryStats = c
-        .request("memory", kinds::MEMORY_STATS, &ming_schemas::control::Empty {}, T)
+        .request(
+            "memory",
+            kinds::MEMORY_STATS,
+            &ming_schemas::control::Empty {},
+            T,
+        )
         .await
         .unwrap();
     assert_eq!(s.memories, 2, "{s:?}");
 
     // The CLI: add, search (a table), export → forget all → import → the same memories.
-    let (code, out) = m.ming(&["memory", "add", "The recycling goes out on Wednesdays.", "--tag", "home"]);
+    let (code, out) = m.ming(&[
+        "memory",
+        "add",
+        "The recycling goes out on Wednesdays.",
+        "--tag",
+        "home",
+    ]);
     assert_eq!(code, 0, "{out}");
-    let (code, out) = m.ming(&["memory", "search", "which day is recycling collected", "-k", "1"]);
+    let (code, out) = m.ming(&[
+        "memory",
+        "search",
+        "which day is recycling collected",
+        "-k",
+        "1",
+    ]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("The recycling goes out on Wednesdays."), "{out}");
+    assert!(
+        out.contains("The recycling goes out on Wednesdays."),
+        "{out}"
+    );
     let file = m.log_dir().join("export.jsonl");
     let f = file.to_str().unwrap();
     let (code, out) = m.ming(&["memory", "export", f]);
@@ -147,7 +174,12 @@ async fn kill_9_during_writes_loses_no_acknowledged_memory() {
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let texts: Vec<String> = (0..4)
-                    .map(|i| format!("writer {w} note {n}-{i}: the meeting room code is {}", n * 10 + i))
+                    .map(|i| {
+                        format!(
+                            "writer {w} note {n}-{i}: the meeting room code is {}",
+                            n * 10 + i
+                        )
+                    })
                     .collect();
                 n += 1;
                 // Errors are expected while the service is down; only acks count.

@@ -73,7 +73,20 @@ async fn missing_model_fails_the_service_once_with_the_fix_in_its_log() {
         ),
         "{log}"
     );
+    // The memory service needs its embedding model too, and says so the same way.
+    let row = eventually(Duration::from_secs(20), "memory to be failed", || async {
+        m.row("memory")
+            .await
+            .filter(|r| r.state == ServiceState::Failed)
+    })
+    .await;
+    assert_eq!(row.restarts, 0, "{row:?}");
+    let log = std::fs::read_to_string(m.log_dir().join("memory.log")).unwrap();
+    assert!(
+        log.contains("/nonexistent/models/all-MiniLM-L6-v2.f16.gguf is missing: run `just models`"),
+        "{log}"
+    );
     // The rest are unaffected.
-    m.wait_ready(&["agent", "memory", "audio"], Duration::from_secs(10))
+    m.wait_ready(&["agent", "audio"], Duration::from_secs(10))
         .await;
 }

@@ -59,10 +59,25 @@ async fn python_client_round_trip() {
     let (code, out) = client(&m, &["request", "nobody", "control.ping"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.starts_with("ServiceUnavailable:"), "{out}");
+    // A real service request from Python: recall over an empty memory.
     let (code, out) = client(
         &m,
         &["request", "memory", "memory.recall", "{\"query\": \"x\"}"],
     );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"hits\": []"), "{out}");
+    let (code, out) = client(
+        &m,
+        &[
+            "request",
+            "memory",
+            "memory.recall",
+            "{\"query\": \"x\", \"k\": 0}",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("BadRequest:"), "{out}");
+    let (code, out) = client(&m, &["request", "memory", "memory.nonsense"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.starts_with("Unsupported:"), "{out}");
     let (code, out) = client(

@@ -141,17 +141,20 @@ fn engine_thread(path: PathBuf, threads: u32, rx: mpsc::Receiver<Job>, ready: mp
         }
     };
     let shown = path.display().to_string();
-    let model =
-        match LlamaModel::load_from_file(backend, &path, &LlamaModelParams::default().with_use_mmap(true)) {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = ready.send(Err(StartEmbedderError::Load {
-                    path: shown,
-                    reason: e.to_string(),
-                }));
-                return;
-            }
-        };
+    let model = match LlamaModel::load_from_file(
+        backend,
+        &path,
+        &LlamaModelParams::default().with_use_mmap(true),
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = ready.send(Err(StartEmbedderError::Load {
+                path: shown,
+                reason: e.to_string(),
+            }));
+            return;
+        }
+    };
     let threads = if threads == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
     } else {
@@ -203,7 +206,12 @@ fn engine_thread(path: PathBuf, threads: u32, rx: mpsc::Receiver<Job>, ready: mp
         let texts: Vec<String> = jobs.iter().flat_map(|j| j.texts.iter().cloned()).collect();
         let n = texts.len();
         let mut results = engine.embed_each(&texts);
-        tracing::debug!(texts = n, jobs = jobs.len(), ms = started.elapsed().as_secs_f64() * 1e3, "embedded");
+        tracing::debug!(
+            texts = n,
+            jobs = jobs.len(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "embedded"
+        );
         for job in jobs.into_iter().rev() {
             let mine = results.split_off(results.len() - job.texts.len());
             let out: Result<Vec<Vec<f32>>, EmbedError> = mine.into_iter().collect();

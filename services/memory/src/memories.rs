@@ -184,7 +184,9 @@ impl Memories {
     }
 
     fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, MemoryError> {
-        self.embedder.embed_blocking(texts).map_err(MemoryError::Embed)
+        self.embedder
+            .embed_blocking(texts)
+            .map_err(MemoryError::Embed)
     }
 
     fn expires(&self, now: i64, ttl_s: Option<u64>) -> Option<i64> {
@@ -297,7 +299,9 @@ impl Memories {
         }
         if let Some(s) = req.min_score {
             if !(-1.0..=1.0).contains(&s) {
-                return Err(bad(format!("min_score is {s}; it must be between -1 and 1")));
+                return Err(bad(format!(
+                    "min_score is {s}; it must be between -1 and 1"
+                )));
             }
         }
         check_filter(&req.filter)?;
@@ -305,7 +309,7 @@ impl Memories {
         let query_vec = self
             .embed(vec![req.query.clone()])?
             .pop()
-            .ok_or_else(|| MemoryError::Embed(EmbedError::Stopped))?;
+            .ok_or(MemoryError::Embed(EmbedError::Stopped))?;
         let embed_ms = ms_since(t);
         let t = Instant::now();
         let now = self.now();
@@ -394,7 +398,11 @@ impl Memories {
         if !missing.is_empty() {
             return Err(MemoryError::NotFound(format!(
                 "no memory with id {}",
-                missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                missing
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         Ok(MemoryList {
@@ -502,7 +510,9 @@ impl Memories {
         check_filter(&req.filter)?;
         let limit = req.limit.unwrap_or(100);
         if limit == 0 || limit > 1000 {
-            return Err(bad(format!("limit is {limit}; it must be between 1 and 1000")));
+            return Err(bad(format!(
+                "limit is {limit}; it must be between 1 and 1000"
+            )));
         }
         if let Some(a) = &req.after {
             check_ids(std::slice::from_ref(a))?;
@@ -511,7 +521,9 @@ impl Memories {
             filter: req.filter,
             live_at: Some(self.now()),
         };
-        let (memories, next) = self.backend.scroll(&sel, req.after.as_deref(), limit as usize)?;
+        let (memories, next) = self
+            .backend
+            .scroll(&sel, req.after.as_deref(), limit as usize)?;
         Ok(Listed { memories, next })
     }
 

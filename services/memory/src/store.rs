@@ -64,10 +64,15 @@ pub trait Backend: Send + Sync {
     /// Deletes memories by id; returns how many existed.
     fn delete(&self, ids: &[String]) -> Result<u64, StoreError>;
     /// The nearest memories to `vector` (cosine).
-    fn dense(&self, vector: &[f32], sel: &Selection, limit: usize)
-        -> Result<Vec<Scored>, StoreError>;
+    fn dense(
+        &self,
+        vector: &[f32],
+        sel: &Selection,
+        limit: usize,
+    ) -> Result<Vec<Scored>, StoreError>;
     /// The best BM25 matches of `text`'s words.
-    fn keyword(&self, text: &str, sel: &Selection, limit: usize) -> Result<Vec<Scored>, StoreError>;
+    fn keyword(&self, text: &str, sel: &Selection, limit: usize)
+        -> Result<Vec<Scored>, StoreError>;
     /// Memories in which `text` occurs as a phrase (whole words, in order, any case).
     fn phrase(&self, text: &str, sel: &Selection, limit: usize) -> Result<Vec<Memory>, StoreError>;
     /// Memories by id with their dense vectors (unknown ids are left out).
@@ -89,8 +94,8 @@ pub trait Backend: Send + Sync {
 
 /// BM25 settings shared by both backends: memories are short, so the average length is too.
 pub fn bm25() -> EdgeBm25 {
-    let cfg: EdgeBm25Config = serde_json::from_value(json!({ "avg_len": 16.0 }))
-        .unwrap_or_default();
+    let cfg: EdgeBm25Config =
+        serde_json::from_value(json!({ "avg_len": 16.0 })).unwrap_or_default();
     // The defaults are valid; a failure here is a programming error caught by the tests.
     EdgeBm25::new(cfg).unwrap_or_else(|e| panic!("BM25 defaults rejected: {e}"))
 }
@@ -117,7 +122,10 @@ pub fn memory_from(id: String, p: &serde_json::Map<String, Value>) -> Result<Mem
         id: id.clone(),
         reason: reason.into(),
     };
-    let text = p.get("text").and_then(Value::as_str).ok_or_else(|| bad("no text"))?;
+    let text = p
+        .get("text")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("no text"))?;
     let kind = p
         .get("kind")
         .and_then(Value::as_str)
@@ -127,7 +135,11 @@ pub fn memory_from(id: String, p: &serde_json::Map<String, Value>) -> Result<Mem
     let tags = p
         .get("tags")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let int = |k: &str| p.get(k).and_then(Value::as_i64);
     let created_ms = int("created").ok_or_else(|| bad("no created time"))?;
@@ -212,10 +224,15 @@ impl EdgeBackend {
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
         let fresh = !dir.join("edge_config.json").exists();
         let config = EdgeConfigBuilder::new()
-            .vector(DENSE, EdgeVectorParamsBuilder::new(dims, qdrant_edge::Distance::Cosine).build())
+            .vector(
+                DENSE,
+                EdgeVectorParamsBuilder::new(dims, qdrant_edge::Distance::Cosine).build(),
+            )
             .sparse_vector(
                 SPARSE,
-                EdgeSparseVectorParamsBuilder::new().modifier(Modifier::Idf).build(),
+                EdgeSparseVectorParamsBuilder::new()
+                    .modifier(Modifier::Idf)
+                    .build(),
             )
             .build();
         let shard = if fresh {
@@ -350,9 +367,9 @@ impl Backend for EdgeBackend {
             points.push(PointStruct::new(id, vectors, payload(m)).into());
         }
         self.write(|s| {
-            s.update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(
-                PointInsertOperations::PointsList(points),
-            )))
+            s.update(UpdateOperation::PointOperation(
+                PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)),
+            ))
         })
     }
 
@@ -361,21 +378,27 @@ impl Backend for EdgeBackend {
         if ids.is_empty() {
             return Ok(0);
         }
-        let existing = self.read(|s| s.retrieve(&ids, Some(WithPayloadInterface::Bool(false)), None))?;
+        let existing =
+            self.read(|s| s.retrieve(&ids, Some(WithPayloadInterface::Bool(false)), None))?;
         if existing.is_empty() {
             return Ok(0);
         }
         let gone: Vec<PointId> = existing.into_iter().map(|r| r.id).collect();
         let n = gone.len() as u64;
         self.write(|s| {
-            s.update(UpdateOperation::PointOperation(PointOperations::DeletePoints {
-                ids: gone,
-            }))
+            s.update(UpdateOperation::PointOperation(
+                PointOperations::DeletePoints { ids: gone },
+            ))
         })?;
         Ok(n)
     }
 
-    fn dense(&self, vector: &[f32], sel: &Selection, limit: usize) -> Result<Vec<Scored>, StoreError> {
+    fn dense(
+        &self,
+        vector: &[f32],
+        sel: &Selection,
+        limit: usize,
+    ) -> Result<Vec<Scored>, StoreError> {
         let q = QueryEnum::Nearest(NamedQuery {
             query: VectorInternal::Dense(vector.to_vec()),
             using: Some(DENSE.into()),
@@ -383,7 +406,12 @@ impl Backend for EdgeBackend {
         self.query(q, sel, limit)
     }
 
-    fn keyword(&self, text: &str, sel: &Selection, limit: usize) -> Result<Vec<Scored>, StoreError> {
+    fn keyword(
+        &self,
+        text: &str,
+        sel: &Selection,
+        limit: usize,
+    ) -> Result<Vec<Scored>, StoreError> {
         let sparse = self.bm25.embed_query(text);
         if sparse.indices.is_empty() {
             return Ok(Vec::new());
@@ -413,7 +441,12 @@ impl Backend for EdgeBackend {
         let (records, _) = self.read(|s| s.scroll(request))?;
         records
             .into_iter()
-            .map(|r| memory_from(id_string(&r.id), &r.payload.map(|p| p.0).unwrap_or_default()))
+            .map(|r| {
+                memory_from(
+                    id_string(&r.id),
+                    &r.payload.map(|p| p.0).unwrap_or_default(),
+                )
+            })
             .collect()
     }
 
@@ -466,7 +499,12 @@ impl Backend for EdgeBackend {
         let (records, next) = self.read(|s| s.scroll(request))?;
         let memories = records
             .into_iter()
-            .map(|r| memory_from(id_string(&r.id), &r.payload.map(|p| p.0).unwrap_or_default()))
+            .map(|r| {
+                memory_from(
+                    id_string(&r.id),
+                    &r.payload.map(|p| p.0).unwrap_or_default(),
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok((memories, next.map(|n| id_string(&n))))
     }

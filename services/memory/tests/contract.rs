@@ -34,45 +34,129 @@ fn recall(q: &str, k: u32) -> Recall {
 
 /// Facts about a user and questions that ask for them in other words.
 const PAIRS: &[(&str, &str)] = &[
-    ("My sister Anna lives in Lyon.", "Which city is my sister in?"),
+    (
+        "My sister Anna lives in Lyon.",
+        "Which city is my sister in?",
+    ),
     ("I am allergic to peanuts.", "Do I have any food allergies?"),
-    ("My dentist is Dr. Okafor on Baker Street.", "Who is my dentist?"),
-    ("The wifi password at home is swordfish-42.", "What's the password for the home network?"),
-    ("I prefer my coffee black without sugar.", "How do I take my coffee?"),
-    ("My car is a blue 2015 Toyota Corolla.", "What car do I drive?"),
-    ("My daughter's birthday is on the 14th of March.", "When is my daughter's birthday?"),
-    ("I run 5 kilometres every Tuesday and Thursday morning.", "How often do I go jogging?"),
-    ("My passport expires in August 2027.", "When does my passport run out?"),
+    (
+        "My dentist is Dr. Okafor on Baker Street.",
+        "Who is my dentist?",
+    ),
+    (
+        "The wifi password at home is swordfish-42.",
+        "What's the password for the home network?",
+    ),
+    (
+        "I prefer my coffee black without sugar.",
+        "How do I take my coffee?",
+    ),
+    (
+        "My car is a blue 2015 Toyota Corolla.",
+        "What car do I drive?",
+    ),
+    (
+        "My daughter's birthday is on the 14th of March.",
+        "When is my daughter's birthday?",
+    ),
+    (
+        "I run 5 kilometres every Tuesday and Thursday morning.",
+        "How often do I go jogging?",
+    ),
+    (
+        "My passport expires in August 2027.",
+        "When does my passport run out?",
+    ),
     ("I work as a nurse at the city hospital.", "What is my job?"),
-    ("The spare house key is under the flower pot by the back door.", "Where is the extra key hidden?"),
+    (
+        "The spare house key is under the flower pot by the back door.",
+        "Where is the extra key hidden?",
+    ),
     ("My blood type is O negative.", "What blood group am I?"),
-    ("I'm learning Japanese on weekends.", "Which language am I studying?"),
-    ("Our landlord is called Mr. Petrov and his number is 555-0134.", "How can I reach the landlord?"),
-    ("I like to go to bed around 11 pm.", "What time do I usually sleep?"),
-    ("My favourite band is Radiohead.", "What music do I love most?"),
-    ("The cat needs her thyroid pill twice a day.", "How often does the cat get medicine?"),
-    ("I'm vegetarian and don't eat fish either.", "Do I eat meat?"),
-    ("My gym membership renews on the first of every month.", "When is the gym fee due?"),
-    ("The boiler was serviced last in October.", "When was the heating system last checked?"),
+    (
+        "I'm learning Japanese on weekends.",
+        "Which language am I studying?",
+    ),
+    (
+        "Our landlord is called Mr. Petrov and his number is 555-0134.",
+        "How can I reach the landlord?",
+    ),
+    (
+        "I like to go to bed around 11 pm.",
+        "What time do I usually sleep?",
+    ),
+    (
+        "My favourite band is Radiohead.",
+        "What music do I love most?",
+    ),
+    (
+        "The cat needs her thyroid pill twice a day.",
+        "How often does the cat get medicine?",
+    ),
+    (
+        "I'm vegetarian and don't eat fish either.",
+        "Do I eat meat?",
+    ),
+    (
+        "My gym membership renews on the first of every month.",
+        "When is the gym fee due?",
+    ),
+    (
+        "The boiler was serviced last in October.",
+        "When was the heating system last checked?",
+    ),
     ("My manager's name is Priya.", "Who is my boss?"),
-    ("I keep my tax documents in the grey folder in the study.", "Where are my tax papers?"),
-    ("My phone plan allows 20 GB of data per month.", "How much mobile data do I get?"),
-    ("I'm afraid of flying and prefer trains.", "How do I like to travel?"),
+    (
+        "I keep my tax documents in the grey folder in the study.",
+        "Where are my tax papers?",
+    ),
+    (
+        "My phone plan allows 20 GB of data per month.",
+        "How much mobile data do I get?",
+    ),
+    (
+        "I'm afraid of flying and prefer trains.",
+        "How do I like to travel?",
+    ),
     ("My shoe size is 43.", "What size shoes do I wear?"),
-    ("The kids' school starts at 8:15.", "What time does school begin?"),
-    ("I donate to the local food bank every December.", "Which charity do I support?"),
-    ("My bank is the Cooperative Bank and my branch is in Leeds.", "Where do I do my banking?"),
-    ("I water the tomato plants every evening.", "When do the tomatoes get watered?"),
-    ("My best friend from university is called Tomás.", "Who is my closest friend?"),
-    ("I parked the car on level 3 of the airport garage.", "Where did I leave the car?"),
-    ("My grandmother's recipe for apple pie uses cinnamon and nutmeg.", "What spices go in grandma's pie?"),
+    (
+        "The kids' school starts at 8:15.",
+        "What time does school begin?",
+    ),
+    (
+        "I donate to the local food bank every December.",
+        "Which charity do I support?",
+    ),
+    (
+        "My bank is the Cooperative Bank and my branch is in Leeds.",
+        "Where do I do my banking?",
+    ),
+    (
+        "I water the tomato plants every evening.",
+        "When do the tomatoes get watered?",
+    ),
+    (
+        "My best friend from university is called Tomás.",
+        "Who is my closest friend?",
+    ),
+    (
+        "I parked the car on level 3 of the airport garage.",
+        "Where did I leave the car?",
+    ),
+    (
+        "My grandmother's recipe for apple pie uses cinnamon and nutmeg.",
+        "What spices go in grandma's pie?",
+    ),
 ];
 
 fn paraphrase_recall_top3(h: &dyn Harness) {
     let m = memories(h, clock(), settings());
     let r = m
         .remember(Remember {
-            memories: PAIRS.iter().map(|(f, _)| new(f, MemoryKind::Fact)).collect(),
+            memories: PAIRS
+                .iter()
+                .map(|(f, _)| new(f, MemoryKind::Fact))
+                .collect(),
         })
         .unwrap();
     assert_eq!(r.outcomes.len(), PAIRS.len());
@@ -102,8 +186,12 @@ fn edge_paraphrase_recall_top3() {
 
 fn exact_phrase_wins(h: &dyn Harness) {
     let m = memories(h, clock(), settings());
-    let mut batch: Vec<NewMemory> = PAIRS.iter().map(|(f, _)| new(f, MemoryKind::Fact)).collect();
-    let target = "Locker combination for the swimming pool: turn left twice then zebra otter quartz";
+    let mut batch: Vec<NewMemory> = PAIRS
+        .iter()
+        .map(|(f, _)| new(f, MemoryKind::Fact))
+        .collect();
+    let target =
+        "Locker combination for the swimming pool: turn left twice then zebra otter quartz";
     batch.push(new(target, MemoryKind::Fact));
     m.remember(Remember { memories: batch }).unwrap();
     // A phrase whose embedding says little, lifted verbatim from the memory.
@@ -164,7 +252,10 @@ fn filters(h: &dyn Harness) {
             tags: vec!["travel".into()],
             ..Default::default()
         }),
-        vec!["Flew to Lisbon for the conference.", "I prefer window seats on planes."]
+        vec![
+            "Flew to Lisbon for the conference.",
+            "I prefer window seats on planes."
+        ]
     );
     assert_eq!(
         texts(MemoryFilter {
@@ -178,7 +269,10 @@ fn filters(h: &dyn Harness) {
             after_ms: Some(T0 + 1),
             ..Default::default()
         }),
-        vec!["Flew to Lisbon for the conference.", "The quarterly report is due Friday."]
+        vec![
+            "Flew to Lisbon for the conference.",
+            "The quarterly report is due Friday."
+        ]
     );
     assert_eq!(
         texts(MemoryFilter {
@@ -226,16 +320,29 @@ fn ttl_expiry(h: &dyn Harness) {
     short.ttl_s = Some(3600);
     let r = m
         .remember(Remember {
-            memories: vec![short, new("The parcel goes to the back door.", MemoryKind::Fact)],
+            memories: vec![
+                short,
+                new("The parcel goes to the back door.", MemoryKind::Fact),
+            ],
         })
         .unwrap();
     let short_id = r.outcomes[0].id.clone();
-    assert_eq!(m.recall(recall("parcel locker code", 5)).unwrap().hits.len(), 2);
+    assert_eq!(
+        m.recall(recall("parcel locker code", 5))
+            .unwrap()
+            .hits
+            .len(),
+        2
+    );
     c.advance_ms(3_600_000); // exactly at expiry: gone
     let hits = m.recall(recall("parcel locker code", 5)).unwrap().hits;
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert_ne!(hits[0].memory.id, short_id);
-    let e = m.get(MemoryIds { ids: vec![short_id.clone()] }).unwrap_err();
+    let e = m
+        .get(MemoryIds {
+            ids: vec![short_id.clone()],
+        })
+        .unwrap_err();
     assert_eq!(e.code(), ErrorCode::NotFound);
     assert_eq!(m.stats().unwrap().memories, 1);
     // The purge removes it from the store for good.
@@ -256,12 +363,18 @@ fn decay(h: &dyn Harness) {
     s.forget_below = 0.1;
     let m = memories(h, c.clone(), s);
     m.remember(Remember {
-        memories: vec![new("Had lunch with Marco at the Thai place.", MemoryKind::Episode)],
+        memories: vec![new(
+            "Had lunch with Marco at the Thai place.",
+            MemoryKind::Episode,
+        )],
     })
     .unwrap();
     c.advance_ms(20 * 86_400_000);
     m.remember(Remember {
-        memories: vec![new("Had lunch with Marco at the pizza place.", MemoryKind::Episode)],
+        memories: vec![new(
+            "Had lunch with Marco at the pizza place.",
+            MemoryKind::Episode,
+        )],
     })
     .unwrap();
     // Both match; the recent one ranks first even though the old one is as similar.
@@ -299,7 +412,10 @@ fn dedup(h: &dyn Harness) {
         })
         .unwrap()
         .memories;
-    assert_eq!(got[0].tags, vec!["family".to_string(), "france".to_string()]);
+    assert_eq!(
+        got[0].tags,
+        vec!["family".to_string(), "france".to_string()]
+    );
     assert_eq!(got[0].created_ms, T0);
     assert_eq!(got[0].updated_ms, T0 + 1000);
     // Copies inside one batch collapse too; different facts do not.
@@ -312,7 +428,9 @@ fn dedup(h: &dyn Harness) {
             ],
         })
         .unwrap();
-    assert!(!r.outcomes[0].deduplicated && r.outcomes[1].deduplicated && !r.outcomes[2].deduplicated);
+    assert!(
+        !r.outcomes[0].deduplicated && r.outcomes[1].deduplicated && !r.outcomes[2].deduplicated
+    );
     assert_eq!(r.outcomes[0].id, r.outcomes[1].id);
     assert_eq!(m.stats().unwrap().memories, 3);
     // The same text as another kind is another memory.
@@ -355,8 +473,14 @@ fn update_and_forget(h: &dyn Harness) {
         })
         .unwrap();
     assert_eq!(u.updated_ms, T0 + 5000);
-    let hits = m.recall(recall("when do I see the dentist", 1)).unwrap().hits;
-    assert_eq!(hits[0].memory.text, "My dentist appointment moved to Thursday.");
+    let hits = m
+        .recall(recall("when do I see the dentist", 1))
+        .unwrap()
+        .hits;
+    assert_eq!(
+        hits[0].memory.text,
+        "My dentist appointment moved to Thursday."
+    );
     assert_eq!(hits[0].memory.tags, vec!["health".to_string()]);
     // Forget by filter.
     let f = m
@@ -409,7 +533,10 @@ fn bad_input(h: &dyn Harness) {
     let one = |t: &str| Remember {
         memories: vec![new(t, MemoryKind::Fact)],
     };
-    assert_eq!(code(m.remember(one("   ")).unwrap_err()), ErrorCode::BadRequest);
+    assert_eq!(
+        code(m.remember(one("   ")).unwrap_err()),
+        ErrorCode::BadRequest
+    );
     let huge = "word ".repeat(1000);
     let e = m.remember(one(&huge)).unwrap_err();
     assert_eq!(e.code(), ErrorCode::TooLarge);
@@ -418,9 +545,18 @@ fn bad_input(h: &dyn Harness) {
         code(m.remember(Remember { memories: vec![] }).unwrap_err()),
         ErrorCode::BadRequest
     );
-    assert_eq!(code(m.recall(recall("x", 0)).unwrap_err()), ErrorCode::BadRequest);
-    assert_eq!(code(m.recall(recall("x", 101)).unwrap_err()), ErrorCode::BadRequest);
-    assert_eq!(code(m.recall(recall("", 3)).unwrap_err()), ErrorCode::BadRequest);
+    assert_eq!(
+        code(m.recall(recall("x", 0)).unwrap_err()),
+        ErrorCode::BadRequest
+    );
+    assert_eq!(
+        code(m.recall(recall("x", 101)).unwrap_err()),
+        ErrorCode::BadRequest
+    );
+    assert_eq!(
+        code(m.recall(recall("", 3)).unwrap_err()),
+        ErrorCode::BadRequest
+    );
     let e = m
         .get(MemoryIds {
             ids: vec!["not-an-id".into()],
@@ -454,17 +590,24 @@ fn reopen_keeps_everything(h: &dyn Harness) {
         let m = memories(h, c.clone(), settings());
         let r = m
             .remember(Remember {
-                memories: PAIRS.iter().map(|(f, _)| new(f, MemoryKind::Fact)).collect(),
+                memories: PAIRS
+                    .iter()
+                    .map(|(f, _)| new(f, MemoryKind::Fact))
+                    .collect(),
             })
             .unwrap();
         ids = r.outcomes.into_iter().map(|o| o.id).collect();
-        before = m.recall(recall("Where is the extra key hidden?", 3)).unwrap();
+        before = m
+            .recall(recall("Where is the extra key hidden?", 3))
+            .unwrap();
     }
     let m = memories(h, c, settings());
     assert_eq!(m.stats().unwrap().memories, PAIRS.len() as u64);
     let got = m.get(MemoryIds { ids: ids.clone() }).unwrap();
     assert_eq!(got.memories.len(), ids.len());
-    let after = m.recall(recall("Where is the extra key hidden?", 3)).unwrap();
+    let after = m
+        .recall(recall("Where is the extra key hidden?", 3))
+        .unwrap();
     let key = |r: &ming_schemas::memory::Recalled| -> Vec<(String, i32)> {
         r.hits
             .iter()
@@ -492,12 +635,20 @@ fn reopen_keeps_everything(h: &dyn Harness) {
     assert_eq!(all.len(), PAIRS.len());
     let other = Edge::new();
     let m2 = memories(&other, clock(), settings());
-    let imp = m2.import(Import { memories: all.clone() }).unwrap();
+    let imp = m2
+        .import(Import {
+            memories: all.clone(),
+        })
+        .unwrap();
     assert_eq!(imp.imported, PAIRS.len() as u64);
     let back = m2.get(MemoryIds { ids }).unwrap();
     assert_eq!(back.memories.len(), PAIRS.len());
     assert_eq!(
-        m2.recall(recall("Where is the extra key hidden?", 1)).unwrap().hits[0].memory.text,
+        m2.recall(recall("Where is the extra key hidden?", 1))
+            .unwrap()
+            .hits[0]
+            .memory
+            .text,
         PAIRS[10].0
     );
 }
@@ -512,14 +663,22 @@ fn embed_is_normalised_and_batched() {
     let h = Edge::new();
     let m = memories(&h, clock(), settings());
     let texts: Vec<String> = PAIRS.iter().map(|(f, _)| f.to_string()).collect();
-    let all = m.embed_texts(Embed { texts: texts.clone() }).unwrap();
+    let all = m
+        .embed_texts(Embed {
+            texts: texts.clone(),
+        })
+        .unwrap();
     assert_eq!(all.dims, 384);
     assert_eq!(all.vectors.len(), texts.len());
     for (t, v) in texts.iter().zip(&all.vectors) {
         let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "{t}: |v| = {norm}");
         // Alone or in a batch, the same vector.
-        let one = m.embed_texts(Embed { texts: vec![t.clone()] }).unwrap();
+        let one = m
+            .embed_texts(Embed {
+                texts: vec![t.clone()],
+            })
+            .unwrap();
         let cos: f32 = one.vectors[0].iter().zip(v).map(|(a, b)| a * b).sum();
         assert!(cos > 0.9999, "{t}: {cos}");
     }

@@ -81,7 +81,11 @@ pub struct FilterArgs {
 impl FilterArgs {
     fn filter(&self) -> anyhow::Result<MemoryFilter> {
         Ok(MemoryFilter {
-            kinds: self.kinds.iter().map(|k| kind(k)).collect::<Result<_, _>>()?,
+            kinds: self
+                .kinds
+                .iter()
+                .map(|k| kind(k))
+                .collect::<Result<_, _>>()?,
             sources: self.sources.clone(),
             tags: self.tags.clone(),
             ..MemoryFilter::default()
@@ -222,7 +226,8 @@ pub async fn run(cli: &Cli, cmd: MemoryCmd) -> anyhow::Result<ExitCode> {
         MemoryCmd::Export { file, filter } => {
             let mut out: Box<dyn Write> = match &file {
                 Some(p) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
+                    std::fs::File::create(p)
+                        .with_context(|| format!("cannot write {}", p.display()))?,
                 )),
                 None => Box::new(std::io::stdout().lock()),
             };
@@ -254,7 +259,9 @@ pub async fn run(cli: &Cli, cmd: MemoryCmd) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let (mut imported, mut expired) = (0, 0);
             let mut batch = Vec::new();
-            let lines: Vec<String> = std::io::BufReader::new(f).lines().collect::<Result<_, _>>()?;
+            let lines: Vec<String> = std::io::BufReader::new(f)
+                .lines()
+                .collect::<Result<_, _>>()?;
             for (i, line) in lines.iter().enumerate() {
                 if line.trim().is_empty() {
                     continue;
@@ -287,7 +294,11 @@ pub async fn run(cli: &Cli, cmd: MemoryCmd) -> anyhow::Result<ExitCode> {
         }
         MemoryCmd::Stats => {
             let s: MemoryStats = cli
-                .request("memory", kinds::MEMORY_STATS, &ming_schemas::control::Empty {})
+                .request(
+                    "memory",
+                    kinds::MEMORY_STATS,
+                    &ming_schemas::control::Empty {},
+                )
                 .await?;
             println!("backend    {} ({})", s.backend, s.location);
             println!("memories   {}", s.memories);
@@ -295,7 +306,10 @@ pub async fn run(cli: &Cli, cmd: MemoryCmd) -> anyhow::Result<ExitCode> {
                 println!("  {k:<10} {n}");
             }
             println!("embedding  {} ({} dims)", s.embedding_model, s.dims);
-            println!("on disk    {:.1} MiB", s.disk_bytes as f64 / (1024.0 * 1024.0));
+            println!(
+                "on disk    {:.1} MiB",
+                s.disk_bytes as f64 / (1024.0 * 1024.0)
+            );
             println!("purged     {} since the service started", s.purged);
         }
     }
