@@ -102,6 +102,7 @@ bench: models
     cargo bench --locked -p ming-cloud-gateway --bench redact
     cargo bench --locked -p ming-cloud-gateway --bench gateway
     cargo bench --locked -p ming-agent --bench typed
+    cargo bench --locked -p ming-memory --bench memory
 
 # Lints, as CI runs them.
 lint:

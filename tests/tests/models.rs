@@ -83,7 +83,9 @@ async fn missing_model_fails_the_service_once_with_the_fix_in_its_log() {
     assert_eq!(row.restarts, 0, "{row:?}");
     let log = std::fs::read_to_string(m.log_dir().join("memory.log")).unwrap();
     assert!(
-        log.contains("/nonexistent/models/all-MiniLM-L6-v2.f16.gguf is missing: run `just models`"),
+        log.contains(
+            "/nonexistent/models/all-MiniLM-L6-v2.q8_0.gguf is missing: run `just models`"
+        ),
         "{log}"
     );
     // The rest are unaffected.

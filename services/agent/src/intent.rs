@@ -183,6 +183,30 @@ fn rules() -> &'static [Rule] {
                 re: r(r"^\s*(?:delete|remove|forget)(?: the| my)? notes? (?:about|with|containing|that says) (?P<q>.+?)[.?!]?\s*$"),
                 build: |c| Some(Intent { tool: "delete_note", args: json!({"query": c["q"].trim()}) }),
             },
+            // Long-term memory (the memory service).
+            Rule {
+                re: r(r"^\s*(?:please\s+)?(?:remember|keep in mind|don't forget)(?: that)?\s*:?\s*(?P<text>.+?)[.!]?\s*$"),
+                build: |c| {
+                    let text = c["text"].trim();
+                    let lower = text.to_lowercase();
+                    let preference = ["i prefer", "i like", "i love", "i hate", "i don't like", "i do not like", "i'd rather", "i always", "i never"]
+                        .iter()
+                        .any(|p| lower.starts_with(p));
+                    Some(Intent { tool: "remember", args: json!({"text": text, "kind": if preference { "preference" } else { "fact" }}) })
+                },
+            },
+            Rule {
+                re: r(r"^\s*(?:what do you (?:know|remember) about|do you remember|what did i (?:say|tell you) about)\s+(?P<q>.+?)[.?!]?\s*$"),
+                build: |c| Some(Intent { tool: "recall", args: json!({"query": c["q"].trim()}) }),
+            },
+            Rule {
+                re: r(r"^\s*(?:please\s+)?forget(?: that| about| what i said about)?\s+(?P<q>.+?)[.!]?\s*$"),
+                build: |c| {
+                    let q = c["q"].trim();
+                    // "forget my notes about …" is the notes tool's; this is memory.
+                    (!q.to_lowercase().starts_with("note")).then(|| Intent { tool: "forget_memory", args: json!({"query": q}) })
+                },
+            },
             // Cloud handoff (proposed only: the user approves the exact bytes).
             Rule {
                 re: r(r"^\s*(?:please\s+)?(?:ask the cloud|use the cloud|hand (?:this )?off)(?: to| about|:)?\s+(?P<task>.+?)\s*$"),
@@ -376,6 +400,26 @@ mod tests {
                 json!({"task": "research the history of the printing press"}),
             ),
             ("what's the date today", "clock", json!({"what": "date"})),
+            (
+                "Remember that my sister Anna lives in Lyon.",
+                "remember",
+                json!({"text": "my sister Anna lives in Lyon", "kind": "fact"}),
+            ),
+            (
+                "remember I prefer window seats",
+                "remember",
+                json!({"text": "I prefer window seats", "kind": "preference"}),
+            ),
+            (
+                "What do you know about my sister?",
+                "recall",
+                json!({"query": "my sister"}),
+            ),
+            (
+                "forget that my sister lives in Lyon",
+                "forget_memory",
+                json!({"query": "my sister lives in Lyon"}),
+            ),
         ];
         for (text, tool, args) in cases {
             let i = understand(text).unwrap_or_else(|| panic!("not understood: {text}"));

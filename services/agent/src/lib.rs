@@ -6,10 +6,10 @@
 //! runs locally ([`tools`]); `agent.action_started` / `agent.action_finished` events show it as it
 //! happens, and the reply says what was done.
 //!
-//! Built so far (issue #6): the fast path for timers, notes, the calendar and the clock; the LLM tier; notes,
-//! timers (fired by a background task, surviving restarts) and clock tools; `ming ask`. Still to
-//! come: calendar, documents, mail, memory and handoff tools, conversations, voice, `ming chat`,
-//! `ming trace`, the learned router.
+//! Built so far (issue #6): the fast path (timers, notes, the calendar, memory, documents, mail,
+//! the clock, the cloud handoff); the LLM tier with the tools as a grammar and relevant memories
+//! in context; the tools; conversations; the interaction log; `ming ask`, `ming chat`,
+//! `ming trace`. Still to come: voice, the learned router, document indexing into memory.
 //!
 //! # Layout
 //! - [`intent`]: tier 1.
@@ -77,7 +77,18 @@ impl AgentService {
         let history = session
             .map(|s| self.conversations.history(s))
             .unwrap_or_default();
-        let mut req = ChatRequest::new(conversation::messages(SYSTEM_PROMPT, &history, text));
+        // What memory holds that bears on this, in the user's turn (not the system prompt, so the
+        // cached prefix — system prompt and tool schemas — stays the same).
+        let known = self.relevant_memories(text).await;
+        let turn = if known.is_empty() {
+            text.to_string()
+        } else {
+            format!(
+                "(What you know about the user: {})\n{text}",
+                known.join("; ")
+            )
+        };
+        let mut req = ChatRequest::new(conversation::messages(SYSTEM_PROMPT, &history, &turn));
         req.tools = tools::schemas()
             .into_iter()
             .map(|(name, description, parameters)| Tool {
@@ -117,6 +128,171 @@ impl AgentService {
 }
 
 impl AgentService {
+    /// Up to three memories relevant to `text` (cosine ≥ 0.45), or none when memory is slow or
+    /// down: the LLM tier must not wait long for them.
+    async fn relevant_memories(&self, text: &str) -> Vec<String> {
+        let req = ming_schemas::memory::Recall {
+            query: text.into(),
+            k: 3,
+            filter: Default::default(),
+            min_score: Some(0.45),
+        };
+        match self
+            .bus
+            .request::<_, ming_schemas::memory::Recalled>(
+                "memory",
+                kinds::MEMORY_RECALL,
+                &req,
+                Duration::from_millis(300),
+            )
+            .await
+        {
+            Ok(r) => r.hits.into_iter().map(|h| h.memory.text).collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "no memories for the LLM tier");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Keeps a completed task as an episode in memory, in the background (the reply does not wait).
+    fn remember_episode(&self, tool: &str, text: &str) {
+        if !matches!(tool, "set_timer" | "add_note" | "add_event" | "handoff") {
+            return;
+        }
+        let bus = self.bus.clone();
+        let mut m =
+            ming_schemas::memory::NewMemory::new(text, ming_schemas::memory::MemoryKind::Episode);
+        m.source = "agent".into();
+        m.tags = vec![tool.to_string()];
+        tokio::spawn(async move {
+            let req = ming_schemas::memory::Remember { memories: vec![m] };
+            if let Err(e) = bus
+                .request::<_, ming_schemas::memory::Remembered>(
+                    "memory",
+                    kinds::MEMORY_REMEMBER,
+                    &req,
+                    Duration::from_secs(5),
+                )
+                .await
+            {
+                tracing::debug!(error = %e, "episode not kept in memory");
+            }
+        });
+    }
+
+    /// The memory tools, served by the memory service: `remember`, `recall`, `forget_memory`
+    /// (which shows what it would forget and acts only when confirmed).
+    async fn memory_tool(
+        &self,
+        tool: &str,
+        args: &serde_json::Value,
+        confirm: bool,
+    ) -> tools::Outcome {
+        use ming_schemas::memory::{
+            Forget, Forgotten, MemoryKind, NewMemory, Recall, Recalled, Remember, Remembered,
+        };
+        let fail = |text: String| tools::Outcome { ok: false, text };
+        let arg = |k: &str| {
+            args.get(k)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        let t = Duration::from_secs(5);
+        match tool {
+            "remember" => {
+                let text = arg("text");
+                if text.is_empty() {
+                    return fail("say what to remember".into());
+                }
+                let kind = MemoryKind::parse(&arg("kind")).unwrap_or(MemoryKind::Fact);
+                let mut m = NewMemory::new(text.clone(), kind);
+                m.source = "user".into();
+                match self
+                    .bus
+                    .request::<_, Remembered>(
+                        "memory",
+                        kinds::MEMORY_REMEMBER,
+                        &Remember { memories: vec![m] },
+                        t,
+                    )
+                    .await
+                {
+                    Ok(r) if r.outcomes.first().is_some_and(|o| o.deduplicated) => tools::Outcome {
+                        ok: true,
+                        text: format!("I already knew that; updated it: {text}"),
+                    },
+                    Ok(_) => tools::Outcome {
+                        ok: true,
+                        text: format!("I'll remember that {text}."),
+                    },
+                    Err(e) => fail(format!("I could not remember that: {e}")),
+                }
+            }
+            "recall" | "forget_memory" => {
+                let query = arg("query");
+                if query.is_empty() {
+                    return fail("say what about".into());
+                }
+                let req = Recall {
+                    query: query.clone(),
+                    k: if tool == "recall" { 5 } else { 3 },
+                    filter: Default::default(),
+                    min_score: Some(0.3),
+                };
+                let hits = match self
+                    .bus
+                    .request::<_, Recalled>("memory", kinds::MEMORY_RECALL, &req, t)
+                    .await
+                {
+                    Ok(r) => r.hits,
+                    Err(e) => return fail(format!("I cannot reach my memory: {e}")),
+                };
+                if hits.is_empty() {
+                    return tools::Outcome {
+                        ok: true,
+                        text: format!("I don't remember anything about {query}."),
+                    };
+                }
+                let list = hits
+                    .iter()
+                    .map(|h| format!("- {}", h.memory.text))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                if tool == "recall" {
+                    return tools::Outcome {
+                        ok: true,
+                        text: list,
+                    };
+                }
+                if !confirm {
+                    return fail(format!(
+                        "This would forget {} memory(ies):\n{list}\nConfirm to forget; nothing was forgotten.",
+                        hits.len()
+                    ));
+                }
+                let req = Forget {
+                    ids: hits.iter().map(|h| h.memory.id.clone()).collect(),
+                    ..Default::default()
+                };
+                match self
+                    .bus
+                    .request::<_, Forgotten>("memory", kinds::MEMORY_FORGET, &req, t)
+                    .await
+                {
+                    Ok(f) => tools::Outcome {
+                        ok: true,
+                        text: format!("Forgotten ({}):\n{list}", f.forgotten),
+                    },
+                    Err(e) => fail(format!("I could not forget that: {e}")),
+                }
+            }
+            _ => fail(format!("unknown memory tool {tool}")),
+        }
+    }
+
     /// The handoff tool: asks cloud-gateway for a consent ticket. Nothing leaves until the user
     /// approves the exact bytes.
     async fn handoff(&self, args: &serde_json::Value) -> tools::Outcome {
@@ -284,6 +460,8 @@ impl Handler for AgentService {
         });
         let outcome = if tool == "handoff" {
             self.handoff(&args).await
+        } else if matches!(tool.as_str(), "remember" | "recall" | "forget_memory") {
+            self.memory_tool(&tool, &args, msg.confirm).await
         } else if let Some(ext) = self.external.get(&tool) {
             external::run(&tool, ext, &args).await
         } else {
@@ -321,6 +499,9 @@ impl Handler for AgentService {
         }
         .into();
         tracing::info!(utterance, tool = %tool, tier = ?tier, decided_ms, ok = outcome.ok, "acted");
+        if outcome.ok {
+            self.remember_episode(&tool, &msg.text);
+        }
         let outcome_text = outcome.text.clone();
         resp.reply(&Reply {
             utterance,

@@ -98,6 +98,21 @@ pub fn schemas() -> Vec<(&'static str, &'static str, Value)> {
             json!({"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}),
         ),
         (
+            "remember",
+            "Keep something about the user in long-term memory",
+            json!({"type": "object", "properties": {"text": {"type": "string"}, "kind": {"enum": ["fact", "preference", "episode"]}}, "required": ["text", "kind"]}),
+        ),
+        (
+            "recall",
+            "Look up what long-term memory holds about something",
+            json!({"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}),
+        ),
+        (
+            "forget_memory",
+            "Forget what long-term memory holds about something (asks for confirmation)",
+            json!({"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}),
+        ),
+        (
             "clock",
             "Tell the time or the date",
             json!({"type": "object", "properties": {"what": {"enum": ["time", "date"]}}, "required": ["what"]}),

@@ -67,7 +67,11 @@ pub fn open(cfg: &Config) -> Result<Memories, StartError> {
     let (m, path) = models::resolve(&cfg.memory.embedding_model, "embedding", &paths.model_dir)?;
     let embedder = Embedder::start(&m.name, path, cfg.memory.threads)?;
     let backend = match cfg.memory.backend.as_str() {
-        "edge" => EdgeBackend::open(&store_dir(cfg), embedder.dims)?,
+        "edge" => {
+            let dir = store_dir(cfg);
+            pin_embedding_model(&dir, &m.name)?;
+            EdgeBackend::open(&dir, embedder.dims)?
+        }
         other => return Err(StartError::Backend(other.into())),
     };
     Ok(Memories::new(
@@ -76,6 +80,30 @@ pub fn open(cfg: &Config) -> Result<Memories, StartError> {
         Settings::from_config(&cfg.memory),
         Arc::new(SystemClock),
     ))
+}
+
+/// A store's vectors belong to the model that made them: the first start writes the model's
+/// name to `<dir>/embedding-model`, and a later start with another model is refused (vectors of
+/// two models must not be compared).
+///
+/// # Errors
+/// [`StoreError::Open`] naming both models and the way to move the memories over.
+pub fn pin_embedding_model(dir: &std::path::Path, model: &str) -> Result<(), StoreError> {
+    let open_err = |reason: String| StoreError::Open {
+        path: dir.display().to_string(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+    let pin = dir.join("embedding-model");
+    match std::fs::read_to_string(&pin) {
+        Ok(had) if had.trim() == model => Ok(()),
+        Ok(had) => Err(open_err(format!(
+            "its vectors were made by `{}`, and memory.embedding_model is `{model}`: set it back, or \
+             `ming memory export`, move the store away, start with the new model and `ming memory import`",
+            had.trim()
+        ))),
+        Err(_) => std::fs::write(&pin, format!("{model}\n")).map_err(|e| open_err(e.to_string())),
+    }
 }
 
 /// The `memory` service's request handler.

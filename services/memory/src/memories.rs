@@ -151,6 +151,10 @@ impl Memories {
         &self.embedder
     }
 
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
     fn now(&self) -> i64 {
         self.clock.now_ms()
     }
@@ -671,6 +675,13 @@ impl Memories {
             }
         }
         self.purged.fetch_add(gone, Ordering::Relaxed);
+        let t = Instant::now();
+        if self.backend.maintain()? {
+            tracing::info!(
+                ms = ms_since(t),
+                "memory store optimised (vector index built)"
+            );
+        }
         Ok(gone)
     }
 }

@@ -90,6 +90,10 @@ pub trait Backend: Send + Sync {
     fn expired(&self, now: i64, limit: usize) -> Result<Vec<String>, StoreError>;
     /// Bytes on disk, when known.
     fn disk_bytes(&self) -> u64;
+    /// Background upkeep (building the vector index); returns whether anything changed.
+    fn maintain(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 }
 
 /// BM25 settings shared by both backends: memories are short, so the average length is too.
@@ -532,6 +536,16 @@ impl Backend for EdgeBackend {
         };
         let (records, _) = self.read(|s| s.scroll(request))?;
         Ok(records.iter().map(|r| id_string(&r.id)).collect())
+    }
+
+    /// Runs qdrant-edge's optimizers (HNSW index build, merges, vacuum) when they have a plan.
+    /// Reads go on meanwhile; writes wait (they need the exclusive lock for their flush).
+    fn maintain(&self) -> Result<bool, StoreError> {
+        let changed = self.read(|s| s.optimize())?;
+        if changed {
+            self.write(|_| Ok(()))?;
+        }
+        Ok(changed)
     }
 
     fn disk_bytes(&self) -> u64 {

@@ -53,10 +53,19 @@ fn converted_model_matches_the_safetensors_reference() {
         String::from_utf8_lossy(&out.stderr)
     );
     let reference: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let ours = common::embedder()
-        .embed_blocking(SENTENCES.iter().map(|s| s.to_string()).collect())
-        .unwrap();
-    for (r, v) in reference.iter().zip(&ours) {
+    for model in ["all-minilm-l6-v2", "all-minilm-l6-v2-q8"] {
+        let (m, path) = ming_config::models::resolve(model, "embedding", &common::model_dir())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let e = ming_memory::embed::Embedder::start(&m.name, path, 2).unwrap();
+        let ours = e
+            .embed_blocking(SENTENCES.iter().map(|s| s.to_string()).collect())
+            .unwrap();
+        check(model, &reference, &ours);
+    }
+}
+
+fn check(model: &str, reference: &[serde_json::Value], ours: &[Vec<f32>]) {
+    for (r, v) in reference.iter().zip(ours) {
         let rv: Vec<f32> = r["vector"]
             .as_array()
             .unwrap()
@@ -65,10 +74,10 @@ fn converted_model_matches_the_safetensors_reference() {
             .collect();
         assert_eq!(rv.len(), v.len());
         let cos: f32 = rv.iter().zip(v).map(|(a, b)| a * b).sum();
-        println!("{:.6}  {}", cos, r["text"]);
-        assert!(cos >= 0.999, "{}: cosine {cos} < 0.999", r["text"]);
+        println!("{model}: {cos:.6}  {}", r["text"]);
+        assert!(cos >= 0.999, "{model}: {}: cosine {cos} < 0.999", r["text"]);
     }
     // And the model still tells sentences apart: unrelated pairs score far lower than itself.
     let cross: f32 = ours[0].iter().zip(&ours[1]).map(|(a, b)| a * b).sum();
-    assert!(cross < 0.5, "unrelated sentences scored {cross}");
+    assert!(cross < 0.5, "{model}: unrelated sentences scored {cross}");
 }

@@ -20,12 +20,13 @@ pub fn model_dir() -> PathBuf {
     Paths::resolve(&config().paths).model_dir
 }
 
-/// The real all-MiniLM-L6-v2 GGUF, as `just models` placed it.
+/// The configured all-MiniLM-L6-v2 GGUF (the default, q8_0), as `just models` placed it.
 pub fn embedder() -> Embedder {
     static E: OnceLock<Embedder> = OnceLock::new();
     E.get_or_init(|| {
-        let (m, path) = models::resolve("all-minilm-l6-v2", "embedding", &model_dir())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (m, path) =
+            models::resolve(&config().memory.embedding_model, "embedding", &model_dir())
+                .unwrap_or_else(|e| panic!("{e}"));
         Embedder::start(&m.name, path, 2).unwrap_or_else(|e| panic!("{e}"))
     })
     .clone()

@@ -1,0 +1,384 @@
+//! `cargo bench -p ming-memory --bench memory` (part of `just bench`).
+//!
+//! For each store size (env `MING_BENCH_MEMORIES`, default `10000,100000`):
+//! - embedding throughput (texts/s) of the real all-MiniLM-L6-v2 GGUF, batched;
+//! - bulk load into the qdrant-edge store, then its optimiser (HNSW build) time;
+//! - recall@10 of the store's dense search against exact brute force on the same vectors;
+//! - recall latency p50/p99 end to end over the bus (client → broker → memory service →
+//!   query embedding + dense + BM25 + phrase search + fusion → back), and of the search alone;
+//! - `remember` throughput over the bus (batches of 64, each acknowledged only once durable);
+//! - the process's RSS (broker, service, embedder and store all live in it).
+//!
+//! The corpus is generated from templates (people, actions, places, times), so it is sentences
+//! the model embeds like real memories, not random vectors.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ming_bus::broker::BrokerHandle;
+use ming_bus::worker::{run_worker, WorkerOptions};
+use ming_bus::{BusClient, BusConfig};
+use ming_config::{models, Config, Paths};
+use ming_memory::embed::{dot, Embedder};
+use ming_memory::memories::{Clock, Memories, Settings, SystemClock};
+use ming_memory::store::{Backend, EdgeBackend, Selection};
+use ming_memory::MemoryService;
+use ming_schemas::kinds;
+use ming_schemas::memory::{Memory, MemoryKind, NewMemory, Recall, Recalled, Remember, Remembered};
+use qdrant_edge::external::uuid::Uuid;
+
+const PEOPLE: &[&str] = &[
+    "my sister",
+    "my brother",
+    "my manager",
+    "the plumber",
+    "my neighbour",
+    "our landlord",
+    "my dentist",
+    "my daughter",
+    "my son",
+    "grandma",
+    "the accountant",
+    "my friend Tomás",
+    "my colleague Priya",
+    "the vet",
+    "my partner",
+    "the electrician",
+    "coach Miller",
+    "aunt Rosa",
+];
+const ACTIONS: &[&str] = &[
+    "prefers",
+    "recommended",
+    "borrowed",
+    "is allergic to",
+    "forgot",
+    "asked about",
+    "paid for",
+    "booked",
+    "cancelled",
+    "loves",
+    "hates",
+    "repaired",
+    "lost",
+    "ordered",
+    "returned",
+    "complained about",
+    "is saving for",
+    "painted",
+];
+const THINGS: &[&str] = &[
+    "the red bicycle",
+    "oat milk",
+    "a table for four",
+    "the quarterly report",
+    "peanuts",
+    "the blue umbrella",
+    "a flight to Lisbon",
+    "the kitchen tap",
+    "tickets for the concert",
+    "a new laptop",
+    "the garden fence",
+    "green tea",
+    "the car insurance",
+    "a yoga class",
+    "the winter tyres",
+    "a birthday cake",
+    "the spare key",
+    "jazz records",
+    "the boiler service",
+    "a dentist appointment",
+];
+const WHEN: &[&str] = &[
+    "last Monday",
+    "on Friday evening",
+    "every Sunday",
+    "in March",
+    "yesterday",
+    "next week",
+    "at 9 am",
+    "after lunch",
+    "over the weekend",
+    "before Christmas",
+    "this morning",
+    "twice a month",
+    "in the summer",
+    "on the 14th",
+];
+const WHERE: &[&str] = &[
+    "at the market",
+    "in Leeds",
+    "near the station",
+    "at the office",
+    "online",
+    "in the garage",
+    "at the gym",
+    "downtown",
+    "at school",
+    "in the garden",
+    "at the airport",
+    "by the river",
+];
+
+fn sentence(i: usize) -> String {
+    // A mixed-radix walk through the templates: every i is a different sentence.
+    let mut n = i;
+    let mut pick = |xs: &[&'static str]| {
+        let x = xs[n % xs.len()];
+        n /= xs.len();
+        x
+    };
+    let (p, a, t, w, h) = (
+        pick(PEOPLE),
+        pick(ACTIONS),
+        pick(THINGS),
+        pick(WHEN),
+        pick(WHERE),
+    );
+    format!("{p} {a} {t} {w} {h} (note {i})")
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("MING_BENCH_MEMORIES")
+        .unwrap_or_else(|_| "10000,100000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let cfg = Config::from_toml_over_defaults("").expect("config");
+    let (m, path) = models::resolve(
+        &cfg.memory.embedding_model,
+        "embedding",
+        &Paths::resolve(&cfg.paths).model_dir,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let embedder = Embedder::start(&m.name, path, 0).unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "memory bench: {} ({} dims), sizes {sizes:?}",
+        embedder.model, embedder.dims
+    );
+    // Embedding latency by batch size (a recall embeds one short query).
+    for batch in [1usize, 4, 16, 64] {
+        let mut per = Vec::new();
+        for r in 0..(64 / batch).max(8) {
+            let texts: Vec<String> = (0..batch).map(|i| sentence(r * 1000 + i)).collect();
+            let t = Instant::now();
+            embedder.embed_blocking(texts).expect("embed");
+            per.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        per.sort_by(f64::total_cmp);
+        let p50 = pct(&per, 0.5);
+        println!(
+            "embed batch {batch:>3}: p50 {p50:>7.2} ms per call, {:>6.2} ms per text",
+            p50 / batch as f64
+        );
+    }
+    if std::env::var_os("MING_BENCH_EMBED_ONLY").is_some() {
+        return;
+    }
+    for n in sizes {
+        bench_size(&embedder, n);
+    }
+}
+
+fn bench_size(embedder: &Embedder, n: usize) {
+    println!("\n== {n} memories ==");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store_dir = dir.path().join("store");
+    // 1. Embedding throughput over the whole corpus (kept for the brute-force reference).
+    let texts: Vec<String> = (0..n).map(sentence).collect();
+    let t = Instant::now();
+    let mut vectors = Vec::with_capacity(n);
+    for chunk in texts.chunks(256) {
+        vectors.extend(embedder.embed_blocking(chunk.to_vec()).expect("embed"));
+    }
+    let embed_s = t.elapsed().as_secs_f64();
+    println!(
+        "embed        {:>9.0} texts/s  ({n} texts in {embed_s:.1} s)",
+        n as f64 / embed_s
+    );
+
+    // 2. Bulk load (the import path: no dedup search), then the optimiser.
+    let backend = EdgeBackend::open(&store_dir, embedder.dims).expect("store");
+    let now = SystemClock.now_ms();
+    let t = Instant::now();
+    let items: Vec<(Memory, Vec<f32>)> = texts
+        .iter()
+        .zip(&vectors)
+        .map(|(text, v)| {
+            (
+                Memory {
+                    id: Uuid::new_v4().to_string(),
+                    text: text.clone(),
+                    kind: MemoryKind::Fact,
+                    source: "bench".into(),
+                    tags: vec![],
+                    created_ms: now,
+                    updated_ms: now,
+                    expires_ms: None,
+                },
+                v.clone(),
+            )
+        })
+        .collect();
+    for chunk in items.chunks(1000) {
+        backend.upsert(chunk).expect("upsert");
+    }
+    let load_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let optimised = backend.maintain().expect("optimise");
+    let opt_s = t.elapsed().as_secs_f64();
+    println!(
+        "store load   {:>9.0} memories/s (1000 per durable write); optimise {opt_s:.1} s (index built: {optimised}); {:.1} MiB on disk",
+        n as f64 / load_s,
+        backend.disk_bytes() as f64 / (1024.0 * 1024.0)
+    );
+
+    // 3. recall@10 of the dense search against brute force.
+    let queries: Vec<String> = (0..200).map(|i| sentence(n * 7 + i * 13 + 3)).collect();
+    let qv = embedder
+        .embed_blocking(queries.clone())
+        .expect("embed queries");
+    let sel = Selection {
+        filter: Default::default(),
+        live_at: Some(now),
+    };
+    let mut found = 0;
+    let mut search_ms = Vec::new();
+    for q in &qv {
+        let mut exact: Vec<(f32, usize)> = vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (dot(q, v), i))
+            .collect();
+        exact.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let truth: std::collections::HashSet<&str> = exact[..10]
+            .iter()
+            .map(|(_, i)| items[*i].0.id.as_str())
+            .collect();
+        let t = Instant::now();
+        let got = backend.dense(q, &sel, 10).expect("search");
+        search_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        found += got
+            .iter()
+            .filter(|s| truth.contains(s.memory.id.as_str()))
+            .count();
+    }
+    search_ms.sort_by(f64::total_cmp);
+    println!(
+        "recall@10    {:>9.3}  (dense search vs exact brute force, 200 queries; search alone p50 {:.2} ms p99 {:.2} ms)",
+        found as f64 / (qv.len() * 10) as f64,
+        pct(&search_ms, 0.5),
+        pct(&search_ms, 0.99)
+    );
+    drop(backend);
+
+    // 4. End to end over the bus: broker + memory service in this process.
+    let cfg = Config::from_toml_over_defaults("").expect("config");
+    let memories = Arc::new(Memories::new(
+        Box::new(EdgeBackend::open(&store_dir, embedder.dims).expect("reopen")),
+        embedder.clone(),
+        Settings::from_config(&cfg.memory),
+        Arc::new(SystemClock),
+    ));
+    let bus = BusConfig::in_dir(dir.path());
+    let _broker = BrokerHandle::start(&bus, ["memory".to_string()], None).expect("broker");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let service = MemoryService::new(Arc::clone(&memories));
+    let wbus = bus.clone();
+    rt.spawn(async move {
+        let _ = run_worker(
+            &wbus,
+            WorkerOptions::for_service("memory"),
+            Arc::new(service),
+            std::future::pending(),
+        )
+        .await;
+    });
+    let (recall_ms, remember_rate) = rt.block_on(async {
+        let client = BusClient::connect(&bus, "bench").expect("client");
+        let recall = |q: &str| Recall {
+            query: q.into(),
+            k: 10,
+            filter: Default::default(),
+            min_score: None,
+        };
+        loop {
+            let r: Result<Recalled, _> = client
+                .request(
+                    "memory",
+                    kinds::MEMORY_RECALL,
+                    &recall("warm up"),
+                    Duration::from_millis(2000),
+                )
+                .await;
+            if r.is_ok() {
+                break;
+            }
+        }
+        let mut times = Vec::new();
+        for q in &queries {
+            let t = Instant::now();
+            let _: Recalled = client
+                .request(
+                    "memory",
+                    kinds::MEMORY_RECALL,
+                    &recall(q),
+                    Duration::from_secs(5),
+                )
+                .await
+                .expect("recall");
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        let t = Instant::now();
+        let mut stored = 0;
+        for b in 0..10 {
+            let batch = Remember {
+                memories: (0..64)
+                    .map(|i| NewMemory::new(sentence(n * 3 + b * 64 + i), MemoryKind::Fact))
+                    .collect(),
+            };
+            let r: Remembered = client
+                .request(
+                    "memory",
+                    kinds::MEMORY_REMEMBER,
+                    &batch,
+                    Duration::from_secs(60),
+                )
+                .await
+                .expect("remember");
+            stored += r.outcomes.len();
+        }
+        (times, stored as f64 / t.elapsed().as_secs_f64())
+    });
+    println!(
+        "recall       p50 {:>6.2} ms  p99 {:>6.2} ms  (over the bus, k=10, hybrid, including the query embedding)",
+        pct(&recall_ms, 0.5),
+        pct(&recall_ms, 0.99)
+    );
+    println!("remember     {remember_rate:>9.0} memories/s over the bus (batches of 64: embed, dedup search, durable write)");
+    println!(
+        "rss          {:>9.0} MiB (this process: broker, service, embedder, store)",
+        rss_mib()
+    );
+}
