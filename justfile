@@ -91,6 +91,12 @@ test: setup models
     log="$(mktemp)"
     trap 'rm -f "$log"' EXIT
     cargo test --workspace --locked -- --test-threads 2 2>&1 | tee "$log"
+    if [ -n "${QDRANT_URL:-}" ]; then
+      echo "test: QDRANT_URL is set: the memory contract runs against $QDRANT_URL too"
+      cargo test --locked -p ming-memory --test contract -- --ignored 2>&1 | tee -a "$log"
+    else
+      echo "test: QDRANT_URL is not set: the memory contract's Qdrant-server runs are skipped (shown as ignored)"
+    fi
     awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "total: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 
 # Benchmarks (release build): bus latency against raw ZeroMQ, throughput, streaming; the

@@ -496,6 +496,12 @@ impl Config {
             "a URL such as http://qdrant.local:6334 when memory.backend = \"qdrant\"",
         );
         check(
+            m.backend != "qdrant" || self.services.get("memory").is_some_and(|s| s.network),
+            "services.memory.network",
+            "false".into(),
+            "true when memory.backend = \"qdrant\" (a Qdrant server is reached over the network; only what config allows may use it)",
+        );
+        check(
             m.dedup_threshold > 0.0 && m.dedup_threshold <= 1.0,
             "memory.dedup_threshold",
             m.dedup_threshold.to_string(),
@@ -747,6 +753,24 @@ mod tests {
             text.contains("`bus.heartbeat_ms` = 1: expected between 10 and 60000"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_qdrant_memory_backend_needs_a_url_and_the_network() {
+        let err = Config::from_toml_over_defaults("[memory]\nbackend = \"qdrant\"\n").unwrap_err();
+        let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["memory.qdrant_url", "services.memory.network"],
+            "{err}"
+        );
+        let cfg = Config::from_toml_over_defaults(
+            "[memory]\nbackend = \"qdrant\"\nqdrant_url = \"http://qdrant.lan:6334\"\n[services.memory]\nnetwork = true\n",
+        )
+        .unwrap();
+        assert!(cfg.services["memory"].network);
+        let err = Config::from_toml_over_defaults("[memory]\nbackend = \"chroma\"\n").unwrap_err();
+        assert_eq!(err.problems[0].key, "memory.backend");
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! # Layout
 //! - [`embed`]: the embedding engine (its own llama.cpp model and context, on its own thread).
 //! - [`store`]: the [`store::Backend`] trait and the embedded qdrant-edge backend.
+//! - [`qdrant`]: the same trait over a Qdrant server or cluster (qdrant-client, gRPC).
 //! - [`memories`]: the rules shared by every backend (validation, dedup, expiry, fusion).
 //! - [`MemoryService`] / [`run`]: the bus side: `memory.*` requests, a background purge.
 
 pub mod embed;
 pub mod memories;
+pub mod qdrant;
 pub mod store;
 
 use std::future::Future;
@@ -27,7 +29,8 @@ use serde::Serialize;
 
 use crate::embed::{Embedder, StartEmbedderError};
 use crate::memories::{Memories, MemoryError, Settings, SystemClock};
-use crate::store::{EdgeBackend, StoreError};
+use crate::qdrant::QdrantBackend;
+use crate::store::{Backend, EdgeBackend, StoreError};
 
 /// The name this service registers under (unless `MING_SERVICE` names another).
 pub const SERVICE: &str = "memory";
@@ -43,7 +46,7 @@ pub enum StartError {
     /// The store cannot be opened (exit 78: a restart would not help).
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("memory.backend = {0:?} is not available in this build yet (use \"edge\")")]
+    #[error("{0}")]
     Backend(String),
     #[error(transparent)]
     Bus(#[from] BusError),
@@ -66,16 +69,43 @@ pub fn open(cfg: &Config) -> Result<Memories, StartError> {
     let paths = Paths::resolve(&cfg.paths);
     let (m, path) = models::resolve(&cfg.memory.embedding_model, "embedding", &paths.model_dir)?;
     let embedder = Embedder::start(&m.name, path, cfg.memory.threads)?;
-    let backend = match cfg.memory.backend.as_str() {
+    let backend: Box<dyn Backend> = match cfg.memory.backend.as_str() {
         "edge" => {
             let dir = store_dir(cfg);
             pin_embedding_model(&dir, &m.name)?;
-            EdgeBackend::open(&dir, embedder.dims)?
+            Box::new(EdgeBackend::open(&dir, embedder.dims)?)
         }
-        other => return Err(StartError::Backend(other.into())),
+        "qdrant" => {
+            if !cfg.services.get(SERVICE).is_some_and(|s| s.network) {
+                return Err(StartError::Backend(
+                    "memory.backend = \"qdrant\" needs the network: set [services.memory] network = true".into(),
+                ));
+            }
+            let key_env = &cfg.memory.qdrant_api_key_env;
+            let key = if key_env.is_empty() {
+                None
+            } else {
+                Some(std::env::var(key_env).map_err(|_| {
+                    StartError::Backend(format!(
+                        "memory.qdrant_api_key_env names {key_env}, which is not set"
+                    ))
+                })?)
+            };
+            Box::new(QdrantBackend::open(
+                &cfg.memory.qdrant_url,
+                key,
+                &cfg.memory.qdrant_collection,
+                embedder.dims,
+            )?)
+        }
+        other => {
+            return Err(StartError::Backend(format!(
+                "unknown memory.backend {other:?}"
+            )))
+        }
     };
     Ok(Memories::new(
-        Box::new(backend),
+        backend,
         embedder,
         Settings::from_config(&cfg.memory),
         Arc::new(SystemClock),

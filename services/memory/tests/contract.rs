@@ -1,13 +1,15 @@
 //! The memory contract: what every backend must do, with the real embedding model.
 //!
-//! Each test runs against the embedded qdrant-edge backend. The Qdrant-server backend is not in
-//! this build yet; when it lands, it runs the same functions when `QDRANT_URL` is set.
+//! Each contract runs against the embedded qdrant-edge backend (`edge_*`) and a Qdrant server
+//! (`qdrant_*`). The server runs are marked ignored, with the reason, unless a server is given:
+//! `QDRANT_URL=http://host:6334 just test` runs them (`--include-ignored`); each uses a fresh
+//! collection and deletes nothing else.
 
 mod common;
 
 use std::sync::Arc;
 
-use common::{memories, settings, Edge, Harness, T0};
+use common::{memories, settings, Edge, Harness, QdrantServer, T0};
 use ming_memory::memories::{ManualClock, MemoryError};
 use ming_schemas::memory::{
     Embed, Forget, Import, List, MemoryFilter, MemoryIds, MemoryKind, NewMemory, Recall, Remember,
@@ -179,11 +181,6 @@ fn paraphrase_recall_top3(h: &dyn Harness) {
     );
 }
 
-#[test]
-fn edge_paraphrase_recall_top3() {
-    paraphrase_recall_top3(&Edge::new());
-}
-
 fn exact_phrase_wins(h: &dyn Harness) {
     let m = memories(h, clock(), settings());
     let mut batch: Vec<NewMemory> = PAIRS
@@ -205,11 +202,6 @@ fn exact_phrase_wins(h: &dyn Harness) {
     let got = m.recall(q).unwrap();
     assert_eq!(got.hits.len(), 1, "{:?}", got.hits);
     assert_eq!(got.hits[0].memory.text, target);
-}
-
-#[test]
-fn edge_exact_phrase_wins() {
-    exact_phrase_wins(&Edge::new());
 }
 
 fn filters(h: &dyn Harness) {
@@ -308,11 +300,6 @@ fn filters(h: &dyn Harness) {
     assert_ne!(page2.memories[0].id, listed.memories[0].id);
 }
 
-#[test]
-fn edge_filters() {
-    filters(&Edge::new());
-}
-
 fn ttl_expiry(h: &dyn Harness) {
     let c = clock();
     let m = memories(h, c.clone(), settings());
@@ -351,11 +338,6 @@ fn ttl_expiry(h: &dyn Harness) {
     assert_eq!(m.stats().unwrap().purged, 1);
 }
 
-#[test]
-fn edge_ttl_expiry() {
-    ttl_expiry(&Edge::new());
-}
-
 fn decay(h: &dyn Harness) {
     let c = clock();
     let mut s = settings();
@@ -387,11 +369,6 @@ fn decay(h: &dyn Harness) {
     let hits = m.recall(recall("lunch with Marco", 2)).unwrap().hits;
     assert_eq!(hits.len(), 1);
     assert!(hits[0].memory.text.contains("pizza"));
-}
-
-#[test]
-fn edge_decay() {
-    decay(&Edge::new());
 }
 
 fn dedup(h: &dyn Harness) {
@@ -440,11 +417,6 @@ fn dedup(h: &dyn Harness) {
         })
         .unwrap();
     assert!(!r.outcomes[0].deduplicated);
-}
-
-#[test]
-fn edge_dedup() {
-    dedup(&Edge::new());
 }
 
 fn update_and_forget(h: &dyn Harness) {
@@ -522,11 +494,6 @@ fn update_and_forget(h: &dyn Harness) {
     assert_eq!(m.stats().unwrap().memories, 0);
 }
 
-#[test]
-fn edge_update_and_forget() {
-    update_and_forget(&Edge::new());
-}
-
 fn bad_input(h: &dyn Harness) {
     let m = memories(h, clock(), settings());
     let code = |e: MemoryError| e.code();
@@ -575,11 +542,6 @@ fn bad_input(h: &dyn Harness) {
     );
     // Nothing was stored by any of that.
     assert_eq!(m.stats().unwrap().memories, 0);
-}
-
-#[test]
-fn edge_bad_input() {
-    bad_input(&Edge::new());
 }
 
 fn reopen_keeps_everything(h: &dyn Harness) {
@@ -654,11 +616,6 @@ fn reopen_keeps_everything(h: &dyn Harness) {
 }
 
 #[test]
-fn edge_reopen_keeps_everything() {
-    reopen_keeps_everything(&Edge::new());
-}
-
-#[test]
 fn embed_is_normalised_and_batched() {
     let h = Edge::new();
     let m = memories(&h, clock(), settings());
@@ -691,4 +648,59 @@ fn a_store_refuses_another_embedding_model() {
     ming_memory::pin_embedding_model(dir.path(), "all-minilm-l6-v2-q8").unwrap();
     let e = ming_memory::pin_embedding_model(dir.path(), "all-minilm-l6-v2").unwrap_err();
     assert!(e.to_string().contains("ming memory export"), "{e}");
+}
+
+/// Each contract once per backend.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod edge {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(&super::Edge::new());
+                }
+            )*
+        }
+        mod qdrant {
+            $(
+                #[test]
+                #[ignore = "needs a Qdrant server: set QDRANT_URL (and QDRANT_API_KEY if it wants one)"]
+                fn $name() {
+                    super::$name(&super::QdrantServer::from_env());
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    paraphrase_recall_top3,
+    exact_phrase_wins,
+    filters,
+    ttl_expiry,
+    decay,
+    dedup,
+    update_and_forget,
+    bad_input,
+    reopen_keeps_everything,
+);
+
+#[test]
+fn qdrant_backend_without_a_server_is_a_clear_error() {
+    let t = std::time::Instant::now();
+    let e = match ming_memory::qdrant::QdrantBackend::open(
+        "http://127.0.0.1:9",
+        None,
+        "ming_none",
+        384,
+    ) {
+        Ok(_) => panic!("nothing listens on port 9"),
+        Err(e) => e,
+    };
+    assert!(e.to_string().contains("does not answer"), "{e}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}",
+        t.elapsed()
+    );
 }

@@ -69,3 +69,40 @@ impl Harness for Edge {
 pub fn memories(h: &dyn Harness, clock: Arc<ManualClock>, settings: Settings) -> Memories {
     Memories::new(h.open(), embedder(), settings, clock)
 }
+
+/// A fresh collection on the Qdrant server at `QDRANT_URL`.
+pub struct QdrantServer {
+    pub url: String,
+    pub collection: String,
+}
+
+impl QdrantServer {
+    pub fn from_env() -> Self {
+        let url = std::env::var("QDRANT_URL")
+            .expect("QDRANT_URL is not set: the Qdrant contract runs need a server");
+        Self {
+            url,
+            collection: format!(
+                "ming_contract_{}",
+                qdrant_edge::external::uuid::Uuid::new_v4().simple()
+            ),
+        }
+    }
+}
+
+impl Harness for QdrantServer {
+    fn name(&self) -> &'static str {
+        "qdrant"
+    }
+    fn open(&self) -> Box<dyn Backend> {
+        Box::new(
+            ming_memory::qdrant::QdrantBackend::open(
+                &self.url,
+                std::env::var("QDRANT_API_KEY").ok(),
+                &self.collection,
+                384,
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+}
