@@ -296,6 +296,41 @@ fn bench_size(embedder: &Embedder, n: usize) {
         Settings::from_config(&cfg.memory),
         Arc::new(SystemClock),
     ));
+    // In process (no bus): the keyword and phrase searches overlapping the query embedding, or
+    // after it, alternating on the same queries.
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for q in &queries {
+        for overlap in [true, false] {
+            let t = Instant::now();
+            memories
+                .recall_with(
+                    Recall {
+                        query: q.clone(),
+                        k: 10,
+                        filter: Default::default(),
+                        min_score: None,
+                    },
+                    overlap,
+                )
+                .expect("recall");
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            if overlap {
+                with.push(ms)
+            } else {
+                without.push(ms)
+            }
+        }
+    }
+    with.sort_by(f64::total_cmp);
+    without.sort_by(f64::total_cmp);
+    println!(
+        "recall here  p50 {:>6.2} ms overlapped / {:>6.2} ms one after another ({:.2}x); p99 {:.2} / {:.2} ms",
+        pct(&with, 0.5),
+        pct(&without, 0.5),
+        pct(&without, 0.5) / pct(&with, 0.5),
+        pct(&with, 0.99),
+        pct(&without, 0.99)
+    );
     let bus = BusConfig::in_dir(dir.path());
     let _broker = BrokerHandle::start(&bus, ["memory".to_string()], None).expect("broker");
     let rt = tokio::runtime::Builder::new_multi_thread()
