@@ -142,6 +142,16 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+fn du(p: &std::path::Path) -> u64 {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(p)
+            .map(|es| es.flatten().map(|e| du(&e.path())).sum())
+            .unwrap_or(0),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -248,6 +258,23 @@ fn bench_size(embedder: &Embedder, n: usize) {
         n as f64 / load_s,
         backend.disk_bytes() as f64 / (1024.0 * 1024.0)
     );
+
+    // Where the disk space goes (top-level parts of the store).
+    let parts: Vec<String> = std::fs::read_dir(&store_dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    format!(
+                        "{} {:.1} MiB",
+                        e.file_name().to_string_lossy(),
+                        du(&e.path()) as f64 / 1048576.0
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    println!("on disk      {}", parts.join(", "));
 
     // 3. recall@10 of the dense search against brute force.
     let queries: Vec<String> = (0..200).map(|i| sentence(n * 7 + i * 13 + 3)).collect();

@@ -238,6 +238,13 @@ impl EdgeBackend {
                     .modifier(Modifier::Idf)
                     .build(),
             )
+            // qdrant-edge preallocates WAL segments (32 MiB each by default) although `load`
+            // never replays them; 8 MiB still holds the largest write (256 memories).
+            .wal_options(qdrant_edge::WalOptions {
+                segment_capacity: 8 << 20,
+                segment_queue_len: 0,
+                retain_closed: std::num::NonZeroUsize::MIN,
+            })
             .build();
         let shard = if fresh {
             EdgeShard::new(dir, config).map_err(|e| open_err(e.to_string()))?
