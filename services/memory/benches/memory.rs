@@ -323,6 +323,39 @@ fn bench_size(embedder: &Embedder, n: usize) {
         Settings::from_config(&cfg.memory),
         Arc::new(SystemClock),
     ));
+    // Each stage of a recall alone, on the same queries (where the time goes).
+    let b = memories.backend();
+    let mut stages: [Vec<f64>; 4] = Default::default();
+    for (q, v) in queries.iter().zip(&qv) {
+        let time = |f: &mut dyn FnMut()| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        };
+        stages[0].push(time(&mut || {
+            embedder.embed_blocking(vec![q.clone()]).expect("embed");
+        }));
+        stages[1].push(time(&mut || {
+            b.dense(v, &sel, 40).expect("dense");
+        }));
+        stages[2].push(time(&mut || {
+            b.keyword(q, &sel, 40).expect("keyword");
+        }));
+        stages[3].push(time(&mut || {
+            b.phrase(q, &sel, 40).expect("phrase");
+        }));
+    }
+    for st in &mut stages {
+        st.sort_by(f64::total_cmp);
+    }
+    println!(
+        "stages p50   embed {:.2} ms, dense {:.2} ms, bm25 {:.2} ms, phrase {:.2} ms (depth 40)",
+        pct(&stages[0], 0.5),
+        pct(&stages[1], 0.5),
+        pct(&stages[2], 0.5),
+        pct(&stages[3], 0.5)
+    );
+
     // In process (no bus): the keyword and phrase searches overlapping the query embedding, or
     // after it, alternating on the same queries.
     let (mut with, mut without) = (Vec::new(), Vec::new());
