@@ -49,6 +49,8 @@ pub enum StartEmbedderError {
     NotAnEmbeddingModel { path: String, reason: String },
 }
 
+type Reply = tokio::sync::oneshot::Receiver<Result<Vec<Vec<f32>>, EmbedError>>;
+
 struct Job {
     texts: Vec<String>,
     reply: tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
@@ -93,14 +95,10 @@ impl Embedder {
     /// [`EmbedError`]: an empty or too long text fails the whole call (say which by index in
     /// the caller), as does a stopped engine.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
-        if texts.is_empty() {
-            return Ok(Vec::new());
+        match self.submit(texts)? {
+            Some(rx) => rx.await.map_err(|_| EmbedError::Stopped)?,
+            None => Ok(Vec::new()),
         }
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Job { texts, reply })
-            .map_err(|_| EmbedError::Stopped)?;
-        rx.await.map_err(|_| EmbedError::Stopped)?
     }
 
     /// [`Embedder::embed`] for callers outside the runtime (tests, benches, blocking code).
@@ -108,14 +106,22 @@ impl Embedder {
     /// # Errors
     /// As [`Embedder::embed`].
     pub fn embed_blocking(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        match self.submit(texts)? {
+            Some(rx) => rx.blocking_recv().map_err(|_| EmbedError::Stopped)?,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Queues `texts` for the engine thread; `None` when there is nothing to embed.
+    fn submit(&self, texts: Vec<String>) -> Result<Option<Reply>, EmbedError> {
         if texts.is_empty() {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
             .send(Job { texts, reply })
             .map_err(|_| EmbedError::Stopped)?;
-        rx.blocking_recv().map_err(|_| EmbedError::Stopped)?
+        Ok(Some(rx))
     }
 }
 

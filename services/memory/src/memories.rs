@@ -450,22 +450,19 @@ impl Memories {
     /// `NotFound` for an unknown id; `BadRequest`/`TooLarge` for bad fields.
     pub fn update(&self, req: Update) -> Result<Memory, MemoryError> {
         check_ids(std::slice::from_ref(&req.id))?;
-        let mut list = self.get(MemoryIds {
-            ids: vec![req.id.clone()],
-        })?;
-        let mut m = list
-            .memories
+        // The memory and its vector in one read; an expired memory is as good as gone.
+        let now = self.now();
+        let (mut m, mut vector) = self
+            .backend
+            .get(std::slice::from_ref(&req.id))?
             .pop()
+            .filter(|(m, _)| m.expires_ms.is_none_or(|e| e > now))
             .ok_or_else(|| MemoryError::NotFound(format!("no memory with id {}", req.id)))?;
-        let vector = match req.text {
-            Some(text) => {
-                self.check_text("text", &text)?;
-                let v = self.embed(vec![text.clone()])?.pop().unwrap_or_default();
-                m.text = text;
-                Some(v)
-            }
-            None => None,
-        };
+        if let Some(text) = req.text {
+            self.check_text("text", &text)?;
+            vector = self.embed(vec![text.clone()])?.pop().unwrap_or_default();
+            m.text = text;
+        }
         if let Some(k) = req.kind {
             m.kind = k;
         }
@@ -479,22 +476,12 @@ impl Memories {
             check_tags("tags", &tags)?;
             m.tags = dedup_tags(tags);
         }
-        let now = self.now();
         match req.ttl_s {
             Some(0) => m.expires_ms = None,
             Some(s) => m.expires_ms = self.expires(now, Some(s)),
             None => {}
         }
         m.updated_ms = now;
-        let vector = match vector {
-            Some(v) => v,
-            None => self
-                .backend
-                .get(std::slice::from_ref(&m.id))?
-                .pop()
-                .map(|(_, v)| v)
-                .ok_or_else(|| MemoryError::NotFound(format!("no memory with id {}", m.id)))?,
-        };
         self.backend.upsert(&[(m.clone(), vector)])?;
         Ok(m)
     }
