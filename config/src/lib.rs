@@ -20,12 +20,13 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 /// The top-level sections.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "paths",
     "bus",
     "supervisor",
     "inference",
     "memory",
+    "audio",
     "agent",
     "cloud",
     "services",
@@ -43,6 +44,7 @@ pub struct Config {
     pub supervisor: SupervisorSettings,
     pub inference: InferenceSettings,
     pub memory: MemorySettings,
+    pub audio: AudioSettings,
     pub agent: AgentSettings,
     pub cloud: CloudSettings,
     pub services: BTreeMap<String, ServiceSettings>,
@@ -126,6 +128,53 @@ pub struct MemorySettings {
     pub qdrant_api_key_env: String,
     /// The collection on the Qdrant server.
     pub qdrant_collection: String,
+}
+
+/// The audio service (issue #5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioSettings {
+    /// Speech-to-text model: a name from models/manifest.toml with role `stt`.
+    pub stt_model: String,
+    /// Voice activity model (role `vad`).
+    pub vad_model: String,
+    /// CPU threads for speech-to-text; 0: all cores.
+    pub threads: u32,
+    /// Beam width of the speech-to-text decoder; 1: greedy.
+    pub stt_beam: u32,
+    /// Words the speech-to-text decoder is told to expect (whisper's initial prompt).
+    pub stt_prompt: String,
+    /// Live input: `default` (the default capture device), a device name, `bus` (PCM sent with
+    /// `audio.feed`), or `none`.
+    pub input: String,
+    /// Speech output: `default`, a device name, or `none` (replies are then not played; a
+    /// request may still ask for a WAV file).
+    pub output: String,
+    /// `push_to_talk` (`ming listen` opens and closes a turn) or `wake` (always listening for
+    /// `wake_phrase`).
+    pub mode: String,
+    pub wake_phrase: String,
+    /// After an answer, seconds in which the user may speak again without the wake phrase.
+    pub follow_up_s: f32,
+    /// Speech probability that starts speech, and below which it pauses.
+    pub vad_threshold: f32,
+    pub vad_off_threshold: f32,
+    /// Silence that ends a turn, and the shorter one that suffices when the transcript so far
+    /// reads as a complete command (ms).
+    pub hangover_ms: u32,
+    pub early_hangover_ms: u32,
+    /// Audio kept before the detected start of speech (ms).
+    pub preroll_ms: u32,
+    /// New audio between partial transcripts while the user speaks (ms); 0: none.
+    pub partial_interval_ms: u32,
+    /// Longest utterance; longer speech is cut into turns of this length (ms).
+    pub max_utterance_ms: u32,
+    /// Text-to-speech engine (`espeak-ng`, run as a separate process), voice and words/minute.
+    pub tts_command: String,
+    pub tts_voice: String,
+    pub tts_rate: u32,
+    /// Longest text `audio.speak` takes, in bytes.
+    pub max_speak_bytes: u32,
 }
 
 /// The inference service (issue #3).
@@ -326,6 +375,7 @@ impl Config {
         let services = section("services");
         let inference = section("inference");
         let memory = section("memory");
+        let audio = section("audio");
         let cloud = section("cloud");
         let agent = section("agent");
         if let Some(figment::value::Value::Dict(_, root)) = &root {
@@ -347,6 +397,7 @@ impl Config {
         let inference =
             inference.and_then(|_| take::<InferenceSettings>(fig, "inference", &mut problems));
         let memory = memory.and_then(|_| take::<MemorySettings>(fig, "memory", &mut problems));
+        let audio = audio.and_then(|_| take::<AudioSettings>(fig, "audio", &mut problems));
         let cloud = cloud.and_then(|_| take::<CloudSettings>(fig, "cloud", &mut problems));
         let agent = agent.and_then(|_| take::<AgentSettings>(fig, "agent", &mut problems));
         let mut service_map = BTreeMap::new();
@@ -372,6 +423,7 @@ impl Config {
             Some(supervisor),
             Some(inference),
             Some(memory),
+            Some(audio),
             Some(agent),
             Some(cloud),
             true,
@@ -381,6 +433,7 @@ impl Config {
             supervisor,
             inference,
             memory,
+            audio,
             agent,
             cloud,
             problems.is_empty(),
@@ -394,6 +447,7 @@ impl Config {
             supervisor,
             inference,
             memory,
+            audio,
             agent,
             cloud,
             services: service_map,
@@ -533,6 +587,73 @@ impl Config {
                 m.episode_half_life_days, m.forget_below
             ),
             "a half-life of 0 or more days and forget_below in [0, 1)",
+        );
+        let a = &self.audio;
+        check(
+            (1..=8).contains(&a.stt_beam),
+            "audio.stt_beam",
+            a.stt_beam.to_string(),
+            "between 1 (greedy) and 8",
+        );
+        check(
+            a.mode == "push_to_talk" || a.mode == "wake",
+            "audio.mode",
+            format!("{:?}", a.mode),
+            "\"push_to_talk\" or \"wake\"",
+        );
+        check(
+            a.mode != "wake" || !a.wake_phrase.trim().is_empty(),
+            "audio.wake_phrase",
+            format!("{:?}", a.wake_phrase),
+            "a word or two when audio.mode = \"wake\"",
+        );
+        check(
+            0.0 < a.vad_off_threshold
+                && a.vad_off_threshold <= a.vad_threshold
+                && a.vad_threshold < 1.0,
+            "audio.vad_threshold",
+            format!("{} (off {})", a.vad_threshold, a.vad_off_threshold),
+            "0 < vad_off_threshold <= vad_threshold < 1",
+        );
+        check(
+            (64..=3000).contains(&a.hangover_ms)
+                && (32..=a.hangover_ms).contains(&a.early_hangover_ms),
+            "audio.hangover_ms",
+            format!("{} (early {})", a.hangover_ms, a.early_hangover_ms),
+            "hangover_ms between 64 and 3000, early_hangover_ms between 32 and hangover_ms",
+        );
+        check(
+            a.preroll_ms <= 1000 && a.partial_interval_ms <= 10_000,
+            "audio.preroll_ms",
+            format!(
+                "{} (partial_interval_ms {})",
+                a.preroll_ms, a.partial_interval_ms
+            ),
+            "preroll_ms at most 1000 and partial_interval_ms at most 10000",
+        );
+        check(
+            (1_000..=30_000).contains(&a.max_utterance_ms),
+            "audio.max_utterance_ms",
+            a.max_utterance_ms.to_string(),
+            "between 1000 and 30000 (whisper's window is 30 s)",
+        );
+        check(
+            (0.0..=600.0).contains(&a.follow_up_s),
+            "audio.follow_up_s",
+            a.follow_up_s.to_string(),
+            "between 0 and 600",
+        );
+        check(
+            (80..=500).contains(&a.tts_rate),
+            "audio.tts_rate",
+            a.tts_rate.to_string(),
+            "between 80 and 500 words per minute",
+        );
+        check(
+            (16..=1 << 20).contains(&a.max_speak_bytes),
+            "audio.max_speak_bytes",
+            a.max_speak_bytes.to_string(),
+            "between 16 and 1048576",
         );
         for (name, svc) in &self.services {
             check(

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Request body of `agent.message`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub text: String,
     /// Conversation this belongs to (follow-ups share it).
@@ -23,6 +23,10 @@ pub struct Message {
     /// Arguments for `tool`, as JSON text.
     #[serde(default)]
     pub arguments: Option<String>,
+    /// A voice turn: the final transcript `text` came from, with its utterance id, audio
+    /// position and stage times (absent for typed messages, and then not encoded at all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice: Option<crate::audio::Transcript>,
 }
 
 /// Which tier understood the utterance.

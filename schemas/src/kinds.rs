@@ -114,3 +114,28 @@ pub const EVENT_HANDOFF_ANSWER: &str = "agent.handoff_answer";
 pub const AGENT_INTERACTIONS: &str = "agent.interactions";
 /// Request: [`crate::agent::TraceRequest`]; reply [`crate::agent::Interaction`].
 pub const AGENT_TRACE: &str = "agent.trace";
+
+// -- audio (target `audio`); bodies in [`crate::audio`] ------------------------------------
+/// Request: [`crate::audio::Transcribe`]; partials [`crate::audio::Update`] (when asked); reply
+/// [`crate::audio::Transcribed`].
+pub const AUDIO_TRANSCRIBE: &str = "audio.transcribe";
+/// Request: [`crate::audio::Speak`]; reply [`crate::audio::Spoken`] when playback ends.
+pub const AUDIO_SPEAK: &str = "audio.speak";
+/// Request: empty map body; stops what is being spoken; reply [`crate::control::Ack`].
+pub const AUDIO_STOP: &str = "audio.stop";
+/// Request: [`crate::audio::Listen`]; reply [`crate::audio::ListenState`].
+pub const AUDIO_LISTEN: &str = "audio.listen";
+/// Request: [`crate::audio::Feed`]; reply [`crate::audio::ListenState`].
+pub const AUDIO_FEED: &str = "audio.feed";
+/// Event: [`crate::audio::Boundary`].
+pub const EVENT_SPEECH_STARTED: &str = "audio.speech_started";
+/// Event: [`crate::audio::Boundary`].
+pub const EVENT_SPEECH_ENDED: &str = "audio.speech_ended";
+/// Event: [`crate::audio::Transcript`] (partial).
+pub const EVENT_PARTIAL: &str = "audio.partial";
+/// Event: [`crate::audio::Transcript`] (final).
+pub const EVENT_TRANSCRIPT: &str = "audio.transcript";
+/// Event: [`crate::audio::Speaking`] (started, finished, interrupted).
+pub const EVENT_SPEAKING: &str = "audio.speaking";
+/// Event: [`crate::audio::Speaking`]: speech while speaking stopped playback.
+pub const EVENT_BARGE_IN: &str = "audio.barge_in";

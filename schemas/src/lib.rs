@@ -10,6 +10,7 @@
 //! - [`envelope`]: the envelope, its flows, protocol version, encode/decode with size limits.
 //! - [`error`]: the stable error codes that cross the bus, and the error body.
 //! - [`agent`]: utterances in, actions and replies out, action events.
+//! - [`audio`]: transcription, speech boundaries, transcripts, speaking, barge-in, listening.
 //! - [`cloud`]: handoffs, consent tickets and the egress report of cloud-gateway.
 //! - [`control`]: registration, heartbeats, ping/status, drain, and the broker's and supervisor's
 //!   own requests and events.
@@ -17,6 +18,7 @@
 //! - [`kinds`]: the `kind` strings, one constant each.
 
 pub mod agent;
+pub mod audio;
 pub mod cloud;
 pub mod control;
 pub mod envelope;

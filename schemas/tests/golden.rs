@@ -209,6 +209,7 @@ fn service_bodies() {
             confirm: false,
             tool: None,
             arguments: None,
+            voice: None,
         })
         .unwrap(),
     );

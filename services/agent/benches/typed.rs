@@ -65,6 +65,7 @@ fn main() {
             confirm: false,
             tool: None,
             arguments: None,
+            voice: None,
         };
         while client
             .request::<_, Reply>(

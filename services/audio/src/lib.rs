@@ -1,53 +1,377 @@
-//! `ming-audio`: voice in and out (capture, VAD and end of turn, streaming speech-to-text, text-to-speech, barge-in).
-//!
-//! For now this is the service's bus presence only: it registers as `audio`, heartbeats, answers
-//! `control.ping` / `control.status` / `control.drain` (built into the worker), drains on request
-//! or on SIGTERM, and answers every other kind with a clear `Unsupported` error. Its real work
-//! arrives with issue #5.
+//! `ming-audio`: voice in and out — voice activity and end of turn (Silero VAD, our own code),
+//! streaming speech-to-text (whisper.cpp, Whisper tiny.en), text-to-speech (espeak-ng, as a
+//! separate process) with barge-in.
 //!
 //! # Layout
-//! - [`AudioService`]: the request handler.
-//! - [`run`]: serve on the bus until drained.
+//! - [`wav`]: WAV and raw PCM in, 16-bit WAV out.
+//! - [`resample`]: any rate → 16 kHz, streaming, without delay.
+//! - [`vad`]: the Silero network, frame by frame.
+//! - [`turn`]: speech boundaries and end of turn (hangover; sooner for a complete command).
+//! - [`stt`]: the whisper.cpp thread.
+//! - [`pipeline`]: audio → boundaries, partial and final transcripts.
+//! - [`source`]: files, bytes and PCM for `audio.transcribe`, paced or as fast as possible.
+//! - [`tts`]: speech synthesis and playback with barge-in.
+//! - [`AudioService`] / [`run`]: the bus side.
+
+pub mod pipeline;
+pub mod resample;
+pub mod source;
+pub mod stt;
+pub mod tts;
+pub mod turn;
+pub mod vad;
+pub mod wav;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use ming_bus::events::EventPublisher;
 use ming_bus::worker::{run_worker, Handler, Request, Responder, WorkerOptions};
-use ming_bus::{BusConfig, BusResult};
-use ming_config::Config;
-use ming_schemas::ErrorCode;
+use ming_bus::{BusClient, BusConfig, BusError};
+use ming_config::models::{self, ResolveModelError};
+use ming_config::{AudioSettings, Config, Paths};
+use ming_schemas::audio::{Speak, Transcribe, Transcribed, Transcript, Update};
+use ming_schemas::{kinds, ErrorCode};
+
+use crate::pipeline::{Output, PipelineConfig};
+use crate::source::Engine;
+use crate::stt::{Stt, SttError};
+use crate::turn::TurnConfig;
+use crate::vad::{LoadVadError, SileroModel};
 
 /// The name this service registers under (unless `MING_SERVICE` names another).
 pub const SERVICE: &str = "audio";
 
-/// The `audio` service's request handler.
-pub struct AudioService;
+/// Milliseconds of the monotonic clock (`CLOCK_MONOTONIC`: the same in every process).
+pub fn mono_ms() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
+}
 
-impl Handler for AudioService {
-    async fn handle(&self, req: Request, resp: Responder) {
-        resp.error(
-            ErrorCode::Unsupported,
-            format!(
-                "audio does not handle `{}` yet (its work arrives with issue #5)",
-                req.kind()
-            ),
-        );
-    }
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A model is missing, unverified or unknown: not worth a restart (exit 78).
+    #[error(transparent)]
+    Model(#[from] ResolveModelError),
+    #[error(transparent)]
+    Vad(#[from] LoadVadError),
+    #[error(transparent)]
+    Stt(#[from] SttError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
 
-    fn detail(&self) -> String {
-        "control requests only; its work arrives with issue #5".into()
+/// The pipeline settings of `[audio]`.
+pub fn pipeline_config(a: &AudioSettings) -> PipelineConfig {
+    PipelineConfig {
+        turn: TurnConfig {
+            threshold: a.vad_threshold,
+            off_threshold: a.vad_off_threshold,
+            min_speech_frames: 2,
+            hangover_ms: a.hangover_ms,
+            early_hangover_ms: a.early_hangover_ms,
+            max_utterance_ms: a.max_utterance_ms,
+        },
+        preroll_ms: a.preroll_ms,
+        partial_interval_ms: a.partial_interval_ms,
+        ctx_margin: 128,
     }
 }
 
-/// Serves `audio` on the bus until `shutdown` resolves or the supervisor asks it to drain.
+/// Loads the VAD and STT models named in config.
 ///
 /// # Errors
-/// When the bus socket cannot be created or the broker refuses the registration.
-pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> BusResult<()> {
+/// [`StartError`] naming the model and the command that fixes it.
+pub fn load_engine(cfg: &Config) -> Result<Engine, StartError> {
+    let paths = Paths::resolve(&cfg.paths);
+    let (_, vad_path) = models::resolve(&cfg.audio.vad_model, "vad", &paths.model_dir)?;
+    let (stt_model, stt_path) = models::resolve(&cfg.audio.stt_model, "stt", &paths.model_dir)?;
+    let vad = SileroModel::load(&vad_path)?;
+    let threads = if cfg.audio.threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
+    } else {
+        cfg.audio.threads
+    };
+    let stt = Stt::start(
+        &stt_model.name,
+        &stt_path,
+        stt::SttOptions {
+            threads,
+            beam: cfg.audio.stt_beam,
+            prompt: cfg.audio.stt_prompt.clone(),
+        },
+    )?;
+    Ok(Engine {
+        vad,
+        stt,
+        pipeline: pipeline_config(&cfg.audio),
+        utterances: Arc::new(AtomicU64::new(1)),
+    })
+}
+
+/// The `audio` service's request handler.
+pub struct AudioService {
+    engine: Engine,
+    settings: AudioSettings,
+    max_frame: usize,
+    events: Arc<EventPublisher>,
+    bus: Arc<BusClient>,
+    speaker: Arc<tts::Speaker>,
+}
+
+impl AudioService {
+    async fn transcribe(&self, req: Request, mut resp: Responder) {
+        let body: Transcribe = match req.body() {
+            Ok(b) => b,
+            Err(e) => return resp.fail(&e),
+        };
+        let started = Instant::now();
+        let source = match source::open(&body) {
+            Ok(s) => s,
+            Err(e) => return resp.error(ErrorCode::BadRequest, e.to_string()),
+        };
+        let (rate, channels) = (source.format.rate, source.format.channels);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Output>();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let engine = self.engine.clone();
+        let (realtime, partials) = (body.realtime, body.partials);
+        let flag = Arc::clone(&cancel);
+        let worker = tokio::task::spawn_blocking(move || {
+            source::run(&engine, source, realtime, partials, &flag, |o| {
+                let _ = tx.send(o);
+            })
+        });
+        let mut cancelled = req.cancelled.clone();
+        let mut finals: Vec<Transcript> = Vec::new();
+        let mut to_agent = Vec::new();
+        loop {
+            tokio::select! {
+                o = rx.recv() => {
+                    let Some(o) = o else { break };
+                    let update = self.publish(&o);
+                    if let Output::Final(t) = &o {
+                        finals.push(t.clone());
+                        if body.to_agent && !t.text.is_empty() {
+                            to_agent.push(tokio::spawn(send_to_agent(Arc::clone(&self.bus), t.clone())));
+                        }
+                    }
+                    if body.partials {
+                        resp.partial(&update);
+                    }
+                }
+                _ = cancelled.changed() => {
+                    if *cancelled.borrow() {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        let stats = match worker.await {
+            Ok(s) => s,
+            Err(e) => {
+                return resp.error(ErrorCode::Internal, format!("transcription failed: {e}"));
+            }
+        };
+        if cancel.load(Ordering::Relaxed) {
+            return resp.error(ErrorCode::Cancelled, "transcription cancelled");
+        }
+        let mut sent = 0;
+        for h in to_agent {
+            if matches!(h.await, Ok(true)) {
+                sent += 1;
+            }
+        }
+        resp.reply(&Transcribed {
+            utterances: finals,
+            audio_ms: stats.audio_ms,
+            source_rate: rate,
+            source_channels: channels,
+            elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+            stt_ms: stats.stt_ms,
+            rtf: if stats.audio_ms > 0.0 {
+                stats.stt_ms / stats.audio_ms
+            } else {
+                0.0
+            },
+            sent_to_agent: sent,
+            warning: stats.warning,
+        });
+    }
+
+    /// Publishes a pipeline output as its event and returns it as a transcription update.
+    fn publish(&self, o: &Output) -> Update {
+        match o {
+            Output::SpeechStarted(b) => {
+                self.speaker.speech_started(b.at_ms);
+                self.events.publish(kinds::EVENT_SPEECH_STARTED, b);
+                Update {
+                    event: "speech_started".into(),
+                    boundary: Some(b.clone()),
+                    transcript: None,
+                }
+            }
+            Output::SpeechEnded(b) => {
+                self.events.publish(kinds::EVENT_SPEECH_ENDED, b);
+                Update {
+                    event: "speech_ended".into(),
+                    boundary: Some(b.clone()),
+                    transcript: None,
+                }
+            }
+            Output::Partial(t) => {
+                self.events.publish(kinds::EVENT_PARTIAL, t);
+                Update {
+                    event: "partial".into(),
+                    boundary: None,
+                    transcript: Some(t.clone()),
+                }
+            }
+            Output::Final(t) => {
+                self.events.publish(kinds::EVENT_TRANSCRIPT, t);
+                Update {
+                    event: "final".into(),
+                    boundary: None,
+                    transcript: Some(t.clone()),
+                }
+            }
+        }
+    }
+
+    async fn speak(&self, req: Request, resp: Responder) {
+        let body: Speak = match req.body() {
+            Ok(b) => b,
+            Err(e) => return resp.fail(&e),
+        };
+        if body.text.trim().is_empty() {
+            return resp.error(ErrorCode::BadRequest, "nothing to say: `text` is empty");
+        }
+        if body.text.len() > self.settings.max_speak_bytes as usize {
+            return resp.error(
+                ErrorCode::TooLarge,
+                format!(
+                    "`text` is {} bytes, audio.max_speak_bytes is {}: split it",
+                    body.text.len(),
+                    self.settings.max_speak_bytes
+                ),
+            );
+        }
+        let speaker = Arc::clone(&self.speaker);
+        let events = Arc::clone(&self.events);
+        match tokio::task::spawn_blocking(move || speaker.speak(&body, &events)).await {
+            Ok(Ok(spoken)) => resp.reply(&spoken),
+            Ok(Err(e)) => resp.error(e.code(), e.to_string()),
+            Err(e) => resp.error(ErrorCode::Internal, format!("speaking failed: {e}")),
+        }
+    }
+}
+
+/// Hands a final transcript to the agent as a voice turn; `true` when the agent answered.
+async fn send_to_agent(bus: Arc<BusClient>, t: Transcript) -> bool {
+    let msg = ming_schemas::agent::Message {
+        text: t.text.clone(),
+        session: Some("voice".into()),
+        confirm: false,
+        tool: None,
+        arguments: None,
+        voice: Some(t),
+    };
+    match bus
+        .request::<_, ming_schemas::agent::Reply>(
+            "agent",
+            kinds::AGENT_MESSAGE,
+            &msg,
+            Duration::from_secs(30),
+        )
+        .await
+    {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "the agent did not take a voice turn");
+            false
+        }
+    }
+}
+
+impl Handler for AudioService {
+    async fn handle(&self, req: Request, resp: Responder) {
+        match req.kind() {
+            kinds::AUDIO_TRANSCRIBE => self.transcribe(req, resp).await,
+            kinds::AUDIO_SPEAK => self.speak(req, resp).await,
+            kinds::AUDIO_STOP => {
+                let stopped = self.speaker.stop();
+                resp.reply(&ming_schemas::control::Ack {
+                    message: if stopped {
+                        "stopped speaking".into()
+                    } else {
+                        "was not speaking".into()
+                    },
+                });
+            }
+            other => resp.error(
+                ErrorCode::Unsupported,
+                format!("audio does not handle `{other}`"),
+            ),
+        }
+    }
+
+    fn detail(&self) -> String {
+        format!(
+            "stt {} · vad silero · tts {} · output {} · frame limit {} B",
+            self.engine.stt.model,
+            self.settings.tts_command,
+            self.speaker.output_name(),
+            self.max_frame
+        )
+    }
+}
+
+/// Loads the models and serves `audio` on the bus until `shutdown` resolves or the supervisor
+/// asks it to drain.
+///
+/// # Errors
+/// [`StartError`]; `Model`, `Vad` and `Stt` mean the configuration or models must change.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let started = Instant::now();
+    let cfg2 = cfg.clone();
+    let engine = tokio::task::spawn_blocking(move || load_engine(&cfg2))
+        .await
+        .map_err(|e| {
+            StartError::Stt(SttError::Load {
+                path: String::new(),
+                reason: format!("startup task failed: {e}"),
+            })
+        })??;
     let bus = BusConfig::from_config(&cfg);
     let mut opts = WorkerOptions::from_env(SERVICE);
     opts.drain_grace = Duration::from_millis(cfg.supervisor.drain_grace_ms);
-    tracing::info!(service = %opts.service, bus = %bus.bus_endpoint, sandbox = %opts.sandbox, "starting");
-    run_worker(&bus, opts, Arc::new(AudioService), shutdown).await
+    let events = Arc::new(EventPublisher::connect(&bus, opts.service.clone())?);
+    let client = Arc::new(BusClient::connect(&bus, opts.service.clone())?);
+    let speaker = Arc::new(tts::Speaker::new(&cfg.audio));
+    tracing::info!(
+        service = %opts.service,
+        bus = %bus.bus_endpoint,
+        sandbox = %opts.sandbox,
+        stt = %engine.stt.model,
+        output = %speaker.output_name(),
+        load_ms = started.elapsed().as_millis() as u64,
+        "starting"
+    );
+    let service = AudioService {
+        engine,
+        settings: cfg.audio.clone(),
+        max_frame: cfg.bus.max_frame_bytes as usize,
+        events,
+        bus: client,
+        speaker,
+    };
+    run_worker(&bus, opts, Arc::new(service), shutdown).await?;
+    Ok(())
 }

@@ -317,6 +317,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 confirm: yes,
                 tool,
                 arguments: tool_args,
+                voice: None,
             };
             // Understanding may need the local model: a minute unless told otherwise.
             let timeout = args
@@ -579,6 +580,7 @@ async fn chat(cli: &Cli, timeout_ms: Option<u64>) -> anyhow::Result<ExitCode> {
             confirm,
             tool: None,
             arguments: None,
+            voice: None,
         };
         let body = ming_schemas::to_body(&msg)?;
         let mut stream =

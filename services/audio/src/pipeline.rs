@@ -1,0 +1,582 @@
+//! One audio stream → speech boundaries, partial transcripts and final transcripts.
+//!
+//! Audio at the source's rate is resampled to 16 kHz, cut into 32 ms frames, scored by the VAD
+//! and fed to the [`TurnDetector`]. While the user speaks, the growing utterance is re-decoded
+//! every `partial_interval_ms` (partials). The moment the voice pauses, the utterance up to the
+//! pause is decoded *speculatively*: if the turn then ends at that pause — after the hangover,
+//! or sooner because that transcript reads as a complete command — the speculative decode is
+//! the final transcript and nothing is left to decode; if the user goes on, it was a partial.
+//!
+//! Decodes run on the STT thread. In real-time use ([`Mode::Live`]) the pipeline never waits
+//! for them: results come back as [`Input::Stt`]. Reading a file as fast as possible
+//! ([`Mode::Batch`]) waits for each decode where it is asked for, so the result is the same as
+//! a live run would give on a machine fast enough.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+
+use ming_schemas::audio::{Boundary, Stage, Transcript};
+
+use crate::mono_ms;
+use crate::resample::Resampler;
+use crate::stt::{Decoded, Job, Stt, SttError};
+use crate::turn::{reads_complete, TurnConfig, TurnDetector, TurnEvent};
+use crate::vad::{SileroModel, Vad, FRAME};
+
+/// Settings (from `[audio]`).
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub turn: TurnConfig,
+    /// Audio kept before the detected start (Silero needs a frame or two to be sure).
+    pub preroll_ms: u32,
+    /// New audio between two partial decodes while the user speaks (0: no partials).
+    pub partial_interval_ms: u32,
+    /// Encoder frames added to the audio's own length.
+    pub ctx_margin: u32,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            turn: TurnConfig::default(),
+            preroll_ms: 192,
+            partial_interval_ms: 600,
+            ctx_margin: 128,
+        }
+    }
+}
+
+/// How decodes are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Real time: never wait for a decode.
+    Live,
+    /// As fast as possible: wait for each decode; `partials` says whether partials are wanted.
+    Batch { partials: bool },
+}
+
+/// What the pipeline takes.
+pub enum Input {
+    /// Samples at the source's rate, mono.
+    Audio(Vec<f32>),
+    /// A decode finished.
+    Stt(JobResult),
+    /// Push-to-talk released: close the turn now.
+    Stop,
+    /// The source ended.
+    End,
+}
+
+/// What the pipeline gives.
+#[derive(Debug, Clone)]
+pub enum Output {
+    SpeechStarted(Boundary),
+    SpeechEnded(Boundary),
+    Partial(Transcript),
+    Final(Transcript),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobKind {
+    Partial,
+    /// Up to a pause; becomes the final if the turn ends there.
+    Speculative,
+    Final,
+}
+
+pub struct JobResult {
+    id: u64,
+    result: Result<Decoded, SttError>,
+}
+
+struct InFlight {
+    id: u64,
+    kind: JobKind,
+    utterance: u64,
+    end: u64,
+    abort: Arc<AtomicBool>,
+}
+
+struct Turn {
+    utterance: u64,
+    start: u64,
+    stages: Vec<Stage>,
+    /// Audio position the last partial covered.
+    last_partial: u64,
+    /// A speculative transcript up to a pause at this sample.
+    spec: Option<(u64, Decoded)>,
+    /// The turn is over; waiting for the decode that covers `end`.
+    ended: Option<(u64, &'static str)>,
+}
+
+pub struct Pipeline {
+    cfg: PipelineConfig,
+    mode: Mode,
+    vad: Vad,
+    turn: TurnDetector,
+    stt: Stt,
+    resampler: Resampler,
+    /// 16 kHz samples not yet scored, starting at `pending_at`.
+    pending: Vec<f32>,
+    pending_at: u64,
+    /// 16 kHz audio kept for decoding, starting at `hist_at`.
+    hist: VecDeque<f32>,
+    hist_at: u64,
+    /// Hands out utterance ids (shared by every pipeline of the service).
+    utterances: Arc<AtomicU64>,
+    /// The turn being spoken.
+    cur: Option<Turn>,
+    /// A turn that is over, waiting for its final decode.
+    ending: Option<Turn>,
+    /// Decodes queued on the STT thread, oldest first.
+    inflight: Vec<InFlight>,
+    next_job: u64,
+    results: mpsc::Sender<Input>,
+    /// Milliseconds spent decoding (for the real-time factor).
+    pub stt_ms: f64,
+    /// 16 kHz samples taken in.
+    pub samples: u64,
+}
+
+impl Pipeline {
+    /// A pipeline for a source of `rate` Hz; live decode results are sent to `results`.
+    pub fn new(
+        cfg: PipelineConfig,
+        mode: Mode,
+        vad: Arc<SileroModel>,
+        stt: Stt,
+        rate: u32,
+        utterances: Arc<AtomicU64>,
+        results: mpsc::Sender<Input>,
+    ) -> Self {
+        Self {
+            turn: TurnDetector::new(cfg.turn.clone()),
+            cfg,
+            mode,
+            vad: Vad::new(vad),
+            stt,
+            resampler: Resampler::new(rate, 16_000),
+            pending: Vec::new(),
+            pending_at: 0,
+            hist: VecDeque::new(),
+            hist_at: 0,
+            utterances,
+            cur: None,
+            ending: None,
+            inflight: Vec::new(),
+            next_job: 1,
+            results,
+            stt_ms: 0.0,
+            samples: 0,
+        }
+    }
+
+    /// Whether a turn is open (speech, or a pause inside the hangover, or a pending final).
+    pub fn in_turn(&self) -> bool {
+        self.cur.is_some() || self.ending.is_some()
+    }
+
+    /// Takes one input; what it produced is appended to `out`.
+    pub fn handle(&mut self, input: Input, out: &mut Vec<Output>) {
+        match input {
+            Input::Audio(samples) => {
+                let mut s16 = Vec::with_capacity(samples.len());
+                self.resampler.push(&samples, &mut s16);
+                self.take(&s16, out);
+            }
+            Input::Stt(r) => self.on_result(r, out),
+            Input::Stop => {
+                let at = self.pending_at;
+                if let Some(ev) = self.turn.stop(at) {
+                    self.on_turn(ev, at, out);
+                }
+            }
+            Input::End => {
+                let mut s16 = Vec::new();
+                self.resampler.finish(&mut s16);
+                self.take(&s16, out);
+                // Score the last partial frame, padded with silence.
+                if !self.pending.is_empty() {
+                    let n = self.pending.len();
+                    let mut frame = [0.0f32; FRAME];
+                    frame[..n].copy_from_slice(&self.pending);
+                    let at = self.pending_at;
+                    self.pending.clear();
+                    self.pending_at += n as u64;
+                    let p = self.vad.frame(&frame);
+                    let complete = self.complete_hint();
+                    if let Some(ev) = self.turn.frame(at, p, complete) {
+                        self.on_turn(ev, at + FRAME as u64, out);
+                    }
+                }
+                let at = self.pending_at;
+                if let Some(ev) = self.turn.finish(at) {
+                    self.on_turn(ev, at, out);
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, s16: &[f32], out: &mut Vec<Output>) {
+        self.samples += s16.len() as u64;
+        self.hist.extend(s16.iter().copied());
+        self.pending.extend_from_slice(s16);
+        let mut off = 0;
+        while self.pending.len() - off >= FRAME {
+            let mut frame = [0.0f32; FRAME];
+            frame.copy_from_slice(&self.pending[off..off + FRAME]);
+            off += FRAME;
+            let at = self.pending_at;
+            self.pending_at += FRAME as u64;
+            let p = self.vad.frame(&frame);
+            let complete = self.complete_hint();
+            if let Some(ev) = self.turn.frame(at, p, complete) {
+                self.on_turn(ev, at + FRAME as u64, out);
+            }
+            self.maybe_partial(out);
+        }
+        self.pending.drain(..off);
+        self.trim_history();
+    }
+
+    /// The speculative transcript up to the current pause reads as a complete command.
+    fn complete_hint(&self) -> bool {
+        match (&self.cur, self.turn.paused_at()) {
+            (Some(t), Some(pause)) => t
+                .spec
+                .as_ref()
+                .is_some_and(|(end, d)| *end == pause && reads_complete(&d.text)),
+            _ => false,
+        }
+    }
+
+    fn preroll(&self) -> u64 {
+        u64::from(self.cfg.preroll_ms) * 16
+    }
+
+    fn trim_history(&mut self) {
+        let keep_from = match &self.cur {
+            Some(t) => t.start.saturating_sub(self.preroll()),
+            None => self.pending_at.saturating_sub(self.preroll()),
+        };
+        while self.hist_at < keep_from && !self.hist.is_empty() {
+            self.hist.pop_front();
+            self.hist_at += 1;
+        }
+    }
+
+    fn audio(&self, from: u64, to: u64) -> Vec<f32> {
+        let a = from.max(self.hist_at).saturating_sub(self.hist_at) as usize;
+        let b = (to.saturating_sub(self.hist_at) as usize).min(self.hist.len());
+        self.hist.range(a.min(b)..b).copied().collect()
+    }
+
+    /// Levels (RMS) of the 10 ms windows in `[from, to)`, with their starts.
+    fn levels(&self, from: u64, to: u64) -> Vec<(u64, f32)> {
+        const HOP: u64 = 160;
+        let from = from.max(self.hist_at);
+        (0..)
+            .map(|i| from + i * HOP)
+            .take_while(|&a| a + HOP <= to)
+            .map(|a| {
+                let w = self.audio(a, a + HOP);
+                let e = (w.iter().map(|x| x * x).sum::<f32>() / w.len().max(1) as f32).sqrt();
+                (a, e)
+            })
+            .collect()
+    }
+
+    /// The level that counts as voice near a boundary: 30 dB under the loudest window there,
+    /// and well above the quietest (the noise floor).
+    fn voice_level(levels: &[(u64, f32)]) -> f32 {
+        let peak = levels.iter().map(|r| r.1).fold(0.0f32, f32::max);
+        let floor = levels.iter().map(|r| r.1).fold(f32::INFINITY, f32::min);
+        (peak * 0.03).max(floor * 4.0).max(1e-4)
+    }
+
+    /// Silero's probability rises a frame or so after the voice starts and falls a frame or
+    /// three after it stops; the sound itself says where: the first (last) 10 ms window loud
+    /// enough to be voice near the frame the VAD named.
+    fn refine_start(&self, start: u64) -> u64 {
+        let f = FRAME as u64;
+        let levels = self.levels(start.saturating_sub(3 * f), start + 2 * f);
+        let thr = Self::voice_level(&levels);
+        levels.iter().find(|r| r.1 >= thr).map_or(start, |r| r.0)
+    }
+
+    fn refine_end(&self, pause: u64) -> u64 {
+        let f = FRAME as u64;
+        let levels = self.levels(pause.saturating_sub(5 * f), pause + f);
+        let thr = Self::voice_level(&levels);
+        levels
+            .iter()
+            .rev()
+            .find(|r| r.1 >= thr)
+            .map_or(pause, |r| (r.0 + 160).min(pause + f))
+    }
+
+    fn boundary(&self, utterance: u64, sample: u64) -> Boundary {
+        Boundary {
+            utterance,
+            sample,
+            audio_ms: sample as f64 / 16.0,
+            at_ms: mono_ms(),
+        }
+    }
+
+    fn on_turn(&mut self, ev: TurnEvent, now: u64, out: &mut Vec<Output>) {
+        match ev {
+            TurnEvent::Started { sample } => {
+                let sample = self.refine_start(sample);
+                let utterance = self.utterances.fetch_add(1, Ordering::Relaxed);
+                let b = self.boundary(utterance, sample);
+                self.cur = Some(Turn {
+                    utterance,
+                    start: sample,
+                    stages: vec![Stage {
+                        name: "speech_started".into(),
+                        at_ms: b.at_ms,
+                    }],
+                    last_partial: sample,
+                    spec: None,
+                    ended: None,
+                });
+                out.push(Output::SpeechStarted(b));
+            }
+            TurnEvent::Paused { sample } => {
+                let sample = self.refine_end(sample);
+                self.turn.set_pause(sample);
+                // Decode what was said up to here, in case this pause ends the turn.
+                self.submit(JobKind::Speculative, sample, now, out);
+            }
+            TurnEvent::Resumed => {
+                if let Some(t) = self.cur.as_mut() {
+                    t.spec = None;
+                }
+            }
+            TurnEvent::Ended { sample, reason } => {
+                let Some(mut t) = self.cur.take() else { return };
+                t.ended = Some((sample, reason));
+                let b = self.boundary(t.utterance, sample);
+                t.stages.push(Stage {
+                    name: "speech_ended".into(),
+                    at_ms: b.at_ms,
+                });
+                out.push(Output::SpeechEnded(b));
+                let covered = self.inflight.iter().any(|j| {
+                    j.utterance == t.utterance && j.kind == JobKind::Speculative && j.end == sample
+                });
+                match t.spec.take() {
+                    Some((end, d)) if end == sample => {
+                        self.ending = Some(t);
+                        self.finish_turn(d, out);
+                    }
+                    _ if covered => self.ending = Some(t),
+                    _ => {
+                        let samples = self.audio(t.start.saturating_sub(self.preroll()), now);
+                        self.ending = Some(t);
+                        self.submit_samples(JobKind::Final, sample, samples, out);
+                    }
+                }
+            }
+        }
+    }
+
+    fn maybe_partial(&mut self, out: &mut Vec<Output>) {
+        let interval = u64::from(self.cfg.partial_interval_ms) * 16;
+        let wanted = match self.mode {
+            Mode::Live => true,
+            Mode::Batch { partials } => partials,
+        };
+        if interval == 0 || !wanted || !self.inflight.is_empty() || self.turn.paused_at().is_some()
+        {
+            return;
+        }
+        let Some(t) = &self.cur else { return };
+        if t.ended.is_some() || self.pending_at < t.last_partial + interval {
+            return;
+        }
+        let now = self.pending_at;
+        if let Some(t) = self.cur.as_mut() {
+            t.last_partial = now;
+        }
+        self.submit(JobKind::Partial, now, now, out);
+    }
+
+    /// Decodes the current utterance from its start (less the pre-roll) to `end`, with audio
+    /// up to `upto` (a little silence after a pause helps).
+    fn submit(&mut self, kind: JobKind, end: u64, upto: u64, out: &mut Vec<Output>) {
+        let Some(t) = &self.cur else { return };
+        let samples = self.audio(t.start.saturating_sub(self.preroll()), upto.max(end));
+        self.submit_samples(kind, end, samples, out);
+    }
+
+    /// Queues a decode for the turn being spoken (partials, speculative) or the one ending
+    /// (final). Partials still queued are aborted: a newer decode makes them stale.
+    fn submit_samples(
+        &mut self,
+        kind: JobKind,
+        end: u64,
+        samples: Vec<f32>,
+        out: &mut Vec<Output>,
+    ) {
+        let turn = if kind == JobKind::Final {
+            self.ending.as_mut()
+        } else {
+            self.cur.as_mut()
+        };
+        let Some(t) = turn else { return };
+        let utterance = t.utterance;
+        t.stages.push(Stage {
+            name: format!("decode_started:{}", kind_name(kind)),
+            at_ms: mono_ms(),
+        });
+        for j in &self.inflight {
+            if j.kind == JobKind::Partial
+                || (j.kind == JobKind::Speculative
+                    && j.utterance == utterance
+                    && kind != JobKind::Partial)
+            {
+                j.abort.store(true, Ordering::Relaxed);
+            }
+        }
+        if samples.is_empty() {
+            if kind == JobKind::Final {
+                self.finish_turn(empty(), out);
+            }
+            return;
+        }
+        let id = self.next_job;
+        self.next_job += 1;
+        let abort = Arc::new(AtomicBool::new(false));
+        self.inflight.push(InFlight {
+            id,
+            kind,
+            utterance,
+            end,
+            abort: Arc::clone(&abort),
+        });
+        match self.mode {
+            Mode::Batch { .. } => {
+                let result = self.stt.decode_blocking(samples, self.cfg.ctx_margin);
+                self.on_result(JobResult { id, result }, out);
+            }
+            Mode::Live => {
+                let tx = self.results.clone();
+                let job = Job {
+                    samples,
+                    ctx_margin: self.cfg.ctx_margin,
+                    abort,
+                    done: Box::new(move |result| {
+                        let _ = tx.send(Input::Stt(JobResult { id, result }));
+                    }),
+                };
+                if let Err(e) = self.stt.submit(job) {
+                    self.on_result(JobResult { id, result: Err(e) }, out);
+                }
+            }
+        }
+    }
+
+    fn on_result(&mut self, r: JobResult, out: &mut Vec<Output>) {
+        let Some(i) = self.inflight.iter().position(|j| j.id == r.id) else {
+            return;
+        };
+        let job = self.inflight.remove(i);
+        let decoded = match r.result {
+            Ok(d) => {
+                self.stt_ms += d.decode_ms;
+                Some(d)
+            }
+            Err(SttError::Aborted) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, utterance = job.utterance, "decode failed");
+                None
+            }
+        };
+        let ends_turn = self.ending.as_ref().is_some_and(|t| {
+            t.utterance == job.utterance && t.ended.is_some_and(|(end, _)| end == job.end)
+        });
+        if ends_turn {
+            match decoded {
+                Some(d) => self.finish_turn(d, out),
+                // A speculative decode aborted or failed: decode the final after all.
+                None if job.kind != JobKind::Final => {
+                    let samples = self.ending.as_ref().map_or_else(Vec::new, |t| {
+                        self.audio(t.start.saturating_sub(self.preroll()), job.end)
+                    });
+                    self.submit_samples(JobKind::Final, job.end, samples, out);
+                }
+                // The final itself failed: an empty transcript rather than a turn that never ends.
+                None => self.finish_turn(empty(), out),
+            }
+            return;
+        }
+        let Some(d) = decoded else { return };
+        let Some(t) = self.cur.as_ref().filter(|t| t.utterance == job.utterance) else {
+            return;
+        };
+        out.push(Output::Partial(self.transcript(t, &d, job.end, false, "")));
+        if job.kind == JobKind::Speculative && self.turn.paused_at() == Some(job.end) {
+            if let Some(t) = self.cur.as_mut() {
+                t.spec = Some((job.end, d));
+            }
+        }
+    }
+
+    fn transcript(
+        &self,
+        t: &Turn,
+        d: &Decoded,
+        end: u64,
+        is_final: bool,
+        reason: &str,
+    ) -> Transcript {
+        Transcript {
+            utterance: t.utterance,
+            text: d.text.clone(),
+            is_final,
+            start_sample: t.start,
+            end_sample: end,
+            audio_start_ms: t.start as f64 / 16.0,
+            audio_end_ms: end as f64 / 16.0,
+            end_reason: reason.into(),
+            decode_ms: d.decode_ms,
+            audio_ctx: d.audio_ctx,
+            stages: t.stages.clone(),
+        }
+    }
+
+    fn finish_turn(&mut self, d: Decoded, out: &mut Vec<Output>) {
+        let Some(mut t) = self.ending.take() else {
+            return;
+        };
+        let Some((end, reason)) = t.ended else { return };
+        t.stages.push(Stage {
+            name: "transcript".into(),
+            at_ms: mono_ms(),
+        });
+        for j in self.inflight.iter().filter(|j| j.utterance == t.utterance) {
+            j.abort.store(true, Ordering::Relaxed);
+        }
+        out.push(Output::Final(self.transcript(&t, &d, end, true, reason)));
+        self.trim_history();
+    }
+}
+
+fn empty() -> Decoded {
+    Decoded {
+        text: String::new(),
+        audio_ctx: 0,
+        decode_ms: 0.0,
+    }
+}
+
+fn kind_name(k: JobKind) -> &'static str {
+    match k {
+        JobKind::Partial => "partial",
+        JobKind::Speculative => "speculative",
+        JobKind::Final => "final",
+    }
+}

@@ -1,0 +1,290 @@
+//! Speech-to-text: whisper.cpp (whisper-rs) with Whisper tiny.en, on a thread of its own that
+//! owns the model and its state.
+//!
+//! Each job decodes one stretch of 16 kHz audio with an encoder context sized to it
+//! (`audio_ctx`: 50 frames a second plus a margin, instead of the full 30 s window), greedy, no
+//! temperature fallback (one pass, bounded time), no timestamps, one segment. A job can be
+//! aborted (a partial that a final overtook); the abort is seen between graph nodes.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
+
+/// Encoder frames per second of audio (whisper: 1500 for 30 s).
+const CTX_PER_SECOND: f64 = 50.0;
+/// Shortest input whisper.cpp decodes well; shorter audio is padded with silence.
+const MIN_SAMPLES: usize = 16_000;
+/// Silence appended to every stretch (0.3 s).
+const TAIL_SAMPLES: usize = 4_800;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SttError {
+    #[error("cannot load the speech-to-text model {path}: {reason}")]
+    Load { path: String, reason: String },
+    #[error("speech-to-text failed: {0}")]
+    Decode(String),
+    #[error("speech-to-text was aborted")]
+    Aborted,
+    #[error("the speech-to-text thread is gone")]
+    Gone,
+}
+
+/// What to decode, and how.
+pub struct Job {
+    pub samples: Vec<f32>,
+    /// Extra encoder frames beyond the audio's own length.
+    pub ctx_margin: u32,
+    pub abort: Arc<AtomicBool>,
+    pub done: Box<dyn FnOnce(Result<Decoded, SttError>) + Send>,
+}
+
+/// A decode's result.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub text: String,
+    pub audio_ctx: u32,
+    pub decode_ms: f64,
+}
+
+/// How to decode (from `[audio]`).
+#[derive(Debug, Clone, Default)]
+pub struct SttOptions {
+    pub threads: u32,
+    /// Beam width; 0 or 1: greedy.
+    pub beam: u32,
+    /// Text the decoder reads as what came before: words it should expect.
+    pub prompt: String,
+}
+
+/// Handle to the STT thread.
+#[derive(Clone)]
+pub struct Stt {
+    tx: mpsc::Sender<Job>,
+    pub model: String,
+}
+
+impl Stt {
+    /// Loads the model and starts the thread.
+    ///
+    /// # Errors
+    /// [`SttError::Load`] when whisper.cpp cannot load the file.
+    pub fn start(name: &str, path: &Path, opts: SttOptions) -> Result<Self, SttError> {
+        let load_err = |reason: String| SttError::Load {
+            path: path.display().to_string(),
+            reason,
+        };
+        whisper_rs::install_logging_hooks();
+        let mut params = WhisperContextParameters::default();
+        params.use_gpu(false);
+        let ctx = WhisperContext::new_with_params(path, params).map_err(|e| {
+            load_err(format!(
+                "{e} (see the service log for whisper.cpp's reason)"
+            ))
+        })?;
+        let mut state = ctx.create_state().map_err(|e| load_err(e.to_string()))?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("stt".into())
+            .spawn(move || {
+                let _ctx = ctx;
+                for job in rx {
+                    let result =
+                        decode(&mut state, &job.samples, job.ctx_margin, &opts, &job.abort);
+                    (job.done)(result);
+                }
+            })
+            .map_err(|e| load_err(format!("cannot start its thread: {e}")))?;
+        Ok(Self {
+            tx,
+            model: name.to_string(),
+        })
+    }
+
+    /// Queues a job; its `done` is called on the STT thread.
+    ///
+    /// # Errors
+    /// [`SttError::Gone`] if the thread died (its `done` is then not called).
+    pub fn submit(&self, job: Job) -> Result<(), SttError> {
+        self.tx.send(job).map_err(|_| SttError::Gone)
+    }
+
+    /// Decodes and waits (for tests, tools and the fast-as-possible path).
+    ///
+    /// # Errors
+    /// [`SttError`] from the decode.
+    pub fn decode_blocking(&self, samples: Vec<f32>, ctx_margin: u32) -> Result<Decoded, SttError> {
+        let (tx, rx) = mpsc::channel();
+        self.submit(Job {
+            samples,
+            ctx_margin,
+            abort: Arc::new(AtomicBool::new(false)),
+            done: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })?;
+        rx.recv().map_err(|_| SttError::Gone)?
+    }
+}
+
+/// The encoder context for `n` samples.
+pub fn audio_ctx_for(n: usize, margin: u32) -> u32 {
+    let secs = n.max(MIN_SAMPLES) as f64 / 16_000.0;
+    ((secs * CTX_PER_SECOND).ceil() as u32 + margin).min(1500)
+}
+
+fn decode(
+    state: &mut whisper_rs::WhisperState,
+    samples: &[f32],
+    margin: u32,
+    opts: &SttOptions,
+    abort: &Arc<AtomicBool>,
+) -> Result<Decoded, SttError> {
+    let started = Instant::now();
+    if abort.load(Ordering::Relaxed) {
+        return Err(SttError::Aborted);
+    }
+    // Silence after the speech: without it whisper, seeing speech up to the end of its
+    // window, tends to repeat the utterance until its token limit.
+    let mut padded = samples.to_vec();
+    padded.resize((samples.len() + TAIL_SAMPLES).max(MIN_SAMPLES), 0.0);
+    let input = &padded[..];
+    // whisper's 30 s window: longer stretches are decoded in windows by whisper.cpp itself.
+    let audio_ctx = audio_ctx_for(input.len(), margin);
+    let strategy = if opts.beam > 1 {
+        SamplingStrategy::BeamSearch {
+            beam_size: opts.beam as i32,
+            patience: -1.0,
+        }
+    } else {
+        SamplingStrategy::Greedy { best_of: 1 }
+    };
+    let mut p = FullParams::new(strategy);
+    p.set_n_threads(opts.threads.max(1) as i32);
+    if !opts.prompt.is_empty() {
+        p.set_initial_prompt(&opts.prompt);
+    }
+    p.set_language(Some("en"));
+    p.set_translate(false);
+    p.set_no_context(true);
+    // With timestamps on, whisper ends the segment with a timestamp token and stops; without,
+    // short windows (a small `audio_ctx`) often loop on the utterance (measured).
+    p.set_no_timestamps(false);
+    p.set_single_segment(input.len() <= 30 * 16_000);
+    p.set_print_special(false);
+    p.set_print_progress(false);
+    p.set_print_realtime(false);
+    p.set_print_timestamps(false);
+    p.set_suppress_blank(true);
+    p.set_suppress_nst(true);
+    p.set_temperature(0.0);
+    p.set_temperature_inc(0.0);
+    if input.len() <= 30 * 16_000 {
+        p.set_audio_ctx(audio_ctx as i32);
+    }
+    // Tokens a second of speech can hold (fast speech is ~4): a bound on repetition loops.
+    p.set_max_tokens((input.len() as f64 / 16_000.0 * 8.0) as i32 + 16);
+    // whisper-rs 0.16's `set_abort_callback_safe` hands whisper.cpp a pointer to a boxed trait
+    // object but reads it back as the closure itself (undefined behaviour: random aborts, seen
+    // as error -6); so the flag goes in as plain user data.
+    // SAFETY: `abort` outlives `state.full` below, and the callback only reads the flag.
+    unsafe {
+        p.set_abort_callback(Some(abort_requested));
+        p.set_abort_callback_user_data(Arc::as_ptr(abort) as *mut std::ffi::c_void);
+    }
+    let r = state.full(p, input);
+    if abort.load(Ordering::Relaxed) {
+        return Err(SttError::Aborted);
+    }
+    r.map_err(|e| SttError::Decode(e.to_string()))?;
+    let mut text = String::new();
+    for i in 0..state.full_n_segments() {
+        if let Some(seg) = state.get_segment(i) {
+            if let Ok(s) = seg.to_str_lossy() {
+                text.push_str(&s);
+            }
+        }
+    }
+    Ok(Decoded {
+        text: clean(&text),
+        audio_ctx: if input.len() <= 30 * 16_000 {
+            audio_ctx
+        } else {
+            1500
+        },
+        decode_ms: started.elapsed().as_secs_f64() * 1e3,
+    })
+}
+
+unsafe extern "C" fn abort_requested(flag: *mut std::ffi::c_void) -> bool {
+    // SAFETY: the user data is the `AtomicBool` of the job being decoded (see `decode`).
+    unsafe { (*(flag as *const AtomicBool)).load(Ordering::Relaxed) }
+}
+
+/// Whisper's text without the markers it writes for non-speech.
+pub fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut depth = 0usize;
+    for ch in text.chars() {
+        match ch {
+            '[' | '(' => depth += 1,
+            ']' | ')' if depth > 0 => depth -= 1,
+            _ if depth == 0 => out.push(ch),
+            _ => {}
+        }
+    }
+    let text = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    collapse_repeats(&text)
+}
+
+/// Whisper's known failure on short windows: the utterance again and again until the token
+/// limit ("Open the list. Open the list. Open the"). Keeps the first of consecutive repeated
+/// phrases (compared without case or punctuation), and drops a trailing piece that only
+/// starts the phrase once more.
+pub fn collapse_repeats(text: &str) -> String {
+    let key = |w: &str| {
+        w.trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase()
+    };
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let keys: Vec<String> = words.iter().map(|w| key(w)).collect();
+    let n = words.len();
+    // The shortest phrase length p (≥ 2 words) such that the text is the phrase repeated,
+    // the last copy possibly cut short.
+    for p in 2..=n / 2 {
+        if (p..n).all(|i| keys[i] == keys[i % p]) {
+            return words[..p].join(" ");
+        }
+    }
+    text.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_speech_markers_are_dropped() {
+        assert_eq!(clean(" [BLANK_AUDIO]"), "");
+        assert_eq!(
+            clean(" Set a timer (music) for  five minutes."),
+            "Set a timer for five minutes."
+        );
+        assert_eq!(
+            clean("Open the list. Open the list. open the list, Open the"),
+            "Open the list."
+        );
+        assert_eq!(clean("Stop. Stop. Stop."), "Stop. Stop. Stop.");
+        assert_eq!(clean("I said no no no"), "I said no no no");
+    }
+
+    #[test]
+    fn the_encoder_context_follows_the_length() {
+        assert_eq!(audio_ctx_for(8_000, 0), 50); // padded to 1 s
+        assert_eq!(audio_ctx_for(48_000, 32), 182); // 3 s + 32
+        assert_eq!(audio_ctx_for(16_000 * 40, 32), 1500);
+    }
+}

@@ -1,0 +1,251 @@
+//! Speech out: espeak-ng synthesises (a separate process, so its GPL stays out of our
+//! binaries), the [`Speaker`] plays it — to the output device, or, with none, to a sink that
+//! takes samples at the device's pace so that speaking lasts as long as it would be heard —
+//! and stops within one 10 ms block when told to: by `audio.stop`, or by barge-in (speech on
+//! the live input while speaking).
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ming_bus::events::EventPublisher;
+use ming_config::AudioSettings;
+use ming_schemas::audio::{Speak, Speaking, Spoken};
+use ming_schemas::{kinds, ErrorCode};
+
+use crate::mono_ms;
+use crate::wav::{write_wav16, PcmReader, ReadWavError};
+
+/// Playback block: how often a stop is looked at.
+const BLOCK_MS: u64 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpeakError {
+    #[error(
+        "cannot run the text-to-speech engine `{command}`: {reason} (install it: `just setup`)"
+    )]
+    Engine { command: String, reason: String },
+    #[error("the text-to-speech engine failed: {0}")]
+    Failed(String),
+    #[error("the text-to-speech engine's audio is unreadable: {0}")]
+    Audio(#[from] ReadWavError),
+    #[error("cannot write {path}: {reason}")]
+    Write { path: String, reason: String },
+}
+
+impl SpeakError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Write { .. } => ErrorCode::BadRequest,
+            _ => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Runs espeak-ng and returns its speech (rate, mono samples).
+///
+/// # Errors
+/// [`SpeakError`] when the engine is missing, fails, or times out.
+pub fn synthesize(
+    command: &str,
+    voice: &str,
+    rate: u32,
+    text: &str,
+) -> Result<(u32, Vec<f32>), SpeakError> {
+    let engine_err = |reason: String| SpeakError::Engine {
+        command: command.into(),
+        reason,
+    };
+    let mut child = Command::new(command)
+        .args(["--stdout", "--stdin", "-v", voice, "-s", &rate.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| engine_err(e.to_string()))?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| engine_err("no stdin".into()))?;
+    let text = text.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(text.as_bytes());
+        let _ = stdin.write_all(b"\n");
+    });
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| engine_err("no stdout".into()))?;
+    let mut wav = Vec::new();
+    let read = stdout.read_to_end(&mut wav);
+    let _ = writer.join();
+    let status = child.wait().map_err(|e| engine_err(e.to_string()))?;
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    read.map_err(|e| SpeakError::Failed(e.to_string()))?;
+    if !status.success() {
+        return Err(SpeakError::Failed(format!("{status}: {}", err.trim())));
+    }
+    let mut r = PcmReader::wav(&wav[..])?;
+    let rate = r.format.rate;
+    let mut all = Vec::new();
+    let mut block = Vec::new();
+    while r.read_block(&mut block, 1 << 16)? {
+        all.extend_from_slice(&block);
+    }
+    Ok((rate, all))
+}
+
+/// Where speech goes.
+enum Sink {
+    /// No device: samples are taken at the device's pace and dropped.
+    Paced { why: String },
+}
+
+/// Plays one thing at a time and can be stopped.
+pub struct Speaker {
+    command: String,
+    voice: String,
+    rate: u32,
+    sink: Sink,
+    /// Serialises playback.
+    playing: Mutex<()>,
+    speaking: AtomicBool,
+    stop: AtomicBool,
+    /// Monotonic µs of the speech onset that asked for a stop (0: `audio.stop`).
+    barge_at_us: AtomicU64,
+}
+
+impl Speaker {
+    pub fn new(a: &AudioSettings) -> Self {
+        let why = match a.output.as_str() {
+            "none" => "audio.output = \"none\"".to_string(),
+            other => format!(
+                "no output device `{other}` (this build plays to none; see ARCHITECTURE.md)"
+            ),
+        };
+        Self {
+            command: a.tts_command.clone(),
+            voice: a.tts_voice.clone(),
+            rate: a.tts_rate,
+            sink: Sink::Paced { why },
+            playing: Mutex::new(()),
+            speaking: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            barge_at_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Where playback goes, in words.
+    pub fn output_name(&self) -> String {
+        match &self.sink {
+            Sink::Paced { why } => format!("none ({why})"),
+        }
+    }
+
+    /// Speech began on the live input: if speaking, stop (barge-in).
+    pub fn speech_started(&self, onset_ms: f64) {
+        if self.speaking.load(Ordering::Acquire) {
+            self.barge_at_us
+                .store((onset_ms * 1e3).max(1.0) as u64, Ordering::Release);
+            self.stop.store(true, Ordering::Release);
+        }
+    }
+
+    /// Stops what is being spoken; `true` if something was.
+    pub fn stop(&self) -> bool {
+        let was = self.speaking.load(Ordering::Acquire);
+        if was {
+            self.barge_at_us.store(0, Ordering::Release);
+            self.stop.store(true, Ordering::Release);
+        }
+        was
+    }
+
+    /// Synthesises and plays (or writes) one reply. Blocking.
+    ///
+    /// # Errors
+    /// [`SpeakError`].
+    pub fn speak(&self, req: &Speak, events: &EventPublisher) -> Result<Spoken, SpeakError> {
+        let asked = Instant::now();
+        let voice = req.voice.as_deref().unwrap_or(&self.voice);
+        let (rate, samples) = synthesize(
+            &self.command,
+            voice,
+            req.rate.unwrap_or(self.rate),
+            &req.text,
+        )?;
+        let audio_ms = samples.len() as f64 * 1e3 / f64::from(rate);
+        if let Some(path) = &req.wav_out {
+            let write = |path: &str| -> std::io::Result<()> {
+                let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+                write_wav16(&mut f, rate, &samples)?;
+                f.flush()
+            };
+            write(path).map_err(|e| SpeakError::Write {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            return Ok(Spoken {
+                audio_ms,
+                played_ms: 0.0,
+                interrupted: false,
+                output: format!("wav {path}"),
+                first_audio_ms: asked.elapsed().as_secs_f64() * 1e3,
+            });
+        }
+        let _turn = self.playing.lock().unwrap_or_else(|p| p.into_inner());
+        self.stop.store(false, Ordering::Release);
+        self.speaking.store(true, Ordering::Release);
+        let event = |state: &str, stop_latency_ms: Option<f64>| Speaking {
+            utterance: req.utterance,
+            at_ms: mono_ms(),
+            state: state.into(),
+            stop_latency_ms,
+        };
+        let first_audio_ms = asked.elapsed().as_secs_f64() * 1e3;
+        events.publish(kinds::EVENT_SPEAKING, &event("started", None));
+        let block = (rate as usize * BLOCK_MS as usize / 1000).max(1);
+        let start = Instant::now();
+        let mut played = 0usize;
+        let mut interrupted = false;
+        while played < samples.len() {
+            if self.stop.load(Ordering::Acquire) {
+                interrupted = true;
+                break;
+            }
+            let n = block.min(samples.len() - played);
+            match &self.sink {
+                Sink::Paced { .. } => {}
+            }
+            played += n;
+            let due = start + Duration::from_secs_f64(played as f64 / f64::from(rate));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        self.speaking.store(false, Ordering::Release);
+        let played_ms = played as f64 * 1e3 / f64::from(rate);
+        if interrupted {
+            let onset_us = self.barge_at_us.swap(0, Ordering::AcqRel);
+            if onset_us > 0 {
+                let latency = mono_ms() - onset_us as f64 / 1e3;
+                events.publish(kinds::EVENT_BARGE_IN, &event("interrupted", Some(latency)));
+            }
+            events.publish(kinds::EVENT_SPEAKING, &event("interrupted", None));
+        } else {
+            events.publish(kinds::EVENT_SPEAKING, &event("finished", None));
+        }
+        Ok(Spoken {
+            audio_ms,
+            played_ms,
+            interrupted,
+            output: self.output_name(),
+            first_audio_ms,
+        })
+    }
+}

@@ -1,0 +1,355 @@
+//! Voice activity → turns: where speech starts and ends, and when the user's turn is over.
+//!
+//! Speech starts at the first of `min_speech` consecutive frames whose probability reaches
+//! `threshold`; it continues while frames stay above `off_threshold` (hysteresis, so a soft
+//! consonant does not split a word). It ends at the end of the last voiced frame. The turn is
+//! over after `hangover_ms` of silence, or after only `early_hangover_ms` when the transcript of
+//! everything said so far already reads as a complete command ([`reads_complete`]).
+
+use crate::vad::FRAME;
+
+/// Settings (from `[audio]` in config).
+#[derive(Debug, Clone)]
+pub struct TurnConfig {
+    pub threshold: f32,
+    pub off_threshold: f32,
+    pub min_speech_frames: usize,
+    pub hangover_ms: u32,
+    pub early_hangover_ms: u32,
+    pub max_utterance_ms: u32,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            threshold: 0.5,
+            off_threshold: 0.35,
+            min_speech_frames: 2,
+            hangover_ms: 200,
+            early_hangover_ms: 96,
+            max_utterance_ms: 30_000,
+        }
+    }
+}
+
+/// What a frame changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnEvent {
+    /// Speech began at `sample`.
+    Started { sample: u64 },
+    /// Voiced frames stopped at `sample` (the turn may still go on).
+    Paused { sample: u64 },
+    /// Speech resumed within the hangover: the pause was inside the turn.
+    Resumed,
+    /// The turn is over; the speech ended at `sample`.
+    Ended { sample: u64, reason: &'static str },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Silence,
+    Speech,
+    /// Silent since `since` (the end of the last voiced frame).
+    Pausing {
+        since: u64,
+    },
+}
+
+pub struct TurnDetector {
+    cfg: TurnConfig,
+    state: State,
+    onset: usize,
+    onset_start: u64,
+    start: u64,
+}
+
+const MS: u64 = 16; // samples per millisecond
+
+impl TurnDetector {
+    pub fn new(cfg: TurnConfig) -> Self {
+        Self {
+            cfg,
+            state: State::Silence,
+            onset: 0,
+            onset_start: 0,
+            start: 0,
+        }
+    }
+
+    /// The detector's settings.
+    pub fn config(&self) -> &TurnConfig {
+        &self.cfg
+    }
+
+    /// In a turn (speaking, or pausing inside the hangover).
+    pub fn in_turn(&self) -> bool {
+        self.state != State::Silence
+    }
+
+    /// Where the current turn's speech started.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Silent for this long inside a turn (0 while speaking or outside a turn).
+    pub fn silence_ms(&self, now_sample: u64) -> u64 {
+        match self.state {
+            State::Pausing { since } => now_sample.saturating_sub(since) / MS,
+            _ => 0,
+        }
+    }
+
+    /// Where the voiced part of the current turn ended (if pausing).
+    pub fn paused_at(&self) -> Option<u64> {
+        match self.state {
+            State::Pausing { since } => Some(since),
+            _ => None,
+        }
+    }
+
+    /// Moves the current pause to where the audio shows the voice really stopped.
+    pub fn set_pause(&mut self, sample: u64) {
+        if let State::Pausing { since } = &mut self.state {
+            *since = sample;
+        }
+    }
+
+    /// Feeds one frame starting at `at` with speech probability `p`. `complete` says the
+    /// transcript of the turn so far (up to the pause) reads as a complete command.
+    pub fn frame(&mut self, at: u64, p: f32, complete: bool) -> Option<TurnEvent> {
+        let end = at + FRAME as u64;
+        match self.state {
+            State::Silence => {
+                if p >= self.cfg.threshold {
+                    if self.onset == 0 {
+                        self.onset_start = at;
+                    }
+                    self.onset += 1;
+                    if self.onset >= self.cfg.min_speech_frames {
+                        self.onset = 0;
+                        self.start = self.onset_start;
+                        self.state = State::Speech;
+                        return Some(TurnEvent::Started { sample: self.start });
+                    }
+                } else {
+                    self.onset = 0;
+                }
+                None
+            }
+            State::Speech => {
+                if end - self.start >= u64::from(self.cfg.max_utterance_ms) * MS {
+                    self.state = State::Silence;
+                    return Some(TurnEvent::Ended {
+                        sample: end,
+                        reason: "max_length",
+                    });
+                }
+                if p < self.cfg.off_threshold {
+                    self.state = State::Pausing { since: at };
+                    return Some(TurnEvent::Paused { sample: at });
+                }
+                None
+            }
+            State::Pausing { since } => {
+                if p >= self.cfg.threshold {
+                    self.state = State::Speech;
+                    return Some(TurnEvent::Resumed);
+                }
+                let silent_ms = (end - since) / MS;
+                let reason = if silent_ms >= u64::from(self.cfg.hangover_ms) {
+                    Some("silence")
+                } else if complete && silent_ms >= u64::from(self.cfg.early_hangover_ms) {
+                    Some("complete")
+                } else {
+                    None
+                };
+                reason.map(|reason| {
+                    self.state = State::Silence;
+                    TurnEvent::Ended {
+                        sample: since,
+                        reason,
+                    }
+                })
+            }
+        }
+    }
+
+    /// The input ended: close an open turn.
+    pub fn finish(&mut self, at: u64) -> Option<TurnEvent> {
+        let ev = match self.state {
+            State::Silence => None,
+            State::Speech => Some(TurnEvent::Ended {
+                sample: at,
+                reason: "end_of_input",
+            }),
+            State::Pausing { since } => Some(TurnEvent::Ended {
+                sample: since,
+                reason: "end_of_input",
+            }),
+        };
+        self.state = State::Silence;
+        ev
+    }
+
+    /// Push-to-talk released: close the turn now.
+    pub fn stop(&mut self, at: u64) -> Option<TurnEvent> {
+        let ev = self.finish(at);
+        ev.map(|e| match e {
+            TurnEvent::Ended { sample, .. } => TurnEvent::Ended {
+                sample,
+                reason: "stopped",
+            },
+            other => other,
+        })
+    }
+}
+
+/// Words after which a command is not over ("set a timer for …").
+const DANGLING: &[&str] = &[
+    "a", "an", "the", "and", "or", "but", "to", "for", "of", "at", "in", "on", "with", "my",
+    "your", "about", "from", "by", "into", "is", "are", "was", "than", "that", "um", "uh", "so",
+    "if", "me", "then", "because", "like", "called", "named", "saying", "says", "remind", "set",
+    "call", "add", "what's", "whats", "what", "when", "where", "who", "how", "next", "this",
+    "every", "until", "before", "after",
+];
+
+const NUMBERS: &[&str] = &[
+    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+    "twelve", "fifteen", "twenty", "thirty", "forty", "fifty", "sixty", "hundred", "half",
+];
+
+/// Whether a transcript reads as a complete command: at least two words, not trailing off
+/// ("…", a comma, a dangling word), and not ending on a bare number that a unit should follow
+/// ("for five" — but "at five" is a time and complete).
+pub fn reads_complete(text: &str) -> bool {
+    let t = text.trim();
+    if t.ends_with("...") || t.ends_with(',') || t.ends_with('-') {
+        return false;
+    }
+    let words: Vec<String> = t
+        .split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'')
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect();
+    if words.len() < 2 {
+        return false;
+    }
+    let last = words[words.len() - 1].as_str();
+    let before = words[words.len() - 2].as_str();
+    if DANGLING.contains(&last) {
+        return false;
+    }
+    let numeric = last.chars().all(|c| c.is_ascii_digit()) || NUMBERS.contains(&last);
+    if numeric && !matches!(before, "at" | "number" | "page" | "channel" | "to") {
+        return false;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(det: &mut TurnDetector, probs: &[f32], complete: bool) -> Vec<(u64, TurnEvent)> {
+        let mut out = Vec::new();
+        for (i, p) in probs.iter().enumerate() {
+            let at = (i * FRAME) as u64;
+            if let Some(e) = det.frame(at, *p, complete) {
+                out.push((at, e));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn speech_is_bounded_and_the_turn_ends_after_the_hangover() {
+        let mut d = TurnDetector::new(TurnConfig::default());
+        // 5 silent, 10 voiced, 1 dip (inside a word), 5 voiced, then silence.
+        let mut p = vec![0.05; 5];
+        p.extend([0.9; 10]);
+        p.push(0.4); // between off and on: still speech
+        p.extend([0.9; 5]);
+        p.extend([0.02; 12]);
+        let ev = run(&mut d, &p, false);
+        assert_eq!(ev[0].1, TurnEvent::Started { sample: 5 * 512 });
+        assert_eq!(ev[1].1, TurnEvent::Paused { sample: 21 * 512 });
+        // 200 ms = 6.25 frames: ends at the 7th silent frame, dated at the pause.
+        assert_eq!(
+            ev[2],
+            (
+                27 * 512,
+                TurnEvent::Ended {
+                    sample: 21 * 512,
+                    reason: "silence"
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn a_complete_command_ends_sooner_and_a_resumption_continues() {
+        let mut d = TurnDetector::new(TurnConfig::default());
+        let mut p = vec![0.9; 10];
+        p.extend([0.02; 4]);
+        let ev = run(&mut d, &p, true);
+        // 96 ms = 3 frames after the pause.
+        assert_eq!(
+            ev.last().unwrap(),
+            &(
+                12 * 512,
+                TurnEvent::Ended {
+                    sample: 10 * 512,
+                    reason: "complete"
+                }
+            )
+        );
+
+        let mut d = TurnDetector::new(TurnConfig::default());
+        let mut p = vec![0.9; 10];
+        p.extend([0.02; 2]);
+        p.extend([0.9; 3]);
+        let ev = run(&mut d, &p, false);
+        assert_eq!(ev.last().unwrap().1, TurnEvent::Resumed);
+        assert!(d.in_turn());
+        assert_eq!(
+            d.finish(15 * 512),
+            Some(TurnEvent::Ended {
+                sample: 15 * 512,
+                reason: "end_of_input"
+            })
+        );
+    }
+
+    #[test]
+    fn a_single_loud_frame_is_not_speech() {
+        let mut d = TurnDetector::new(TurnConfig::default());
+        assert!(run(&mut d, &[0.1, 0.95, 0.1, 0.2], false).is_empty());
+    }
+
+    #[test]
+    fn complete_commands_read_as_complete() {
+        for t in [
+            "Set a timer for seven minutes.",
+            "What time is it?",
+            "Remind me to call Anna at five.",
+            "Add milk to my shopping list",
+            "Turn it up to 11",
+        ] {
+            assert!(reads_complete(t), "{t}");
+        }
+        for t in [
+            "Set a timer for",
+            "Set a timer for five",
+            "Remind me to call",
+            "and then...",
+            "Add milk to the,",
+            "Hello",
+            "",
+        ] {
+            assert!(!reads_complete(t), "{t}");
+        }
+    }
+}
