@@ -101,7 +101,8 @@ test: setup models
 
 # Benchmarks (release build): bus latency against raw ZeroMQ, throughput, streaming; the
 # inference service against llama.cpp driven directly, cached vs cold time to first token;
-# redaction throughput and the cloud-gateway's overhead over a direct request.
+# redaction throughput and the cloud-gateway's overhead over a direct request; the agent's
+# typed fast path; memory recall; voice in (end of speech → final transcript, cut-offs, RTF).
 bench: models
     cargo bench --locked -p ming-bus --bench bus
     cargo bench --locked -p ming-inference --bench inference
@@ -109,6 +110,7 @@ bench: models
     cargo bench --locked -p ming-cloud-gateway --bench gateway
     cargo bench --locked -p ming-agent --bench typed
     cargo bench --locked -p ming-memory --bench memory
+    cargo bench --locked -p ming-audio --bench latency
 
 # Lints, as CI runs them.
 lint:

@@ -11,8 +11,10 @@
 //! - [`pipeline`]: audio → boundaries, partial and final transcripts.
 //! - [`source`]: files, bytes and PCM for `audio.transcribe`, paced or as fast as possible.
 //! - [`tts`]: speech synthesis and playback with barge-in.
+//! - [`live`]: the live input (push-to-talk, wake phrase, follow-up window).
 //! - [`AudioService`] / [`run`]: the bus side.
 
+pub mod live;
 pub mod pipeline;
 pub mod resample;
 pub mod source;
@@ -32,7 +34,7 @@ use ming_bus::worker::{run_worker, Handler, Request, Responder, WorkerOptions};
 use ming_bus::{BusClient, BusConfig, BusError};
 use ming_config::models::{self, ResolveModelError};
 use ming_config::{AudioSettings, Config, Paths};
-use ming_schemas::audio::{Speak, Transcribe, Transcribed, Transcript, Update};
+use ming_schemas::audio::{Feed, Listen, Speak, Transcribe, Transcribed, Transcript, Update};
 use ming_schemas::{kinds, ErrorCode};
 
 use crate::pipeline::{Output, PipelineConfig};
@@ -125,6 +127,7 @@ pub struct AudioService {
     events: Arc<EventPublisher>,
     bus: Arc<BusClient>,
     speaker: Arc<tts::Speaker>,
+    live: Arc<live::Live>,
 }
 
 impl AudioService {
@@ -152,6 +155,7 @@ impl AudioService {
         let mut cancelled = req.cancelled.clone();
         let mut finals: Vec<Transcript> = Vec::new();
         let mut to_agent = Vec::new();
+        let mut watching = true;
         loop {
             tokio::select! {
                 o = rx.recv() => {
@@ -167,8 +171,10 @@ impl AudioService {
                         resp.partial(&update);
                     }
                 }
-                _ = cancelled.changed() => {
-                    if *cancelled.borrow() {
+                changed = cancelled.changed(), if watching => {
+                    if changed.is_err() {
+                        watching = false;
+                    } else if *cancelled.borrow() {
                         cancel.store(true, Ordering::Relaxed);
                     }
                 }
@@ -206,12 +212,17 @@ impl AudioService {
         });
     }
 
-    /// Publishes a pipeline output as its event and returns it as a transcription update.
     fn publish(&self, o: &Output) -> Update {
+        publish(&self.events, o)
+    }
+}
+
+/// Publishes a pipeline output as its event and returns it as a transcription update.
+fn publish(events: &EventPublisher, o: &Output) -> Update {
+    {
         match o {
             Output::SpeechStarted(b) => {
-                self.speaker.speech_started(b.at_ms);
-                self.events.publish(kinds::EVENT_SPEECH_STARTED, b);
+                events.publish(kinds::EVENT_SPEECH_STARTED, b);
                 Update {
                     event: "speech_started".into(),
                     boundary: Some(b.clone()),
@@ -219,7 +230,7 @@ impl AudioService {
                 }
             }
             Output::SpeechEnded(b) => {
-                self.events.publish(kinds::EVENT_SPEECH_ENDED, b);
+                events.publish(kinds::EVENT_SPEECH_ENDED, b);
                 Update {
                     event: "speech_ended".into(),
                     boundary: Some(b.clone()),
@@ -227,7 +238,7 @@ impl AudioService {
                 }
             }
             Output::Partial(t) => {
-                self.events.publish(kinds::EVENT_PARTIAL, t);
+                events.publish(kinds::EVENT_PARTIAL, t);
                 Update {
                     event: "partial".into(),
                     boundary: None,
@@ -235,7 +246,7 @@ impl AudioService {
                 }
             }
             Output::Final(t) => {
-                self.events.publish(kinds::EVENT_TRANSCRIPT, t);
+                events.publish(kinds::EVENT_TRANSCRIPT, t);
                 Update {
                     event: "final".into(),
                     boundary: None,
@@ -244,7 +255,9 @@ impl AudioService {
             }
         }
     }
+}
 
+impl AudioService {
     async fn speak(&self, req: Request, resp: Responder) {
         let body: Speak = match req.body() {
             Ok(b) => b,
@@ -273,10 +286,27 @@ impl AudioService {
     }
 }
 
+fn listen_code(e: &live::ListenError) -> ErrorCode {
+    match e {
+        live::ListenError::NoInput(_) => ErrorCode::ServiceUnavailable,
+        _ => ErrorCode::BadRequest,
+    }
+}
+
 /// Hands a final transcript to the agent as a voice turn; `true` when the agent answered.
 async fn send_to_agent(bus: Arc<BusClient>, t: Transcript) -> bool {
+    let text = t.text.clone();
+    ask_agent(&bus, text, t).await.is_some()
+}
+
+/// Sends `text` (a final transcript, or what followed the wake phrase in it) to the agent.
+async fn ask_agent(
+    bus: &BusClient,
+    text: String,
+    t: Transcript,
+) -> Option<ming_schemas::agent::Reply> {
     let msg = ming_schemas::agent::Message {
-        text: t.text.clone(),
+        text,
         session: Some("voice".into()),
         confirm: false,
         tool: None,
@@ -292,11 +322,56 @@ async fn send_to_agent(bus: Arc<BusClient>, t: Transcript) -> bool {
         )
         .await
     {
-        Ok(_) => true,
+        Ok(r) => Some(r),
         Err(e) => {
             tracing::warn!(error = %e, "the agent did not take a voice turn");
-            false
+            None
         }
+    }
+}
+
+/// The live input's outputs: events, barge-in, and voice turns for the agent, whose answers
+/// are spoken.
+async fn serve_live(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Output>,
+    live: Arc<live::Live>,
+    events: Arc<EventPublisher>,
+    bus: Arc<BusClient>,
+    speaker: Arc<tts::Speaker>,
+) {
+    while let Some(o) = rx.recv().await {
+        if let Output::SpeechStarted(b) = &o {
+            speaker.speech_started(b.at_ms);
+        }
+        publish(&events, &o);
+        let Output::Final(t) = o else { continue };
+        let Some(text) = live.route(&t.text) else {
+            continue;
+        };
+        let (live, events, bus, speaker) = (
+            Arc::clone(&live),
+            Arc::clone(&events),
+            Arc::clone(&bus),
+            Arc::clone(&speaker),
+        );
+        tokio::spawn(async move {
+            let utterance = t.utterance;
+            let Some(reply) = ask_agent(&bus, text, t).await else {
+                return;
+            };
+            if !reply.text.trim().is_empty() {
+                let say = Speak {
+                    text: reply.text.clone(),
+                    utterance: Some(utterance),
+                    ..Default::default()
+                };
+                let r = tokio::task::spawn_blocking(move || speaker.speak(&say, &events)).await;
+                if let Ok(Err(e)) = r {
+                    tracing::warn!(error = %e, "could not speak the answer");
+                }
+            }
+            live.answered();
+        });
     }
 }
 
@@ -315,6 +390,20 @@ impl Handler for AudioService {
                     },
                 });
             }
+            kinds::AUDIO_LISTEN => match req.body::<Listen>() {
+                Ok(l) => match self.live.listen(&l.action) {
+                    Ok(state) => resp.reply(&state),
+                    Err(e) => resp.error(listen_code(&e), e.to_string()),
+                },
+                Err(e) => resp.fail(&e),
+            },
+            kinds::AUDIO_FEED => match req.body::<Feed>() {
+                Ok(f) => match self.live.feed(&f.pcm, f.rate) {
+                    Ok(state) => resp.reply(&state),
+                    Err(e) => resp.error(listen_code(&e), e.to_string()),
+                },
+                Err(e) => resp.fail(&e),
+            },
             other => resp.error(
                 ErrorCode::Unsupported,
                 format!("audio does not handle `{other}`"),
@@ -355,6 +444,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let events = Arc::new(EventPublisher::connect(&bus, opts.service.clone())?);
     let client = Arc::new(BusClient::connect(&bus, opts.service.clone())?);
     let speaker = Arc::new(tts::Speaker::new(&cfg.audio));
+    let (live_tx, live_rx) = tokio::sync::mpsc::unbounded_channel();
+    let live = live::Live::start(&engine, &cfg.audio, live_tx);
+    let live_task = tokio::spawn(serve_live(
+        live_rx,
+        Arc::clone(&live),
+        Arc::clone(&events),
+        Arc::clone(&client),
+        Arc::clone(&speaker),
+    ));
     tracing::info!(
         service = %opts.service,
         bus = %bus.bus_endpoint,
@@ -371,7 +469,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         events,
         bus: client,
         speaker,
+        live,
     };
-    run_worker(&bus, opts, Arc::new(service), shutdown).await?;
+    let result = run_worker(&bus, opts, Arc::new(service), shutdown).await;
+    live_task.abort();
+    result?;
     Ok(())
 }

@@ -133,6 +133,9 @@ pub struct Pipeline {
     inflight: Vec<InFlight>,
     next_job: u64,
     results: mpsc::Sender<Input>,
+    /// Whether turns are transcribed at all (live input when nobody listens: boundaries only,
+    /// for barge-in, and finals with no text).
+    armed: Arc<AtomicBool>,
     /// Milliseconds spent decoding (for the real-time factor).
     pub stt_ms: f64,
     /// 16 kHz samples taken in.
@@ -167,9 +170,16 @@ impl Pipeline {
             inflight: Vec::new(),
             next_job: 1,
             results,
+            armed: Arc::new(AtomicBool::new(true)),
             stt_ms: 0.0,
             samples: 0,
         }
+    }
+
+    /// Shares the switch that says whether turns are transcribed.
+    pub fn with_armed(mut self, armed: Arc<AtomicBool>) -> Self {
+        self.armed = armed;
+        self
     }
 
     /// Whether a turn is open (speech, or a pause inside the hangover, or a pending final).
@@ -374,7 +384,7 @@ impl Pipeline {
                     }
                     _ if covered => self.ending = Some(t),
                     _ => {
-                        let samples = self.audio(t.start.saturating_sub(self.preroll()), now);
+                        let samples = self.utterance_audio(t.start, now);
                         self.ending = Some(t);
                         self.submit_samples(JobKind::Final, sample, samples, out);
                     }
@@ -408,8 +418,17 @@ impl Pipeline {
     /// up to `upto` (a little silence after a pause helps).
     fn submit(&mut self, kind: JobKind, end: u64, upto: u64, out: &mut Vec<Output>) {
         let Some(t) = &self.cur else { return };
-        let samples = self.audio(t.start.saturating_sub(self.preroll()), upto.max(end));
+        let samples = self.utterance_audio(t.start, upto.max(end));
         self.submit_samples(kind, end, samples, out);
+    }
+
+    /// The audio of an utterance from `start` less the pre-roll; speech at the very start of
+    /// the source gets the pre-roll as silence (whisper misreads a first word with no lead-in).
+    fn utterance_audio(&self, start: u64, to: u64) -> Vec<f32> {
+        let preroll = self.preroll();
+        let mut v = vec![0.0; preroll.saturating_sub(start) as usize];
+        v.extend(self.audio(start.saturating_sub(preroll), to));
+        v
     }
 
     /// Queues a decode for the turn being spoken (partials, speculative) or the one ending
@@ -428,6 +447,12 @@ impl Pipeline {
         };
         let Some(t) = turn else { return };
         let utterance = t.utterance;
+        if !self.armed.load(Ordering::Relaxed) {
+            if kind == JobKind::Final {
+                self.finish_turn(empty(), out);
+            }
+            return;
+        }
         t.stages.push(Stage {
             name: format!("decode_started:{}", kind_name(kind)),
             at_ms: mono_ms(),
@@ -503,9 +528,10 @@ impl Pipeline {
                 Some(d) => self.finish_turn(d, out),
                 // A speculative decode aborted or failed: decode the final after all.
                 None if job.kind != JobKind::Final => {
-                    let samples = self.ending.as_ref().map_or_else(Vec::new, |t| {
-                        self.audio(t.start.saturating_sub(self.preroll()), job.end)
-                    });
+                    let samples = self
+                        .ending
+                        .as_ref()
+                        .map_or_else(Vec::new, |t| self.utterance_audio(t.start, job.end));
                     self.submit_samples(JobKind::Final, job.end, samples, out);
                 }
                 // The final itself failed: an empty transcript rather than a turn that never ends.

@@ -96,6 +96,8 @@ pub struct PcmReader<R> {
     promised: Option<u64>,
     read: u64,
     carry: Vec<u8>,
+    /// The data ended before its promised size (reported by the next read).
+    truncated: bool,
 }
 
 const STREAMING_SIZES: [u32; 3] = [0, 0xFFFF_FFFF, 0x7FFF_F000];
@@ -119,6 +121,7 @@ impl<R: Read> PcmReader<R> {
             promised: None,
             read: 0,
             carry: Vec::new(),
+            truncated: false,
         })
     }
 
@@ -161,6 +164,7 @@ impl<R: Read> PcmReader<R> {
                         promised,
                         read: 0,
                         carry: Vec::new(),
+                        truncated: false,
                     });
                 }
                 _ => {
@@ -191,6 +195,12 @@ impl<R: Read> PcmReader<R> {
         if want == 0 {
             return Ok(false);
         }
+        if self.truncated {
+            return Err(ReadWavError::Truncated {
+                promised: self.promised.unwrap_or(0),
+                got: self.read,
+            });
+        }
         let mut buf = std::mem::take(&mut self.carry);
         let start = buf.len();
         buf.resize(start + want as usize, 0);
@@ -210,14 +220,9 @@ impl<R: Read> PcmReader<R> {
             *r -= got;
         }
         let eof = got < want;
-        if eof {
-            if let Some(p) = self.promised {
-                return Err(ReadWavError::Truncated {
-                    promised: p,
-                    got: self.read,
-                });
-            }
-        }
+        // A short read of a file whose header promised more: give what came, then the error
+        // on the next call, so that nothing read is lost.
+        self.truncated = eof && self.promised.is_some();
         let whole = buf.len() / fb * fb;
         let ch = usize::from(self.format.channels);
         let bps = self.format.encoding.bytes();
@@ -229,6 +234,12 @@ impl<R: Read> PcmReader<R> {
             out.push(sum / ch as f32);
         }
         self.carry = buf[whole..].to_vec();
+        if self.truncated && out.is_empty() {
+            return Err(ReadWavError::Truncated {
+                promised: self.promised.unwrap_or(0),
+                got: self.read,
+            });
+        }
         Ok(!eof || !out.is_empty())
     }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+mod audio;
 mod memory;
 
 use anyhow::{bail, Context};
@@ -102,6 +103,42 @@ enum Cmd {
         #[command(subcommand)]
         cmd: memory::MemoryCmd,
     },
+    /// Transcribe a WAV file through the audio service: speech boundaries and partial
+    /// transcripts as they come, then each utterance's final transcript with its timings.
+    Transcribe {
+        file: PathBuf,
+        /// Feed it at real-time pace, as a microphone would (default: as fast as possible).
+        #[arg(long)]
+        realtime: bool,
+        /// Hand each utterance to the agent, as a voice turn.
+        #[arg(long)]
+        to_agent: bool,
+        /// Print the whole reply as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say something through the audio service (text-to-speech).
+    Say {
+        text: String,
+        /// Write the speech to this WAV file instead of playing it.
+        #[arg(long)]
+        wav: Option<PathBuf>,
+        /// espeak-ng voice (e.g. en-us, en-gb).
+        #[arg(long)]
+        voice: Option<String>,
+        /// Words per minute.
+        #[arg(long)]
+        rate: Option<u32>,
+    },
+    /// Push-to-talk: open a turn on the live input; the transcript goes to the agent.
+    Listen {
+        /// End the open turn now.
+        #[arg(long)]
+        stop: bool,
+        /// Only report the input and listening state.
+        #[arg(long)]
+        status: bool,
+    },
     /// Ask the local model directly (through the inference service), streaming the answer.
     Generate {
         prompt: String,
@@ -151,6 +188,8 @@ struct Cli {
     bus: BusConfig,
     runtime_dir: PathBuf,
     timeout: Duration,
+    /// `--timeout-ms` was given: it wins over a command's own default.
+    explicit_timeout: bool,
 }
 
 impl Cli {
@@ -167,10 +206,27 @@ impl Cli {
         kind: &str,
         body: &Q,
     ) -> anyhow::Result<R> {
+        self.request_with(target, kind, body, self.timeout).await
+    }
+
+    /// [`Cli::request`] with its own deadline (for work that takes long: speaking, …), unless
+    /// `--timeout-ms` set one.
+    async fn request_with<Q: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        target: &str,
+        kind: &str,
+        body: &Q,
+        timeout: Duration,
+    ) -> anyhow::Result<R> {
         if !self.runtime_dir.join("bus.sock").exists() {
             return Err(self.not_running());
         }
-        match self.client.request(target, kind, body, self.timeout).await {
+        let timeout = if self.explicit_timeout {
+            self.timeout
+        } else {
+            timeout
+        };
+        match self.client.request(target, kind, body, timeout).await {
             Ok(r) => Ok(r),
             Err(BusError::Timeout { .. }) if target == "supervisor" => Err(anyhow::anyhow!(
                 "mingd is not answering at {} (is it running? a stale socket?)",
@@ -218,6 +274,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         timeout: args
             .timeout_ms
             .map_or(bus.default_timeout, Duration::from_millis),
+        explicit_timeout: args.timeout_ms.is_some(),
         bus,
     };
     let svc = |s: &str| ServiceName {
@@ -369,6 +426,19 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Cmd::Consent { cmd } => return consent(&cli, cmd).await,
         Cmd::Memory { cmd } => return memory::run(&cli, cmd).await,
+        Cmd::Transcribe {
+            file,
+            realtime,
+            to_agent,
+            json,
+        } => return audio::transcribe(&cli, file, realtime, to_agent, json, args.timeout_ms).await,
+        Cmd::Say {
+            text,
+            wav,
+            voice,
+            rate,
+        } => return audio::say(&cli, text, wav, voice, rate).await,
+        Cmd::Listen { stop, status } => return audio::listen(&cli, stop, status).await,
         Cmd::Egress { cmd } => return egress(&cli, cmd).await,
         Cmd::Generate {
             prompt,

@@ -1,0 +1,379 @@
+//! The audio service as a real process under mingd, with speech synthesised by espeak-ng:
+//! transcription over the bus and from the CLI, awkward files (wrong format, truncated, silence
+//! only, ten minutes long) answered clearly while the service keeps serving, text-to-speech,
+//! barge-in, and a push-to-talk voice turn that reaches the agent's first action.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ming_bus::events::EventSubscriber;
+use ming_schemas::audio::{
+    Feed, Listen, ListenState, Speak, Speaking, Spoken, Transcribe, Transcribed,
+};
+use ming_schemas::{kinds, ErrorCode};
+use ming_tests::Mingd;
+
+const CONFIG: &str = r#"
+[audio]
+input = "bus"
+output = "none"
+"#;
+
+/// espeak-ng's WAV for `text` (22,050 Hz mono, 16-bit).
+fn espeak(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    let ok = Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "175", "-w"])
+        .arg(&path)
+        .arg(text)
+        .status()
+        .expect("espeak-ng (just setup installs it)");
+    assert!(ok.success());
+    path
+}
+
+/// The 16-bit samples and rate of a plain PCM WAV.
+fn read_wav(path: &Path) -> (u32, Vec<i16>) {
+    let b = std::fs::read(path).unwrap();
+    let rate = u32::from_le_bytes(b[24..28].try_into().unwrap());
+    let mut i = 12;
+    while &b[i..i + 4] != b"data" {
+        i += 8 + u32::from_le_bytes(b[i + 4..i + 8].try_into().unwrap()) as usize;
+    }
+    let pcm = b[i + 8..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    (rate, pcm)
+}
+
+fn write_wav(path: &Path, rate: u32, pcm: &[i16]) {
+    let data = (pcm.len() * 2) as u32;
+    let mut v = Vec::new();
+    v.extend_from_slice(b"RIFF");
+    v.extend_from_slice(&(36 + data).to_le_bytes());
+    v.extend_from_slice(b"WAVEfmt ");
+    v.extend_from_slice(&16u32.to_le_bytes());
+    for x in [1u16, 1] {
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.extend_from_slice(&rate.to_le_bytes());
+    v.extend_from_slice(&(rate * 2).to_le_bytes());
+    for x in [2u16, 16] {
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.extend_from_slice(b"data");
+    v.extend_from_slice(&data.to_le_bytes());
+    for s in pcm {
+        v.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, v).unwrap();
+}
+
+async fn transcribe(m: &Mingd, path: &Path) -> Result<Transcribed, ming_bus::BusError> {
+    m.client
+        .request(
+            "audio",
+            kinds::AUDIO_TRANSCRIBE,
+            &Transcribe {
+                path: Some(path.display().to_string()),
+                ..Default::default()
+            },
+            Duration::from_secs(240),
+        )
+        .await
+}
+
+fn text_of(r: &Transcribed) -> String {
+    r.utterances
+        .iter()
+        .map(|u| u.text.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transcription_over_the_bus_and_awkward_files() {
+    let m = Mingd::start(CONFIG);
+    m.wait_ready(&["audio"], Duration::from_secs(60)).await;
+    let dir = m.dir.path();
+    let cmd = espeak(dir, "cmd.wav", "What is on my calendar tomorrow?");
+
+    // A streamed request: boundaries and partials first, then the final.
+    let body = ming_schemas::to_body(&Transcribe {
+        path: Some(cmd.display().to_string()),
+        partials: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut stream = m
+        .client
+        .stream(m.client.envelope(
+            "audio",
+            kinds::AUDIO_TRANSCRIBE,
+            body,
+            Duration::from_secs(60),
+        ))
+        .unwrap();
+    let mut events = Vec::new();
+    let reply: Transcribed = loop {
+        let f = stream.next().await.expect("an answer").expect("no error");
+        if f.flow == ming_schemas::envelope::Flow::Partial {
+            events.push(f.body::<ming_schemas::audio::Update>().unwrap().event);
+        } else {
+            break f.body().unwrap();
+        }
+    };
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some("speech_started"),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| e == "speech_ended") && events.iter().any(|e| e == "final"));
+    assert_eq!(text_of(&reply), "what is on my calendar tomorrow?");
+    assert_eq!(reply.source_rate, 22_050);
+    // Partials and a decode at every pause count too: more than the final alone costs.
+    assert!(
+        reply.rtf > 0.0 && reply.stt_ms > 0.0,
+        "real-time factor {}",
+        reply.rtf
+    );
+
+    // A WAV of compressed audio: a clear BadRequest.
+    let mut mp3ish = std::fs::read(&cmd).unwrap();
+    mp3ish[20] = 0x55;
+    let bad = dir.join("mp3.wav");
+    std::fs::write(&bad, &mp3ish).unwrap();
+    let e = transcribe(&m, &bad).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::BadRequest, "{e}");
+    assert!(e.to_string().contains("unsupported WAV format"), "{e}");
+
+    // Not a WAV at all, and a missing file.
+    let junk = dir.join("junk.wav");
+    std::fs::write(&junk, b"ID3\x04 this is not audio").unwrap();
+    assert_eq!(
+        transcribe(&m, &junk).await.unwrap_err().code(),
+        ErrorCode::BadRequest
+    );
+    assert_eq!(
+        transcribe(&m, &dir.join("nowhere.wav"))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::BadRequest
+    );
+
+    // Truncated: what is there is transcribed, and the reply says the file is cut short.
+    let (rate, pcm) = read_wav(&cmd);
+    let mut padded = vec![0i16; rate as usize / 2];
+    padded.extend_from_slice(&pcm);
+    padded.extend(std::iter::repeat_n(0, rate as usize));
+    let full = dir.join("full.wav");
+    write_wav(&full, rate, &padded);
+    let mut cut = std::fs::read(&full).unwrap();
+    cut.truncate(cut.len() - rate as usize); // half a second of the trailing silence is gone
+    let truncated = dir.join("truncated.wav");
+    std::fs::write(&truncated, &cut).unwrap();
+    let r = transcribe(&m, &truncated).await.unwrap();
+    assert!(
+        r.warning.as_deref().unwrap_or("").contains("truncated"),
+        "{:?}",
+        r.warning
+    );
+    assert_eq!(text_of(&r), "what is on my calendar tomorrow?");
+
+    // Silence only: no utterance, no error.
+    let silence = dir.join("silence.wav");
+    write_wav(&silence, 16_000, &vec![0i16; 16_000 * 5]);
+    let r = transcribe(&m, &silence).await.unwrap();
+    assert!(r.utterances.is_empty(), "{:?}", r.utterances);
+    assert!((r.audio_ms - 5000.0).abs() < 1.0);
+
+    // Ten minutes: speech at the start, the middle and the end of quiet noise.
+    let mut long = Vec::with_capacity(rate as usize * 600);
+    let mut seed = 12345u32;
+    for _ in 0..(rate as usize * 600) {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        long.push(((seed >> 16) % 21) as i16 - 10);
+    }
+    for at in [1usize, 300, 595] {
+        let o = at * rate as usize;
+        long[o..o + pcm.len()].copy_from_slice(&pcm);
+    }
+    let ten = dir.join("ten-minutes.wav");
+    write_wav(&ten, rate, &long);
+    let started = Instant::now();
+    let r = transcribe(&m, &ten).await.unwrap();
+    assert!((r.audio_ms - 600_000.0).abs() < 50.0, "{}", r.audio_ms);
+    assert_eq!(r.utterances.len(), 3, "{:?}", r.utterances);
+    for (u, at) in r.utterances.iter().zip([1.0, 300.0, 595.0]) {
+        assert!(
+            (u.audio_start_ms / 1e3 - at).abs() < 0.2,
+            "{} s",
+            u.audio_start_ms / 1e3
+        );
+        assert_eq!(u.text.to_lowercase(), "what is on my calendar tomorrow?");
+    }
+    println!(
+        "10 minutes transcribed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Still serving, and the CLI prints the transcript.
+    let (code, out) = m.ming(&["transcribe", cmd.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("What is on my calendar tomorrow?"), "{out}");
+    let (code, out) = m.ming(&["transcribe", junk.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(out.contains("not a WAV file"), "{out}");
+}
+
+/// Feeds `pcm` (at `rate`) to the live input in 20 ms pieces at real-time pace.
+async fn feed_realtime(m: &Mingd, rate: u32, pcm: &[i16]) {
+    let step = rate as usize / 50;
+    let start = Instant::now();
+    for (i, chunk) in pcm.chunks(step).enumerate() {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let _: ListenState = m
+            .client
+            .request(
+                "audio",
+                kinds::AUDIO_FEED,
+                &Feed {
+                    pcm: serde_bytes::ByteBuf::from(bytes),
+                    rate,
+                },
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("feed");
+        let due = start + Duration::from_millis(20 * (i as u64 + 1));
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speaking_barge_in_and_a_voice_turn_to_the_agent() {
+    let m = Mingd::start(CONFIG);
+    m.wait_ready(&["audio", "agent"], Duration::from_secs(60))
+        .await;
+    let dir = m.dir.path();
+
+    // Speech to a WAV file.
+    let out = dir.join("hello.wav");
+    let (code, text) = m.ming(&[
+        "say",
+        "Hello, I am MingLLM.",
+        "--wav",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let (rate, pcm) = read_wav(&out);
+    assert_eq!(rate, 22_050);
+    assert!(pcm.len() > rate as usize / 2, "{} samples", pcm.len());
+    let e = m
+        .client
+        .request::<_, Spoken>(
+            "audio",
+            kinds::AUDIO_SPEAK,
+            &Speak::default(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::BadRequest);
+
+    // Barge-in: speech on the live input while a long answer plays stops it.
+    let mut events =
+        EventSubscriber::connect(&m.bus, &[kinds::EVENT_BARGE_IN, kinds::EVENT_SPEAKING]).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await; // let the subscription reach the broker
+    let client = m.client.clone();
+    let speaking = tokio::spawn(async move {
+        client
+            .request::<_, Spoken>(
+                "audio",
+                kinds::AUDIO_SPEAK,
+                &Speak {
+                    text: "This is a long answer that goes on and on, so that there is time to interrupt it before it ends.".into(),
+                    ..Default::default()
+                },
+                Duration::from_secs(60),
+            )
+            .await
+    });
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("speaking")
+            .unwrap();
+        if ev.kind == kinds::EVENT_SPEAKING && ev.body::<Speaking>().unwrap().state == "started" {
+            break;
+        }
+    }
+    let interrupt = espeak(dir, "stop.wav", "Stop.");
+    let (irate, ipcm) = read_wav(&interrupt);
+    let mut burst = vec![0i16; irate as usize / 5];
+    burst.extend_from_slice(&ipcm);
+    burst.extend(std::iter::repeat_n(0, irate as usize / 2));
+    feed_realtime(&m, irate, &burst).await;
+    let spoken = speaking.await.unwrap().expect("spoken");
+    assert!(spoken.interrupted, "{spoken:?}");
+    assert!(spoken.played_ms < spoken.audio_ms - 1000.0, "{spoken:?}");
+    let barge = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .expect("barge-in")
+            .unwrap();
+        if ev.kind == kinds::EVENT_BARGE_IN {
+            break ev.body::<Speaking>().unwrap();
+        }
+    };
+    let latency = barge.stop_latency_ms.unwrap();
+    println!("barge-in stopped playback {latency:.1} ms after the speech was detected");
+    assert!(latency < 100.0, "{latency} ms");
+
+    // Push-to-talk: the turn's transcript reaches the agent, which acts on it.
+    let mut actions = EventSubscriber::connect(&m.bus, &[kinds::EVENT_ACTION_STARTED]).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st: ListenState = m
+        .client
+        .request(
+            "audio",
+            kinds::AUDIO_LISTEN,
+            &Listen {
+                action: "start".into(),
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(st.listening && st.input_ok, "{st:?}");
+    let cmd = espeak(dir, "timer.wav", "Set a timer for seven minutes.");
+    let (crate_, cpcm) = read_wav(&cmd);
+    let mut turn = vec![0i16; crate_ as usize / 5];
+    turn.extend_from_slice(&cpcm);
+    turn.extend(std::iter::repeat_n(0, crate_ as usize));
+    feed_realtime(&m, crate_, &turn).await;
+    let ev = tokio::time::timeout(Duration::from_secs(20), actions.next())
+        .await
+        .expect("an action")
+        .unwrap();
+    let a: ming_schemas::agent::ActionStarted = ev.body().unwrap();
+    assert_eq!(a.tool, "set_timer", "{a:?}");
+    assert!(a.arguments.contains("420"), "{a:?}");
+    let st: ListenState = m
+        .client
+        .request(
+            "audio",
+            kinds::AUDIO_LISTEN,
+            &Listen {
+                action: "status".into(),
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(!st.listening, "the turn is over: {st:?}");
+}
