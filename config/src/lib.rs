@@ -144,6 +144,9 @@ pub struct AudioSettings {
     pub stt_beam: u32,
     /// Words the speech-to-text decoder is told to expect (whisper's initial prompt).
     pub stt_prompt: String,
+    /// Encoder frames (20 ms each) beyond the audio's own length: more is more accurate and
+    /// slower.
+    pub stt_ctx_margin: u32,
     /// Live input: `default` (the default capture device), a device name, `bus` (PCM sent with
     /// `audio.feed`), or `none`.
     pub input: String,
@@ -163,6 +166,8 @@ pub struct AudioSettings {
     /// reads as a complete command (ms).
     pub hangover_ms: u32,
     pub early_hangover_ms: u32,
+    /// The longer silence that ends a turn whose transcript trails off ("set a timer for") (ms).
+    pub incomplete_hangover_ms: u32,
     /// Audio kept before the detected start of speech (ms).
     pub preroll_ms: u32,
     /// New audio between partial transcripts while the user speaks (ms); 0: none.
@@ -590,6 +595,12 @@ impl Config {
         );
         let a = &self.audio;
         check(
+            a.stt_ctx_margin <= 1500,
+            "audio.stt_ctx_margin",
+            a.stt_ctx_margin.to_string(),
+            "at most 1500 (whisper's whole window)",
+        );
+        check(
             (1..=8).contains(&a.stt_beam),
             "audio.stt_beam",
             a.stt_beam.to_string(),
@@ -621,6 +632,12 @@ impl Config {
             "audio.hangover_ms",
             format!("{} (early {})", a.hangover_ms, a.early_hangover_ms),
             "hangover_ms between 64 and 3000, early_hangover_ms between 32 and hangover_ms",
+        );
+        check(
+            (a.hangover_ms..=5000).contains(&a.incomplete_hangover_ms),
+            "audio.incomplete_hangover_ms",
+            a.incomplete_hangover_ms.to_string(),
+            "between hangover_ms and 5000",
         );
         check(
             a.preroll_ms <= 1000 && a.partial_interval_ms <= 10_000,

@@ -13,7 +13,9 @@
 //! - **Word error rate** of the same finals, the **real-time factor** of speech-to-text on the
 //!   whole set read as fast as possible, and the process's **RSS**.
 //!
-//! `MING_BENCH_AUDIO_N` limits the commands per setting (default 16).
+//! `MING_BENCH_AUDIO_N` limits the commands per setting (default 16); `MING_BENCH_AUDIO_SETTINGS`
+//! picks settings by index (e.g. `0,1`); `MING_BENCH_AUDIO_STAGES=1` prints each final's stages
+//! relative to the true end of speech.
 
 use std::time::{Duration, Instant};
 
@@ -130,20 +132,64 @@ fn rss_mib() -> f64 {
 }
 
 struct Setting {
+    model: &'static str,
+    margin: u32,
     hangover_ms: u32,
     early_ms: u32,
 }
 
+impl Setting {
+    fn name(&self) -> String {
+        format!(
+            "{}-m{}-h{}-e{}",
+            self.model, self.margin, self.hangover_ms, self.early_ms
+        )
+    }
+}
+
+/// Feeds `audio` in real time and collects the final transcripts (with their arrival times)
+/// until 2 s after the last piece went in; returns (when each piece went in, the finals).
+async fn feed_and_collect(
+    client: &BusClient,
+    events: &mut EventSubscriber,
+    rate: u32,
+    audio: Vec<f32>,
+) -> (Vec<Instant>, Vec<(Instant, Transcript)>) {
+    let mut feeding = tokio::spawn(feed(client.clone(), rate, audio));
+    let mut sent = None;
+    let mut finals = Vec::new();
+    let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+    let mut until = far;
+    loop {
+        tokio::select! {
+            r = &mut feeding, if sent.is_none() => {
+                sent = Some(r.expect("feeder"));
+                until = tokio::time::Instant::now() + Duration::from_secs(2);
+            }
+            ev = events.next() => {
+                let got = Instant::now();
+                if let Ok(t) = ev.expect("events").body::<Transcript>() {
+                    finals.push((got, t));
+                }
+            }
+            _ = tokio::time::sleep_until(until), if until != far => break,
+        }
+    }
+    (sent.unwrap_or_default(), finals)
+}
+
 /// Starts broker + audio service for one setting; returns its bus.
 fn start(rt: &tokio::runtime::Runtime, dir: &std::path::Path, s: &Setting) -> BusConfig {
-    let run = dir.join(format!("run-{}-{}", s.hangover_ms, s.early_ms));
+    let run = dir.join(format!("run-{}", s.name()));
     std::fs::create_dir_all(&run).unwrap();
-    let file = dir.join(format!("cfg-{}-{}.toml", s.hangover_ms, s.early_ms));
+    let file = dir.join(format!("cfg-{}.toml", s.name()));
     std::fs::write(
         &file,
         format!(
-            "[paths]\nruntime_dir = \"{}\"\n[audio]\ninput = \"bus\"\noutput = \"none\"\nmode = \"wake\"\nhangover_ms = {}\nearly_hangover_ms = {}\n",
+            "[paths]\nruntime_dir = \"{}\"\n[audio]\ninput = \"bus\"\noutput = \"none\"\nmode = \"wake\"\nstt_model = \"{}\"\nstt_ctx_margin = {}\nhangover_ms = {}\nearly_hangover_ms = {}\n",
             run.display(),
+            s.model,
+            s.margin,
             s.hangover_ms,
             s.early_ms
         ),
@@ -165,7 +211,7 @@ fn start(rt: &tokio::runtime::Runtime, dir: &std::path::Path, s: &Setting) -> Bu
     bus
 }
 
-async fn feed(client: &BusClient, rate: u32, samples: &[f32]) -> Vec<Instant> {
+async fn feed(client: BusClient, rate: u32, samples: Vec<f32>) -> Vec<Instant> {
     let step = rate as usize / 50;
     let start = Instant::now();
     let mut sent = Vec::new();
@@ -226,24 +272,26 @@ fn main() {
         "audio bench: {n} commands fed in real time per setting, {} with a 350 ms pause",
         gapped.len()
     );
-    let settings = [
-        Setting {
-            hangover_ms: 200,
-            early_ms: 96,
-        },
-        Setting {
-            hangover_ms: 200,
-            early_ms: 200,
-        },
-        Setting {
-            hangover_ms: 150,
-            early_ms: 96,
-        },
-        Setting {
-            hangover_ms: 300,
-            early_ms: 96,
-        },
+    let only = std::env::var("MING_BENCH_AUDIO_SETTINGS").unwrap_or_default();
+    let setting = |model, margin, hangover_ms, early_ms| Setting {
+        model,
+        margin,
+        hangover_ms,
+        early_ms,
+    };
+    let all = [
+        setting("whisper-tiny.en", 128, 200, 96),
+        setting("whisper-tiny.en-q8", 64, 200, 96),
+        setting("whisper-tiny.en-q8", 64, 200, 200),
+        setting("whisper-tiny.en-q8", 64, 150, 64),
+        setting("whisper-tiny.en-q8", 64, 300, 96),
     ];
+    let settings: Vec<&Setting> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| only.is_empty() || only.split(',').any(|k| k == i.to_string()))
+        .map(|(_, s)| s)
+        .collect();
     let mut rss_one = 0.0;
     for (k, s) in settings.iter().enumerate() {
         let bus = start(&rt, dir.path(), s);
@@ -270,18 +318,7 @@ fn main() {
                 audio.extend_from_slice(s);
                 audio.extend(std::iter::repeat_n(0.0, *rate as usize));
                 let step = *rate as usize / 50;
-                let feeder = feed(&client, *rate, &audio);
-                let mut finals: Vec<(Instant, Transcript)> = Vec::new();
-                let collect = async {
-                    loop {
-                        let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_millis(1500), events.next()).await else { break };
-                        let got = Instant::now();
-                        if let Ok(t) = ev.body::<Transcript>() {
-                            finals.push((got, t));
-                        }
-                    }
-                };
-                let (sent, ()) = tokio::join!(feeder, collect);
+                let (sent, finals) = feed_and_collect(&client, &mut events, *rate, audio).await;
                 // The piece holding the last voiced sample, and where in it that sample lies.
                 let piece = (end - 1) / step;
                 let after = ((piece + 1) * step - end) as f64 / f64::from(*rate);
@@ -289,8 +326,22 @@ fn main() {
                 let text_got = finals.iter().map(|(_, t)| t.text.as_str()).collect::<Vec<_>>().join(" ");
                 errs += edit_distance(&words(text), &words(&text_got));
                 total += words(text).len();
+                if std::env::var_os("MING_BENCH_AUDIO_STAGES").is_some() {
+                    // Stage times relative to the true end of speech.
+                    let now_i = Instant::now();
+                    let now_m = ming_audio::mono_ms();
+                    let end_m = now_m - now_i.duration_since(true_end).as_secs_f64() * 1e3;
+                    for (_, t) in &finals {
+                        let st: Vec<String> = t.stages.iter().map(|s| format!("{} {:+.0}", s.name, s.at_ms - end_m)).collect();
+                        println!("    {:?}: {}", t.text, st.join(", "));
+                    }
+                }
                 if let Some((at, t)) = finals.last() {
-                    lat.push(at.duration_since(true_end).as_secs_f64() * 1e3);
+                    let ms = match at.checked_duration_since(true_end) {
+                        Some(d) => d.as_secs_f64() * 1e3,
+                        None => -(true_end.duration_since(*at).as_secs_f64() * 1e3),
+                    };
+                    lat.push(ms);
                     *reasons.entry(t.end_reason.clone()).or_default() += 1;
                 }
             }
@@ -299,23 +350,16 @@ fn main() {
                 let mut audio = vec![0.0; *rate as usize * 3 / 10];
                 audio.extend_from_slice(s);
                 audio.extend(std::iter::repeat_n(0.0, *rate as usize));
-                let mut turns = 0;
-                let feeder = feed(&client, *rate, &audio);
-                let collect = async {
-                    loop {
-                        let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_millis(1500), events.next()).await else { break };
-                        if ev.body::<Transcript>().is_ok_and(|t| !t.text.is_empty()) {
-                            turns += 1;
-                        }
-                    }
-                };
-                tokio::join!(feeder, collect);
+                let (_, finals) = feed_and_collect(&client, &mut events, *rate, audio).await;
+                let turns = finals.iter().filter(|(_, t)| !t.text.is_empty()).count();
                 if turns > 1 {
                     cut += 1;
                 }
             }
             println!(
-                "hangover {:>3} ms, early {:>3} ms: end of speech → final transcript p50 {:>4.0} ms, p95 {:>4.0} ms ({} turns; ended by {:?}); WER {:.1}%; false cut-offs {}/{}",
+                "{:<18} margin {:>3}, hangover {:>3} ms, early {:>3} ms: end of speech → final transcript p50 {:>4.0} ms, p95 {:>4.0} ms ({} turns; ended by {:?}); WER {:.1}%; false cut-offs {}/{}",
+                s.model,
+                s.margin,
                 s.hangover_ms,
                 s.early_ms,
                 pct(&lat, 0.5),
@@ -334,7 +378,7 @@ fn main() {
     // Real-time factor: the whole set in one file, as fast as possible.
     let bus = BusConfig::from_config(
         &Config::load(&LoadOptions {
-            file: Some(dir.path().join("cfg-200-96.toml")),
+            file: Some(dir.path().join(format!("cfg-{}.toml", settings[0].name()))),
             skip_system_and_user: true,
         })
         .unwrap(),

@@ -80,11 +80,12 @@ pub fn pipeline_config(a: &AudioSettings) -> PipelineConfig {
             min_speech_frames: 2,
             hangover_ms: a.hangover_ms,
             early_hangover_ms: a.early_hangover_ms,
+            incomplete_hangover_ms: a.incomplete_hangover_ms,
             max_utterance_ms: a.max_utterance_ms,
         },
         preroll_ms: a.preroll_ms,
         partial_interval_ms: a.partial_interval_ms,
-        ctx_margin: 128,
+        ctx_margin: a.stt_ctx_margin,
     }
 }
 

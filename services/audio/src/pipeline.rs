@@ -21,7 +21,7 @@ use ming_schemas::audio::{Boundary, Stage, Transcript};
 use crate::mono_ms;
 use crate::resample::Resampler;
 use crate::stt::{Decoded, Job, Stt, SttError};
-use crate::turn::{reads_complete, TurnConfig, TurnDetector, TurnEvent};
+use crate::turn::{reads_complete, Reading, TurnConfig, TurnDetector, TurnEvent};
 use crate::vad::{SileroModel, Vad, FRAME};
 
 /// Settings (from `[audio]`).
@@ -215,8 +215,8 @@ impl Pipeline {
                     self.pending.clear();
                     self.pending_at += n as u64;
                     let p = self.vad.frame(&frame);
-                    let complete = self.complete_hint();
-                    if let Some(ev) = self.turn.frame(at, p, complete) {
+                    let reading = self.complete_hint();
+                    if let Some(ev) = self.turn.frame(at, p, reading) {
                         self.on_turn(ev, at + FRAME as u64, out);
                     }
                 }
@@ -240,8 +240,8 @@ impl Pipeline {
             let at = self.pending_at;
             self.pending_at += FRAME as u64;
             let p = self.vad.frame(&frame);
-            let complete = self.complete_hint();
-            if let Some(ev) = self.turn.frame(at, p, complete) {
+            let reading = self.complete_hint();
+            if let Some(ev) = self.turn.frame(at, p, reading) {
                 self.on_turn(ev, at + FRAME as u64, out);
             }
             self.maybe_partial(out);
@@ -250,14 +250,25 @@ impl Pipeline {
         self.trim_history();
     }
 
-    /// The speculative transcript up to the current pause reads as a complete command.
-    fn complete_hint(&self) -> bool {
-        match (&self.cur, self.turn.paused_at()) {
-            (Some(t), Some(pause)) => t
-                .spec
-                .as_ref()
-                .is_some_and(|(end, d)| *end == pause && reads_complete(&d.text)),
-            _ => false,
+    /// What the speculative transcript up to the current pause says about the turn's end.
+    fn complete_hint(&self) -> Reading {
+        let spec = match (&self.cur, self.turn.paused_at()) {
+            (Some(t), Some(pause)) => t.spec.as_ref().filter(|(end, _)| *end == pause),
+            _ => None,
+        };
+        let pending = || {
+            let (Some(t), Some(pause)) = (&self.cur, self.turn.paused_at()) else {
+                return false;
+            };
+            self.inflight.iter().any(|j| {
+                j.kind == JobKind::Speculative && j.utterance == t.utterance && j.end == pause
+            })
+        };
+        match spec {
+            None if pending() => Reading::Pending,
+            None => Reading::Unknown,
+            Some((_, d)) if reads_complete(&d.text) => Reading::Complete,
+            Some(_) => Reading::Unfinished,
         }
     }
 
@@ -547,6 +558,11 @@ impl Pipeline {
         if job.kind == JobKind::Speculative && self.turn.paused_at() == Some(job.end) {
             if let Some(t) = self.cur.as_mut() {
                 t.spec = Some((job.end, d));
+            }
+            let reading = self.complete_hint();
+            if let Some(ev) = self.turn.recheck(reading) {
+                let now = self.pending_at;
+                self.on_turn(ev, now, out);
             }
         }
     }

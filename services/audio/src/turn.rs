@@ -1,10 +1,13 @@
 //! Voice activity → turns: where speech starts and ends, and when the user's turn is over.
 //!
 //! Speech starts at the first of `min_speech` consecutive frames whose probability reaches
-//! `threshold`; it continues while frames stay above `off_threshold` (hysteresis, so a soft
-//! consonant does not split a word). It ends at the end of the last voiced frame. The turn is
-//! over after `hangover_ms` of silence, or after only `early_hangover_ms` when the transcript of
-//! everything said so far already reads as a complete command ([`reads_complete`]).
+//! `threshold`. A pause begins at the first frame below `threshold` (early, so that the
+//! speculative decode of the utterance starts at once), but only frames below
+//! `off_threshold` count toward ending the turn (hysteresis, so a soft consonant does not end
+//! it). Speech ends at the end of the last voiced frame. The turn is
+//! over after `hangover_ms` of silence; after only `early_hangover_ms` when the transcript of
+//! everything said so far already reads as a complete command ([`reads_complete`]); after
+//! `incomplete_hangover_ms` when it trails off ("set a timer for …").
 
 use crate::vad::FRAME;
 
@@ -16,6 +19,9 @@ pub struct TurnConfig {
     pub min_speech_frames: usize,
     pub hangover_ms: u32,
     pub early_hangover_ms: u32,
+    /// The longer silence needed when the transcript so far reads as unfinished ("set a
+    /// timer for …"): a hesitation is not the end of the turn.
+    pub incomplete_hangover_ms: u32,
     pub max_utterance_ms: u32,
 }
 
@@ -27,9 +33,24 @@ impl Default for TurnConfig {
             min_speech_frames: 2,
             hangover_ms: 200,
             early_hangover_ms: 96,
+            incomplete_hangover_ms: 600,
             max_utterance_ms: 30_000,
         }
     }
+}
+
+/// What the transcript of the turn so far (up to the pause) says about its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// No transcript of it yet.
+    Unknown,
+    /// Reads as a complete command: a short silence ends the turn.
+    Complete,
+    /// Trails off: wait longer.
+    Unfinished,
+    /// Being decoded: the final cannot come before that decode anyway, so the turn waits for
+    /// it (up to the unfinished hangover) rather than ending on silence alone.
+    Pending,
 }
 
 /// What a frame changed.
@@ -57,6 +78,8 @@ enum State {
 
 pub struct TurnDetector {
     cfg: TurnConfig,
+    /// The last frame fed: (start, probability), for [`TurnDetector::recheck`].
+    last: Option<(u64, f32)>,
     state: State,
     onset: usize,
     onset_start: u64,
@@ -69,6 +92,7 @@ impl TurnDetector {
     pub fn new(cfg: TurnConfig) -> Self {
         Self {
             cfg,
+            last: None,
             state: State::Silence,
             onset: 0,
             onset_start: 0,
@@ -114,9 +138,10 @@ impl TurnDetector {
         }
     }
 
-    /// Feeds one frame starting at `at` with speech probability `p`. `complete` says the
-    /// transcript of the turn so far (up to the pause) reads as a complete command.
-    pub fn frame(&mut self, at: u64, p: f32, complete: bool) -> Option<TurnEvent> {
+    /// Feeds one frame starting at `at` with speech probability `p`; `reading` is what the
+    /// transcript up to the current pause says.
+    pub fn frame(&mut self, at: u64, p: f32, reading: Reading) -> Option<TurnEvent> {
+        self.last = Some((at, p));
         let end = at + FRAME as u64;
         match self.state {
             State::Silence => {
@@ -144,7 +169,10 @@ impl TurnDetector {
                         reason: "max_length",
                     });
                 }
-                if p < self.cfg.off_threshold {
+                // A pause begins as soon as the frame is not clearly speech, so that the
+                // speculative decode starts early (Silero falls slowly after the last word);
+                // the turn only ends on frames clearly below `off_threshold`.
+                if p < self.cfg.threshold {
                     self.state = State::Pausing { since: at };
                     return Some(TurnEvent::Paused { sample: at });
                 }
@@ -155,14 +183,19 @@ impl TurnDetector {
                     self.state = State::Speech;
                     return Some(TurnEvent::Resumed);
                 }
+                if p >= self.cfg.off_threshold {
+                    return None; // not clearly silence: the turn goes on
+                }
                 let silent_ms = (end - since) / MS;
-                let reason = if silent_ms >= u64::from(self.cfg.hangover_ms) {
-                    Some("silence")
-                } else if complete && silent_ms >= u64::from(self.cfg.early_hangover_ms) {
-                    Some("complete")
-                } else {
-                    None
+                let needed = match reading {
+                    Reading::Unknown => self.cfg.hangover_ms,
+                    Reading::Complete => self.cfg.early_hangover_ms,
+                    Reading::Unfinished | Reading::Pending => self.cfg.incomplete_hangover_ms,
                 };
+                let reason = (silent_ms >= u64::from(needed)).then_some(match reading {
+                    Reading::Complete => "complete",
+                    _ => "silence",
+                });
                 reason.map(|reason| {
                     self.state = State::Silence;
                     TurnEvent::Ended {
@@ -171,6 +204,15 @@ impl TurnDetector {
                     }
                 })
             }
+        }
+    }
+
+    /// The reading changed between frames (a decode came back): decide again on the last
+    /// frame, so the turn ends the moment it may rather than at the next frame.
+    pub fn recheck(&mut self, reading: Reading) -> Option<TurnEvent> {
+        match (self.state, self.last) {
+            (State::Pausing { .. }, Some((at, p))) => self.frame(at, p, reading),
+            _ => None,
         }
     }
 
@@ -254,10 +296,15 @@ mod tests {
     use super::*;
 
     fn run(det: &mut TurnDetector, probs: &[f32], complete: bool) -> Vec<(u64, TurnEvent)> {
+        let reading = if complete {
+            Reading::Complete
+        } else {
+            Reading::Unknown
+        };
         let mut out = Vec::new();
         for (i, p) in probs.iter().enumerate() {
             let at = (i * FRAME) as u64;
-            if let Some(e) = det.frame(at, *p, complete) {
+            if let Some(e) = det.frame(at, *p, reading) {
                 out.push((at, e));
             }
         }
@@ -270,15 +317,18 @@ mod tests {
         // 5 silent, 10 voiced, 1 dip (inside a word), 5 voiced, then silence.
         let mut p = vec![0.05; 5];
         p.extend([0.9; 10]);
-        p.push(0.4); // between off and on: still speech
+        p.push(0.4); // between off and on: a pause begins, the turn goes on
         p.extend([0.9; 5]);
         p.extend([0.02; 12]);
         let ev = run(&mut d, &p, false);
         assert_eq!(ev[0].1, TurnEvent::Started { sample: 5 * 512 });
-        assert_eq!(ev[1].1, TurnEvent::Paused { sample: 21 * 512 });
+        // The dip pauses (a speculative decode may start) and speech resumes.
+        assert_eq!(ev[1].1, TurnEvent::Paused { sample: 15 * 512 });
+        assert_eq!(ev[2].1, TurnEvent::Resumed);
+        assert_eq!(ev[3].1, TurnEvent::Paused { sample: 21 * 512 });
         // 200 ms = 6.25 frames: ends at the 7th silent frame, dated at the pause.
         assert_eq!(
-            ev[2],
+            ev[4],
             (
                 27 * 512,
                 TurnEvent::Ended {
@@ -321,6 +371,39 @@ mod tests {
                 reason: "end_of_input"
             })
         );
+    }
+
+    #[test]
+    fn an_unfinished_command_waits_longer() {
+        let mut d = TurnDetector::new(TurnConfig::default());
+        let mut ev = Vec::new();
+        for i in 0..40u64 {
+            let p = if i < 10 { 0.9 } else { 0.02 };
+            if let Some(e) = d.frame(i * 512, p, Reading::Unfinished) {
+                ev.push((i, e));
+            }
+        }
+        // 600 ms = 18.75 frames after the pause at frame 10.
+        assert_eq!(
+            ev.last().unwrap(),
+            &(
+                28,
+                TurnEvent::Ended {
+                    sample: 10 * 512,
+                    reason: "silence"
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn uncertain_frames_do_not_end_the_turn() {
+        let mut d = TurnDetector::new(TurnConfig::default());
+        let mut p = vec![0.9; 5];
+        p.extend([0.4; 20]); // 640 ms of "maybe"
+        let ev = run(&mut d, &p, true);
+        assert_eq!(ev.last().unwrap().1, TurnEvent::Paused { sample: 5 * 512 });
+        assert!(d.in_turn());
     }
 
     #[test]
