@@ -88,7 +88,25 @@ async fn missing_model_fails_the_service_once_with_the_fix_in_its_log() {
         ),
         "{log}"
     );
+    // So does the audio service (its voice activity model is resolved first).
+    let row = eventually(Duration::from_secs(20), "audio to be failed", || async {
+        m.row("audio")
+            .await
+            .filter(|r| r.state == ServiceState::Failed)
+    })
+    .await;
+    assert_eq!(row.restarts, 0, "{row:?}");
+    let log = std::fs::read_to_string(m.log_dir().join("audio.log")).unwrap();
+    assert!(
+        log.contains(
+            "/nonexistent/models/silero-vad-16k.safetensors is missing: run `just models`"
+        ),
+        "{log}"
+    );
     // The rest are unaffected.
-    m.wait_ready(&["agent", "audio"], Duration::from_secs(10))
-        .await;
+    m.wait_ready(
+        &["agent", "training", "cloud-gateway"],
+        Duration::from_secs(10),
+    )
+    .await;
 }
