@@ -69,6 +69,7 @@ pub fn synthesize(
         .stdin
         .take()
         .ok_or_else(|| engine_err("no stdin".into()))?;
+    let text_len = text.len();
     let text = text.to_string();
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(text.as_bytes());
@@ -78,9 +79,31 @@ pub fn synthesize(
         .stdout
         .take()
         .ok_or_else(|| engine_err("no stdout".into()))?;
+    // A watchdog: an engine that hangs is killed (its output then ends and the read returns).
+    let pid = child.id() as libc::pid_t;
+    let limit = Duration::from_secs(10) + Duration::from_millis(text_len as u64 * 5);
+    let (done, watch) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if watch.recv_timeout(limit).is_err() {
+            // SAFETY: kill(2) on our own child, not yet reaped: we wait for it only after this
+            // thread has been told to stop or has fired.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            true
+        } else {
+            false
+        }
+    });
     let mut wav = Vec::new();
     let read = stdout.read_to_end(&mut wav);
     let _ = writer.join();
+    let _ = done.send(());
+    if watchdog.join().unwrap_or(false) {
+        let _ = child.wait();
+        return Err(SpeakError::Failed(format!(
+            "`{command}` took longer than {} s and was stopped",
+            limit.as_secs()
+        )));
+    }
     let status = child.wait().map_err(|e| engine_err(e.to_string()))?;
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
