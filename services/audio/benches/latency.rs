@@ -26,6 +26,11 @@ use ming_config::{Config, LoadOptions};
 use ming_schemas::audio::{Feed, ListenState, Transcribe, Transcribed, Transcript};
 use ming_schemas::kinds;
 
+// The word error rate is scored as the tests score it.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{edit_distance, words};
+
 const COMMANDS: &[&str] = &[
     "Set a timer for seven minutes.",
     "Remind me to call my sister tomorrow at noon.",
@@ -86,37 +91,6 @@ fn pct(v: &[f64], p: f64) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     s[((s.len() - 1) as f64 * p).round() as usize]
-}
-
-fn words(s: &str) -> Vec<String> {
-    s.to_lowercase()
-        .split_whitespace()
-        .map(|w| {
-            w.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'')
-                .to_string()
-        })
-        .filter(|w| !w.is_empty())
-        .map(|w| match w.as_str() {
-            "7" => "seven".into(),
-            "20" => "twenty".into(),
-            "3" => "three".into(),
-            _ => w,
-        })
-        .collect()
-}
-
-fn edit_distance(a: &[String], b: &[String]) -> usize {
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, x) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, y) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(x != y))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 fn rss_mib() -> f64 {
