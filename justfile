@@ -102,7 +102,8 @@ test: setup models
 # Benchmarks (release build): bus latency against raw ZeroMQ, throughput, streaming; the
 # inference service against llama.cpp driven directly, cached vs cold time to first token;
 # redaction throughput and the cloud-gateway's overhead over a direct request; the agent's
-# typed fast path; memory recall; voice in (end of speech → final transcript, cut-offs, RTF).
+# typed fast path; memory recall; voice in (end of speech → final transcript, cut-offs, RTF);
+# the personal router (training time for 1k/10k examples, inference latency, held-out accuracy).
 bench: models
     cargo bench --locked -p ming-bus --bench bus
     cargo bench --locked -p ming-inference --bench inference
@@ -111,6 +112,7 @@ bench: models
     cargo bench --locked -p ming-agent --bench typed
     cargo bench --locked -p ming-memory --bench memory
     cargo bench --locked -p ming-audio --bench latency
+    cargo bench --locked -p ming-training --bench router
 
 # Lints, as CI runs them.
 lint:

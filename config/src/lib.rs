@@ -20,7 +20,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 /// The top-level sections.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "paths",
     "bus",
     "supervisor",
@@ -28,6 +28,7 @@ const SECTIONS: [&str; 9] = [
     "memory",
     "audio",
     "agent",
+    "training",
     "cloud",
     "services",
 ];
@@ -46,17 +47,47 @@ pub struct Config {
     pub memory: MemorySettings,
     pub audio: AudioSettings,
     pub agent: AgentSettings,
+    pub training: TrainingSettings,
     pub cloud: CloudSettings,
     pub services: BTreeMap<String, ServiceSettings>,
 }
 
 /// The agent (issue #6).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSettings {
     pub documents_dir: String,
     pub mail: String,
     pub tools: BTreeMap<String, ExternalTool>,
+    /// The learned router acts when its calibrated confidence is at least this (0..1).
+    pub router_threshold: f32,
+}
+
+/// The training service (issue #8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSettings {
+    /// Threads the training math may use (the voice path keeps the rest).
+    pub threads: u32,
+    /// The process's nice value (0..19): below the voice path when the CPU is contended.
+    pub nice: i32,
+    pub epochs: u32,
+    pub hidden: u32,
+    /// Width of the hashed word n-gram features next to the embedding (0: embedding only).
+    pub ngram_buckets: u32,
+    pub learning_rate: f64,
+    pub batch_size: u32,
+    /// Weight of a user's correction relative to an ordinary example.
+    pub correction_weight: f32,
+    /// Weight of an undone action (trained as `none` for its utterance).
+    pub undone_weight: f32,
+    /// Train by itself every this many minutes when enough is new and the machine is idle
+    /// (0: only on request).
+    pub schedule_minutes: u64,
+    /// New interactions needed before a scheduled run trains.
+    pub schedule_min_new: u32,
+    /// A scheduled run waits while the 1-minute load average per core is above this.
+    pub idle_load: f32,
 }
 
 /// A tool implemented by an external program (JSON on stdin, JSON on stdout).
@@ -383,6 +414,7 @@ impl Config {
         let audio = section("audio");
         let cloud = section("cloud");
         let agent = section("agent");
+        let training = section("training");
         if let Some(figment::value::Value::Dict(_, root)) = &root {
             for key in root.keys() {
                 if !SECTIONS.contains(&key.as_str()) {
@@ -405,6 +437,8 @@ impl Config {
         let audio = audio.and_then(|_| take::<AudioSettings>(fig, "audio", &mut problems));
         let cloud = cloud.and_then(|_| take::<CloudSettings>(fig, "cloud", &mut problems));
         let agent = agent.and_then(|_| take::<AgentSettings>(fig, "agent", &mut problems));
+        let training =
+            training.and_then(|_| take::<TrainingSettings>(fig, "training", &mut problems));
         let mut service_map = BTreeMap::new();
         if let Some(figment::value::Value::Dict(_, dict)) = &services {
             for name in dict.keys() {
@@ -430,6 +464,7 @@ impl Config {
             Some(memory),
             Some(audio),
             Some(agent),
+            Some(training),
             Some(cloud),
             true,
         ) = (
@@ -440,6 +475,7 @@ impl Config {
             memory,
             audio,
             agent,
+            training,
             cloud,
             problems.is_empty(),
         )
@@ -454,6 +490,7 @@ impl Config {
             memory,
             audio,
             agent,
+            training,
             cloud,
             services: service_map,
         };
@@ -540,6 +577,64 @@ impl Config {
             "inference.max_tokens",
             i.max_tokens.to_string(),
             "at least 1",
+        );
+        let t = &self.training;
+        check(
+            (1..=256).contains(&t.threads),
+            "training.threads",
+            t.threads.to_string(),
+            "between 1 and 256",
+        );
+        check(
+            (0..=19).contains(&t.nice),
+            "training.nice",
+            t.nice.to_string(),
+            "between 0 and 19",
+        );
+        check(
+            (1..=10_000).contains(&t.epochs),
+            "training.epochs",
+            t.epochs.to_string(),
+            "between 1 and 10000",
+        );
+        check(
+            (4..=4096).contains(&t.hidden),
+            "training.hidden",
+            t.hidden.to_string(),
+            "between 4 and 4096",
+        );
+        check(
+            t.ngram_buckets <= 65_536,
+            "training.ngram_buckets",
+            t.ngram_buckets.to_string(),
+            "at most 65536",
+        );
+        check(
+            t.learning_rate > 0.0 && t.learning_rate < 1.0,
+            "training.learning_rate",
+            t.learning_rate.to_string(),
+            "between 0 and 1",
+        );
+        check(
+            (1..=65_536).contains(&t.batch_size),
+            "training.batch_size",
+            t.batch_size.to_string(),
+            "between 1 and 65536",
+        );
+        check(
+            t.correction_weight > 0.0 && t.undone_weight > 0.0,
+            "training.correction_weight",
+            format!(
+                "{} / undone_weight {}",
+                t.correction_weight, t.undone_weight
+            ),
+            "more than 0 (both weights)",
+        );
+        check(
+            (0.0..=1.0).contains(&self.agent.router_threshold),
+            "agent.router_threshold",
+            self.agent.router_threshold.to_string(),
+            "between 0 and 1",
         );
         let m = &self.memory;
         check(

@@ -39,6 +39,8 @@ pub enum Tier {
     Llm,
     /// The caller named the tool itself.
     Direct,
+    /// The learned personal router (trained on the device), arguments by slot extraction.
+    Router,
     #[serde(other)]
     Unknown,
 }
@@ -147,6 +149,19 @@ pub struct InteractionsPage {
     pub items: Vec<Interaction>,
     /// Pass as `since` for the next page.
     pub next: u64,
+}
+
+/// Request body of `agent.feedback`: what should have happened for an utterance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feedback {
+    /// The utterance (its id in the reply and the log); 0 for the latest.
+    pub utterance: u64,
+    /// The tool that should have acted (a correction).
+    #[serde(default)]
+    pub tool: Option<String>,
+    /// The action should not have happened (the user undid it).
+    #[serde(default)]
+    pub undone: bool,
 }
 
 /// Request body of `agent.trace`: one utterance, or the latest when `utterance` is 0.

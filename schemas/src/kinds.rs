@@ -114,6 +114,12 @@ pub const EVENT_HANDOFF_ANSWER: &str = "agent.handoff_answer";
 pub const AGENT_INTERACTIONS: &str = "agent.interactions";
 /// Request: [`crate::agent::TraceRequest`]; reply [`crate::agent::Interaction`].
 pub const AGENT_TRACE: &str = "agent.trace";
+/// Request: [`crate::agent::Feedback`] (the user corrects or undoes an utterance's action); reply
+/// [`crate::control::Ack`].
+pub const AGENT_FEEDBACK: &str = "agent.feedback";
+/// Request (training → agent): [`crate::training::RouterFile`], a newly promoted router to
+/// hot-swap; reply [`crate::control::Ack`].
+pub const AGENT_ROUTER: &str = "agent.router";
 
 // -- audio (target `audio`); bodies in [`crate::audio`] ------------------------------------
 /// Request: [`crate::audio::Transcribe`]; partials [`crate::audio::Update`] (when asked); reply
@@ -139,3 +145,22 @@ pub const EVENT_TRANSCRIPT: &str = "audio.transcript";
 pub const EVENT_SPEAKING: &str = "audio.speaking";
 /// Event: [`crate::audio::Speaking`]: speech while speaking stopped playback.
 pub const EVENT_BARGE_IN: &str = "audio.barge_in";
+
+// -- training (target `training`); bodies in [`crate::training`] ----------------------------
+/// Request: [`crate::training::Train`]; partials [`crate::training::TrainProgress`]; reply
+/// [`crate::training::Trained`].
+pub const TRAINING_TRAIN: &str = "training.train";
+/// Request: empty map; reply [`crate::control::Ack`]: cancels the running job.
+pub const TRAINING_CANCEL: &str = "training.cancel";
+/// Request: empty map; reply [`crate::training::Models`].
+pub const TRAINING_MODELS: &str = "training.models";
+/// Request: [`crate::training::Promote`]; reply [`crate::training::ModelInfo`].
+pub const TRAINING_PROMOTE: &str = "training.promote";
+/// Request: empty map; reply [`crate::training::ModelInfo`] (the one now in use).
+pub const TRAINING_ROLLBACK: &str = "training.rollback";
+/// Request: empty map; reply [`crate::training::RouterFile`] (the promoted router).
+pub const TRAINING_ROUTER: &str = "training.router";
+/// Event: [`crate::training::TrainProgress`].
+pub const EVENT_TRAINING_PROGRESS: &str = "training.progress";
+/// Event: [`crate::training::ModelInfo`]: a router was promoted (or rolled back to).
+pub const EVENT_ROUTER_PROMOTED: &str = "training.promoted";

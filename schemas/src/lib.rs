@@ -16,6 +16,7 @@
 //!   own requests and events.
 //! - [`inference`]: chat requests, streamed chunks, replies, tool calls, usage.
 //! - [`kinds`]: the `kind` strings, one constant each.
+//! - [`training`]: training jobs and their progress, stored router versions, and the router file.
 
 pub mod agent;
 pub mod audio;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod inference;
 pub mod kinds;
 pub mod memory;
+pub mod training;
 
 pub use envelope::{DecodeFrameError, Envelope, Flow, Version, PROTOCOL_VERSION};
 pub use error::{ErrorBody, ErrorCode};

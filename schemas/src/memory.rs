@@ -320,6 +320,9 @@ pub struct Embed {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Embedded {
     pub model: String,
+    /// sha256 of the model file (what a router trained on these vectors pins).
+    #[serde(default)]
+    pub sha256: String,
     pub dims: u32,
     pub vectors: Vec<Vec<f32>>,
     pub embed_ms: f64,

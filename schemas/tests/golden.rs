@@ -276,6 +276,47 @@ fn memory_bodies() {
 }
 
 #[test]
+fn training_bodies_and_the_router_file() {
+    use ming_schemas::training::{
+        float_bytes, Dense, RouterModel, RouterProvenance, Train, NONE_LABEL, ROUTER_FORMAT,
+    };
+    check(
+        "training_train",
+        &to_body(&Train {
+            job: "router".into(),
+            epochs: Some(40),
+            seed_only: false,
+            no_promote: true,
+        })
+        .unwrap(),
+    );
+    // The router file is a wire format too: a stored router must stay readable.
+    let model = RouterModel {
+        format: ROUTER_FORMAT,
+        version: 7,
+        created_ms: 1_767_225_600_000,
+        labels: vec!["clock".into(), NONE_LABEL.into()],
+        embedding_model: "all-minilm-l6-v2".into(),
+        embedding_sha256: "ab".repeat(32),
+        embedding_dims: 1,
+        ngram_buckets: 1,
+        layers: vec![Dense {
+            inputs: 2,
+            outputs: 2,
+            weights: float_bytes(&[1.0, -1.0, 0.5, 0.25]),
+            bias: float_bytes(&[0.0, 0.125]),
+        }],
+        temperature: 1.5,
+        provenance: RouterProvenance::default(),
+    };
+    check("router_file", &model.encode());
+    let router = RouterModel::decode(&model.encode()).unwrap();
+    let p = router.predict(&[1.0], "what time is it").unwrap();
+    assert_eq!(router.model, model);
+    assert_eq!(p.probabilities.len(), 2);
+}
+
+#[test]
 fn memory_requests_refuse_unknown_fields() {
     use ming_schemas::memory::Recall;
     #[derive(serde::Serialize)]

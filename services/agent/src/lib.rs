@@ -9,7 +9,8 @@
 //! Built so far (issue #6): the fast path (timers, notes, the calendar, memory, documents, mail,
 //! the clock, the cloud handoff); the LLM tier with the tools as a grammar and relevant memories
 //! in context; the tools; conversations; the interaction log; `ming ask`, `ming chat`,
-//! `ming trace`. Still to come: voice, the learned router, document indexing into memory.
+//! `ming trace`; voice turns; the learned router tier between the rules and the LLM, with
+//! corrections (`agent.feedback`) for its training. Still to come: document indexing into memory.
 //!
 //! # Layout
 //! - [`intent`]: tier 1.
@@ -18,7 +19,8 @@
 //! - [`files`]: read-only search of the documents folder and local mail.
 //! - [`external`]: tools by config (an external program, JSON in and out).
 //! - [`tools`]: the tools and their files in the data dir.
-//! - [`log`]: the interaction log (`ming trace`, training data).
+//! - [`log`]: the interaction log (`ming trace`, training data, corrections).
+//! - [`router`]: the learned personal router (hot-swapped from training) and its slot filling.
 //! - [`AgentService`]: the request handler; [`run`]: serve until drained.
 
 pub mod calendar;
@@ -27,6 +29,7 @@ pub mod external;
 pub mod files;
 pub mod intent;
 pub mod log;
+pub mod router;
 pub mod tools;
 
 use std::future::Future;
@@ -62,6 +65,9 @@ pub struct AgentService {
     /// Tools by config, by name.
     external: std::collections::BTreeMap<String, ming_config::ExternalTool>,
     log: log::InteractionLog,
+    /// The learned router (tier between the rules and the LLM) and its confidence threshold.
+    router: router::RouterSlot,
+    router_threshold: f32,
     bus: BusClient,
     events: EventPublisher,
 }
@@ -73,6 +79,7 @@ impl AgentService {
         text: &str,
         session: Option<&str>,
         deadline_ms: u64,
+        only: Option<&str>,
     ) -> Result<(String, serde_json::Value), BusError> {
         let history = session
             .map(|s| self.conversations.history(s))
@@ -103,6 +110,11 @@ impl AgentService {
             parameters: t.parameters.clone(),
         }));
         req.tool_choice = ToolChoice::Required;
+        if let Some(tool) = only {
+            // The router chose the tool; the LLM only fills its arguments.
+            req.tools.retain(|t| t.name == tool);
+            req.tool_choice = ToolChoice::Tool(tool.into());
+        }
         req.max_tokens = Some(128);
         let left = deadline_ms.saturating_sub(now_ms()).max(1);
         let reply: ChatReply = self
@@ -128,6 +140,144 @@ impl AgentService {
 }
 
 impl AgentService {
+    /// The serving embedding model (name, sha256) and the vector of `text`, from memory.
+    async fn embed(
+        &self,
+        text: &str,
+        timeout: Duration,
+    ) -> Result<(String, String, Vec<f32>), BusError> {
+        let r: ming_schemas::memory::Embedded = self
+            .bus
+            .request(
+                "memory",
+                kinds::MEMORY_EMBED,
+                &ming_schemas::memory::Embed {
+                    texts: vec![text.into()],
+                },
+                timeout,
+            )
+            .await?;
+        let v = r.vectors.into_iter().next().unwrap_or_default();
+        Ok((r.model, r.sha256, v))
+    }
+
+    /// The router tier: the tool the learned router is sure of (calibrated confidence at least
+    /// the threshold) with its arguments, or `None` to let the LLM decide. The stage it adds says
+    /// what the router thought.
+    async fn route(
+        &self,
+        text: &str,
+        deadline_ms: u64,
+        stages: &mut Vec<ming_schemas::agent::Stage>,
+        started: Instant,
+    ) -> Option<(String, serde_json::Value)> {
+        let router = self.router.get()?;
+        let (model, sha, vector) = match self.embed(text, Duration::from_millis(300)).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::debug!(error = %e, "no embedding for the router");
+                return None;
+            }
+        };
+        if let Err(e) = router.check_embedding(&model, &sha) {
+            tracing::warn!(error = %e, "router not used");
+            return None;
+        }
+        let p = match router.predict(&vector, text) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "router not used");
+                return None;
+            }
+        };
+        stages.push(ming_schemas::agent::Stage {
+            name: format!(
+                "router v{}: {} {:.2}",
+                router.model.version, p.label, p.confidence
+            ),
+            at_ms: started.elapsed().as_secs_f64() * 1000.0,
+        });
+        if p.label == ming_schemas::training::NONE_LABEL || p.confidence < self.router_threshold {
+            return None;
+        }
+        if let Some(args) = router::slots(&p.label, text) {
+            return Some((p.label, args));
+        }
+        match self.ask_llm(text, None, deadline_ms, Some(&p.label)).await {
+            Ok(call) => Some(call),
+            Err(e) => {
+                tracing::debug!(error = %e, tool = %p.label, "the LLM could not fill the router's tool");
+                None
+            }
+        }
+    }
+
+    /// Records what should have happened for an utterance: a correction (the right tool) or an
+    /// undo. The training service reads it from the log; nothing else changes now.
+    fn feedback(&self, f: &ming_schemas::agent::Feedback) -> Result<String, (ErrorCode, String)> {
+        let bad = |m: String| Err((ErrorCode::BadRequest, m));
+        match (&f.tool, f.undone) {
+            (None, false) => {
+                return bad(
+                    "say which tool should have acted, or that the action was undone".into(),
+                )
+            }
+            (Some(_), true) => {
+                return bad("a correction names the right tool or says undone, not both".into())
+            }
+            _ => {}
+        }
+        if let Some(tool) = &f.tool {
+            let known = tools::schemas().iter().any(|(n, _, _)| n == tool)
+                || tool == "handoff"
+                || self.external.contains_key(tool);
+            if !known || tool == "reply" {
+                return bad(format!("`{tool}` is not a tool of mine"));
+            }
+        }
+        let Some(orig) = self.log.find(f.utterance) else {
+            return Err((
+                ErrorCode::NotFound,
+                format!("no utterance {} in the interaction log", f.utterance),
+            ));
+        };
+        let (tool, outcome) = match &f.tool {
+            Some(t) => (t.clone(), "corrected"),
+            None => (orig.tool.clone().unwrap_or_default(), "undone"),
+        };
+        let message = if f.undone {
+            format!("Noted: \"{}\" should not have done {tool}.", orig.text)
+        } else {
+            format!("Noted: \"{}\" means {tool}.", orig.text)
+        };
+        self.log.append(ming_schemas::agent::Interaction {
+            seq: 0,
+            utterance: orig.utterance,
+            time_ms: now_ms(),
+            text: orig.text,
+            tier: orig.tier,
+            tool: Some(tool),
+            arguments: String::new(),
+            outcome: outcome.into(),
+            stages: Vec::new(),
+        });
+        Ok(format!(
+            "{message} The router learns it at its next training."
+        ))
+    }
+
+    /// Installs a router from training (after checking it against the serving embedding model).
+    async fn take_router(&self, file: &ming_schemas::training::RouterFile) -> Result<u64, String> {
+        let serving = self.embed("ping", Duration::from_secs(3)).await.ok();
+        let embedding = serving.as_ref().map(|(m, s, _)| (m.as_str(), s.as_str()));
+        let r = self.router.install(file, embedding);
+        match &r {
+            Ok(v) => tracing::info!(version = v, "router installed"),
+            Err(e) => tracing::warn!(error = %e, "router refused"),
+        }
+        r
+    }
+
     /// Up to three memories relevant to `text` (cosine ≥ 0.45), or none when memory is slow or
     /// down: the LLM tier must not wait long for them.
     async fn relevant_memories(&self, text: &str) -> Vec<String> {
@@ -367,6 +517,26 @@ impl Handler for AgentService {
                 Err(e) => resp.fail(&e),
             };
         }
+        if req.kind() == kinds::AGENT_ROUTER {
+            return match req.body::<ming_schemas::training::RouterFile>() {
+                Ok(f) => match self.take_router(&f).await {
+                    Ok(v) => resp.reply(&ming_schemas::control::Ack {
+                        message: format!("router v{v} in use"),
+                    }),
+                    Err(e) => resp.error(ErrorCode::BadRequest, e),
+                },
+                Err(e) => resp.fail(&e),
+            };
+        }
+        if req.kind() == kinds::AGENT_FEEDBACK {
+            return match req.body::<ming_schemas::agent::Feedback>() {
+                Ok(f) => match self.feedback(&f) {
+                    Ok(message) => resp.reply(&ming_schemas::control::Ack { message }),
+                    Err((code, message)) => resp.error(code, message),
+                },
+                Err(e) => resp.fail(&e),
+            };
+        }
         if req.kind() != kinds::AGENT_MESSAGE {
             return resp.error(
                 ErrorCode::Unsupported,
@@ -417,24 +587,40 @@ impl Handler for AgentService {
             None => match intent::understand(&msg.text) {
                 Some(i) => (Tier::Fast, i.tool.to_string(), i.args),
                 None => match self
-                    .ask_llm(&msg.text, msg.session.as_deref(), req.envelope.deadline_ms)
+                    .route(
+                        &msg.text,
+                        req.envelope.deadline_ms,
+                        &mut record.stages,
+                        started,
+                    )
                     .await
                 {
-                    Ok((tool, args)) => (Tier::Llm, tool, args),
-                    Err(e) => {
-                        let code = match e.code() {
-                            ErrorCode::Timeout => ErrorCode::Timeout,
-                            ErrorCode::ServiceUnavailable => ErrorCode::ServiceUnavailable,
-                            _ => ErrorCode::Internal,
-                        };
-                        record.stages.push(ming_schemas::agent::Stage {
-                            name: "llm failed".into(),
-                            at_ms: since(started),
-                        });
-                        resp.error(code, format!("I could not understand that without the local model, which failed: {e}"));
-                        self.log.append(record);
-                        return;
-                    }
+                    Some((tool, args)) => (Tier::Router, tool, args),
+                    None => match self
+                        .ask_llm(
+                            &msg.text,
+                            msg.session.as_deref(),
+                            req.envelope.deadline_ms,
+                            None,
+                        )
+                        .await
+                    {
+                        Ok((tool, args)) => (Tier::Llm, tool, args),
+                        Err(e) => {
+                            let code = match e.code() {
+                                ErrorCode::Timeout => ErrorCode::Timeout,
+                                ErrorCode::ServiceUnavailable => ErrorCode::ServiceUnavailable,
+                                _ => ErrorCode::Internal,
+                            };
+                            record.stages.push(ming_schemas::agent::Stage {
+                                name: "llm failed".into(),
+                                at_ms: since(started),
+                            });
+                            resp.error(code, format!("I could not understand that without the local model, which failed: {e}"));
+                            self.log.append(record);
+                            return;
+                        }
+                    },
                 },
             },
         };
@@ -527,7 +713,10 @@ impl Handler for AgentService {
     }
 
     fn detail(&self) -> String {
-        "fast path (timers, notes, clock) + local LLM tier".into()
+        match self.router.version() {
+            Some(v) => format!("fast path + router v{v} + local LLM tier"),
+            None => "fast path + local LLM tier (no router yet)".into(),
+        }
     }
 }
 
@@ -556,6 +745,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         conversations: conversation::Conversations::default(),
         external: cfg.agent.tools.clone(),
         log: log::InteractionLog::open(&paths.data_dir.join("agent")),
+        router: router::RouterSlot::open(&paths.data_dir.join("agent")),
+        router_threshold: cfg.agent.router_threshold,
         bus: BusClient::connect(&bus, opts.service.clone())?,
         events: EventPublisher::connect(&bus, opts.service.clone())?,
     });
@@ -578,8 +769,36 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             }
         }
     });
+    // The promoted router, from training (it also pushes each new one): ask until it answers.
+    let fetch = service.clone();
+    let fetcher = tokio::spawn(async move {
+        let mut wait = Duration::from_secs(1);
+        loop {
+            let r: Result<ming_schemas::training::RouterFile, BusError> = fetch
+                .bus
+                .request(
+                    "training",
+                    kinds::TRAINING_ROUTER,
+                    &serde_json::json!({}),
+                    Duration::from_secs(5),
+                )
+                .await;
+            match r {
+                Ok(file) if fetch.router.version() != Some(file.version) => {
+                    let _ = fetch.take_router(&file).await;
+                    break;
+                }
+                Ok(_) => break,
+                Err(e) if e.code() == ErrorCode::NotFound => break,
+                Err(e) => tracing::debug!(error = %e, "no router from training yet"),
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+    });
     tracing::info!(service = %opts.service, bus = %bus.bus_endpoint, "starting");
     let result = run_worker(&bus, opts, service, shutdown).await;
     ticker.abort();
+    fetcher.abort();
     result
 }

@@ -61,6 +61,8 @@ struct Job {
 pub struct Embedder {
     tx: mpsc::Sender<Job>,
     pub model: String,
+    /// sha256 of the model file, from the manifest (the file was verified against it).
+    pub sha256: String,
     pub dims: usize,
     /// The most tokens one text may have (the model's trained context).
     pub max_tokens: usize,
@@ -84,6 +86,7 @@ impl Embedder {
         Ok(Self {
             tx,
             model: name.into(),
+            sha256: String::new(),
             dims,
             max_tokens,
         })

@@ -68,7 +68,8 @@ pub fn store_dir(cfg: &Config) -> PathBuf {
 pub fn open(cfg: &Config) -> Result<Memories, StartError> {
     let paths = Paths::resolve(&cfg.paths);
     let (m, path) = models::resolve(&cfg.memory.embedding_model, "embedding", &paths.model_dir)?;
-    let embedder = Embedder::start(&m.name, path, cfg.memory.threads)?;
+    let mut embedder = Embedder::start(&m.name, path, cfg.memory.threads)?;
+    embedder.sha256.clone_from(&m.sha256);
     let backend: Box<dyn Backend> = match cfg.memory.backend.as_str() {
         "edge" => {
             let dir = store_dir(cfg);

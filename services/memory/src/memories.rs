@@ -637,6 +637,7 @@ impl Memories {
         let vectors = self.embed(req.texts)?;
         Ok(Embedded {
             model: self.embedder.model.clone(),
+            sha256: self.embedder.sha256.clone(),
             dims: self.embedder.dims as u32,
             vectors,
             embed_ms: ms_since(t),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 mod audio;
 mod memory;
+mod train;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -138,6 +139,41 @@ enum Cmd {
         /// Only report the input and listening state.
         #[arg(long)]
         status: bool,
+    },
+    /// Train the personal intent router on the seed set and your interaction log (progress as
+    /// it goes; promoted only if it beats the router in use). Ctrl-C cancels.
+    Train {
+        /// The job: `router`.
+        #[arg(default_value = "router")]
+        job: String,
+        /// Passes over the data (default: training.epochs).
+        #[arg(long)]
+        epochs: Option<u32>,
+        /// Train on the shipped seed set only.
+        #[arg(long)]
+        seed_only: bool,
+        /// Keep the new model but do not promote it.
+        #[arg(long)]
+        no_promote: bool,
+        /// Cancel the running job instead.
+        #[arg(long)]
+        cancel: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The router versions: list, promote, rollback.
+    Models {
+        #[command(subcommand)]
+        cmd: train::ModelsCmd,
+    },
+    /// Tell the agent what an utterance should have done (default: the latest), so the router
+    /// learns it: `--tool` the right tool, or `--undone`.
+    Feedback {
+        utterance: Option<u64>,
+        #[arg(long)]
+        tool: Option<String>,
+        #[arg(long)]
+        undone: bool,
     },
     /// Ask the local model directly (through the inference service), streaming the answer.
     Generate {
@@ -426,6 +462,31 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Cmd::Consent { cmd } => return consent(&cli, cmd).await,
         Cmd::Memory { cmd } => return memory::run(&cli, cmd).await,
+        Cmd::Train {
+            job,
+            epochs,
+            seed_only,
+            no_promote,
+            cancel,
+            json,
+        } => {
+            if cancel {
+                return train::cancel(&cli).await;
+            }
+            let job = ming_schemas::training::Train {
+                job,
+                epochs,
+                seed_only,
+                no_promote,
+            };
+            return train::train(&cli, job, json).await;
+        }
+        Cmd::Models { cmd } => return train::models(&cli, cmd).await,
+        Cmd::Feedback {
+            utterance,
+            tool,
+            undone,
+        } => return train::feedback(&cli, utterance, tool, undone).await,
         Cmd::Transcribe {
             file,
             realtime,

@@ -1,0 +1,127 @@
+//! The personal router, end to end with real processes and the real embedding model: trained on
+//! the seed set it reaches ≥ 90% on the held-out set written separately from it; a correction of
+//! a phrasing it got wrong, then retraining, makes the agent act on that phrasing through the
+//! router tier (log → train → promote → hot-swap, no restart); a worse model is not promoted;
+//! rollback restores the previous one; a corrupt model file is refused.
+
+use std::time::Duration;
+
+use ming_schemas::control::ServiceStatus;
+use ming_schemas::kinds;
+use ming_schemas::training::{Models, Trained};
+use ming_tests::{Mingd, SERVICES};
+
+fn json_of<T: serde::de::DeserializeOwned>(out: &str) -> T {
+    let start = out.find('{').unwrap_or_else(|| panic!("no JSON in: {out}"));
+    let mut de = serde_json::Deserializer::from_str(&out[start..]);
+    serde::Deserialize::deserialize(&mut de).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+async fn agent_detail(m: &Mingd) -> String {
+    let st: ServiceStatus = m
+        .client
+        .request(
+            "agent",
+            kinds::STATUS,
+            &ming_schemas::control::Empty {},
+            Duration::from_secs(2),
+        )
+        .await
+        .expect("agent status");
+    st.detail
+}
+
+/// An idiom of this user's: "what's cooking" means "what is on my calendar today". Nothing in
+/// the seed set says so.
+const IDIOM: &str = "what's cooking";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_learns_from_the_seed_set_and_from_a_correction() {
+    let m = Mingd::start("");
+    m.wait_ready(&SERVICES, Duration::from_secs(30)).await;
+
+    // 1. The seed set alone: promoted (nothing was in use), ≥ 90% on the held-out set.
+    let (code, out) = m.ming(&["train", "router", "--seed-only", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let first: Trained = json_of(&out);
+    println!(
+        "seed router: accuracy {:.3}, NLL {:.3}, ECE {:.3} on {} held-out examples; {} training examples in {} ms",
+        first.candidate.accuracy,
+        first.candidate.nll,
+        first.candidate.ece,
+        first.candidate.validation_size,
+        first.model.provenance.train_size,
+        first.model.provenance.train_ms
+    );
+    assert!(first.promoted && first.agent_loaded, "{out}");
+    assert!(first.candidate.validation_size >= 90, "{out}");
+    assert!(first.candidate.accuracy >= 0.90, "held-out accuracy: {out}");
+    assert!(first.candidate.ece < 0.15, "calibration: {out}");
+    assert_eq!(first.model.version, 1);
+    assert!(agent_detail(&m).await.contains("router v1"));
+
+    // 2. The idiom is not understood as the user means it.
+    let (code, out) = m.ming(&["ask", "--json", IDIOM]);
+    assert!(
+        !(out.contains("\"tool\": \"list_events\"") && out.contains("\"tier\": \"router\"")),
+        "the seed router already knows the idiom (pick another): {code} {out}"
+    );
+    // 3. The user corrects it; retraining on the log makes it right.
+    let (code, out) = m.ming(&["feedback", "--tool", "list_events"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("means list_events"), "{out}");
+    let (code, out) = m.ming(&["feedback", "--tool", "no_such_tool"]);
+    assert_ne!(code, 0, "{out}");
+    let (code, out) = m.ming(&["train", "router", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let second: Trained = json_of(&out);
+    assert!(second.promoted && second.agent_loaded, "{out}");
+    assert!(second.model.provenance.log_examples >= 1, "{out}");
+    // Hot-swapped: the agent acts on the idiom at once, through the router tier, without a
+    // restart.
+    let before = m.status().await.expect("status");
+    let (code, out) = m.ming(&["ask", "--json", IDIOM]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("\"tool\": \"list_events\"") && out.contains("\"tier\": \"router\""),
+        "{out}"
+    );
+    let after = m.status().await.expect("status");
+    let restarts = |s: &ming_schemas::control::SupervisorStatus| {
+        s.services
+            .iter()
+            .find(|r| r.name == "agent")
+            .map(|r| (r.pid, r.restarts))
+    };
+    assert_eq!(restarts(&before), restarts(&after), "the agent restarted");
+    let (code, out) = m.ming(&["trace"]);
+    assert!(code == 0 && out.contains("router v2: list_events"), "{out}");
+
+    // 4. A worse model (one epoch) is kept but not promoted.
+    let (code, out) = m.ming(&["train", "router", "--epochs", "1", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let worse: Trained = json_of(&out);
+    assert!(!worse.promoted, "{out}");
+    assert!(worse.decision.starts_with("not promoted"), "{out}");
+    let (code, out) = m.ming(&["models", "list", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let models: Models = json_of(&out);
+    assert_eq!(models.current, Some(2));
+    assert_eq!(models.models.len(), 3);
+
+    // 5. Rollback restores the previous router, in the agent too.
+    let (code, out) = m.ming(&["models", "rollback"]);
+    assert!(code == 0 && out.contains("v1"), "{out}");
+    assert!(agent_detail(&m).await.contains("router v1"));
+
+    // 6. A corrupt model file is refused.
+    let file = m.dir.path().join("data/training/router/v000002.router");
+    let mut bytes = std::fs::read(&file).expect("router file");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(&file, bytes).expect("corrupt it");
+    let (code, out) = m.ming(&["models", "promote", "2"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("corrupt"), "{out}");
+    assert!(agent_detail(&m).await.contains("router v1"));
+}
