@@ -2,13 +2,16 @@
 //! the seed set it reaches ≥ 90% on the held-out set written separately from it; a correction of
 //! a phrasing it got wrong, then retraining, makes the agent act on that phrasing through the
 //! router tier (log → train → promote → hot-swap, no restart); a worse model is not promoted;
-//! rollback restores the previous one; a corrupt model file is refused.
+//! rollback restores the previous one; a corrupt model file is refused; a running job is
+//! cancelled on request; the service runs niced.
 
 use std::time::Duration;
 
 use ming_schemas::control::ServiceStatus;
+use ming_schemas::envelope::Flow;
 use ming_schemas::kinds;
-use ming_schemas::training::{Models, Trained};
+use ming_schemas::training::{Models, Train, TrainProgress, Trained};
+use ming_schemas::ErrorCode;
 use ming_tests::{Mingd, SERVICES};
 
 fn json_of<T: serde::de::DeserializeOwned>(out: &str) -> T {
@@ -124,4 +127,69 @@ async fn the_router_learns_from_the_seed_set_and_from_a_correction() {
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("corrupt"), "{out}");
     assert!(agent_detail(&m).await.contains("router v1"));
+
+    // 7. A long job streams its progress and stops when cancelled; the slot is free again.
+    let body = ming_schemas::to_body(&Train {
+        job: "router".into(),
+        epochs: Some(100_000),
+        seed_only: true,
+        no_promote: true,
+    })
+    .unwrap();
+    let mut stream = m
+        .client
+        .stream(m.client.envelope(
+            "training",
+            kinds::TRAINING_TRAIN,
+            body,
+            Duration::from_secs(120),
+        ))
+        .unwrap();
+    loop {
+        let frame = stream.next().await.expect("a frame").expect("progress");
+        assert_eq!(frame.flow, Flow::Partial);
+        let p: TrainProgress = frame.body().unwrap();
+        if p.phase == "training" {
+            assert_eq!(p.epochs, 100_000);
+            break;
+        }
+    }
+    let (code, out) = m.ming(&["train", "router", "--seed-only"]);
+    assert!(code != 0 && out.contains("already running"), "{out}");
+    let (code, out) = m.ming(&["train", "--cancel"]);
+    assert_eq!(code, 0, "{out}");
+    let end = loop {
+        match stream.next().await.expect("the final frame") {
+            Ok(f) if f.flow == Flow::Partial => continue,
+            other => break other,
+        }
+    };
+    match end {
+        Err(e) => assert_eq!(e.code(), ErrorCode::Cancelled, "{e}"),
+        Ok(f) => panic!("the job was not cancelled: {:?}", f.flow),
+    }
+    let (code, out) = m.ming(&["models", "list", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    // v2 is corrupt (left out), a cancelled job keeps nothing: v1 and v3.
+    let versions: Vec<u64> = json_of::<Models>(&out)
+        .models
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(versions, [1, 3]);
+
+    // 8. Niced, so it never starves the voice path.
+    let st = m.status().await.expect("status");
+    let pid = st
+        .services
+        .iter()
+        .find(|r| r.name == "training")
+        .and_then(|r| r.pid)
+        .expect("training pid");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    assert_eq!(
+        fields[16], "10",
+        "nice value of the training process: {stat}"
+    );
 }

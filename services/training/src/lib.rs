@@ -326,7 +326,9 @@ impl TrainingService {
         let spec2 = spec.clone();
         let cancel2 = cancel.clone();
         let (epoch_tx, mut epoch_rx) = tokio::sync::mpsc::unbounded_channel();
+        let nice = t.nice;
         let work = tokio::task::spawn_blocking(move || {
+            nice_this_thread(nice);
             train::train(
                 &labels,
                 &spec2,
@@ -626,14 +628,29 @@ pub fn data_dir(cfg: &Config) -> PathBuf {
     Paths::resolve(&cfg.paths).data_dir.join("training")
 }
 
-/// Lowers this process's priority to `nice` and sizes the math's thread pool.
+/// Lowers the calling thread's priority to `nice` (on Linux a nice value is per thread).
+fn nice_this_thread(nice: i32) {
+    // SAFETY: setpriority has no memory effects; PRIO_PROCESS with 0 means the calling thread.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+        tracing::warn!(nice, error = %std::io::Error::last_os_error(), "cannot lower the priority");
+    }
+}
+
+/// Lowers every thread of this process to `nice` (threads made later inherit it from the one
+/// that makes them) and sizes the math's thread pool.
 fn be_background(cfg: &Config) {
     let t = &cfg.training;
-    // SAFETY: setpriority has no memory effects; PRIO_PROCESS with 0 means this process.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, t.nice) };
-    if rc != 0 {
-        tracing::warn!(nice = t.nice, error = %std::io::Error::last_os_error(), "cannot lower the priority");
+    let tids = std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<libc::id_t>().ok())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for tid in tids {
+        // SAFETY: as above, for one thread of this process.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, t.nice) };
     }
+    nice_this_thread(t.nice);
     if let Err(e) = rayon::ThreadPoolBuilder::new()
         .num_threads(t.threads as usize)
         .build_global()
