@@ -103,7 +103,8 @@ test: setup models
 # inference service against llama.cpp driven directly, cached vs cold time to first token;
 # redaction throughput and the cloud-gateway's overhead over a direct request; the agent's
 # typed fast path; memory recall; voice in (end of speech → final transcript, cut-offs, RTF);
-# the personal router (training time for 1k/10k examples, inference latency, held-out accuracy).
+# the personal router (training time for 1k/10k examples, inference latency, held-out accuracy);
+# voice to first action through the whole system, typed too, without and with the router.
 bench: models
     cargo bench --locked -p ming-bus --bench bus
     cargo bench --locked -p ming-inference --bench inference
@@ -113,6 +114,9 @@ bench: models
     cargo bench --locked -p ming-memory --bench memory
     cargo bench --locked -p ming-audio --bench latency
     cargo bench --locked -p ming-training --bench router
+    # Voice to first action runs the whole system: release binaries first.
+    cargo build --release --locked --workspace --bins
+    cargo bench --locked -p ming-tests --bench voice
 
 # Lints, as CI runs them.
 lint:

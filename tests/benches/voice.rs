@@ -1,0 +1,503 @@
+//! `just bench` — voice to first action, the headline figure: spoken commands synthesised with
+//! espeak-ng (several voices and speeds), fed to the audio service's live input at real-time
+//! pace (push-to-talk) with the whole system running under mingd, timed from the true end of
+//! speech to `agent.action_started`. The same corpus typed (message in → action). Both without a
+//! router and with the seed-trained personal router, side by side; the share of each tier,
+//! action accuracy (right tool and arguments), and the RSS of all services.
+//!
+//! Release binaries (`cargo build --release --workspace --bins`, done by `just bench`). Env:
+//! `MING_BENCH_VOICE_N` (commands, default all), `MING_BENCH_VOICE_SKIP_ROUTER=1`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ming_bus::events::EventSubscriber;
+use ming_schemas::agent::{ActionStarted, Message};
+use ming_schemas::audio::{Feed, Listen, ListenState};
+use ming_schemas::kinds;
+use ming_schemas::training::{Train, Trained};
+use ming_tests::{Mingd, SERVICES};
+
+/// (spoken text, the tool that should act, a string its arguments must contain).
+const CORPUS: [(&str, &str, &str); 54] = [
+    ("Set a timer for seven minutes.", "set_timer", "420"),
+    ("Start a ten minute timer.", "set_timer", "600"),
+    (
+        "Remind me in twenty minutes to check the oven.",
+        "set_timer",
+        "1200",
+    ),
+    ("Timer for five minutes.", "set_timer", "300"),
+    ("Set a timer for one hour.", "set_timer", "3600"),
+    ("Give me a shout in fifteen minutes.", "set_timer", "900"),
+    ("Wake me up in half an hour.", "set_timer", "1800"),
+    ("Count down ninety seconds.", "set_timer", "90"),
+    ("Take a note: buy oat milk.", "add_note", "milk"),
+    (
+        "Note that the plumber comes on Thursday.",
+        "add_note",
+        "plumber",
+    ),
+    (
+        "Write down that the car needs new brakes.",
+        "add_note",
+        "brakes",
+    ),
+    ("Jot down call the bank tomorrow.", "add_note", "bank"),
+    ("List my notes.", "list_notes", ""),
+    ("Show me my notes.", "list_notes", ""),
+    ("Read back everything I noted.", "list_notes", ""),
+    ("Search my notes for milk.", "search_notes", "milk"),
+    ("Find my note about the plumber.", "search_notes", "plumber"),
+    ("What time is it?", "clock", "time"),
+    ("What's the date today?", "clock", "date"),
+    ("What day is it?", "clock", "date"),
+    ("Tell me the time.", "clock", "time"),
+    ("What's on my calendar tomorrow?", "list_events", "tomorrow"),
+    ("What do I have on Friday?", "list_events", "friday"),
+    ("What's my schedule for Monday?", "list_events", "monday"),
+    ("When am I free tomorrow?", "free_time", "tomorrow"),
+    ("Find me a free hour on Friday.", "free_time", "friday"),
+    (
+        "Add lunch with Sara tomorrow at one pm.",
+        "add_event",
+        "tomorrow",
+    ),
+    (
+        "Schedule a dentist appointment on Friday at nine.",
+        "add_event",
+        "friday",
+    ),
+    (
+        "Search my mail for the flight confirmation.",
+        "search_mail",
+        "flight",
+    ),
+    ("Any emails from Anna?", "search_mail", "nna"),
+    (
+        "Find the document about the lease.",
+        "search_documents",
+        "lease",
+    ),
+    (
+        "Search my files for the tax return.",
+        "search_documents",
+        "tax",
+    ),
+    (
+        "Remember that my sister lives in Lyon.",
+        "remember",
+        "sister",
+    ),
+    ("Remember that I prefer tea over coffee.", "remember", "tea"),
+    ("What do you know about my sister?", "recall", "sister"),
+    (
+        "Do you remember what I'm allergic to?",
+        "recall",
+        "allergic",
+    ),
+    ("Forget that I'm vegetarian.", "forget_memory", "vegetarian"),
+    (
+        "Ask the cloud to translate this letter into German.",
+        "handoff",
+        "German",
+    ),
+    (
+        "Set a timer for three minutes for the eggs.",
+        "set_timer",
+        "180",
+    ),
+    ("Remind me in an hour to call mum.", "set_timer", "3600"),
+    ("Start a countdown of two minutes.", "set_timer", "120"),
+    (
+        "Take a note: the spare key is under the blue pot.",
+        "add_note",
+        "key",
+    ),
+    ("Note down the dentist number.", "add_note", "dentist"),
+    ("Show all the notes.", "list_notes", ""),
+    ("What's the time now?", "clock", "time"),
+    ("What's today's date?", "clock", "date"),
+    ("Am I busy on Saturday?", "list_events", "saturday"),
+    ("Look for messages from the bank.", "search_mail", "bank"),
+    ("Find emails about the job offer.", "search_mail", "job"),
+    (
+        "Where's the file with the insurance policy?",
+        "search_documents",
+        "insurance",
+    ),
+    (
+        "Keep in mind that I'm allergic to peanuts.",
+        "remember",
+        "peanuts",
+    ),
+    ("What did I tell you about my car?", "recall", "car"),
+    ("Set a timer for twenty five minutes.", "set_timer", "1500"),
+    (
+        "Ping me in two hours about the laundry.",
+        "set_timer",
+        "7200",
+    ),
+];
+
+const VOICES: [(&str, u32); 4] = [
+    ("en-us", 175),
+    ("en-gb", 160),
+    ("en-us", 200),
+    ("en-gb+f3", 180),
+];
+
+/// espeak-ng's samples (22,050 Hz mono 16-bit) for `text`, and the sample after the last voiced
+/// one (the true end of speech).
+fn speak(dir: &Path, i: usize, text: &str) -> (u32, Vec<i16>, usize) {
+    let (voice, speed) = VOICES[i % VOICES.len()];
+    let path = dir.join(format!("c{i}.wav"));
+    let ok = Command::new("espeak-ng")
+        .args(["-v", voice, "-s", &speed.to_string(), "-w"])
+        .arg(&path)
+        .arg(text)
+        .status()
+        .expect("espeak-ng (just setup installs it)");
+    assert!(ok.success(), "espeak-ng failed for {text}");
+    let b = std::fs::read(&path).expect("espeak-ng's wav");
+    let rate = u32::from_le_bytes([b[24], b[25], b[26], b[27]]);
+    let mut at = 12;
+    while &b[at..at + 4] != b"data" {
+        at += 8 + u32::from_le_bytes([b[at + 4], b[at + 5], b[at + 6], b[at + 7]]) as usize;
+    }
+    let pcm: Vec<i16> = b[at + 8..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let end = pcm
+        .iter()
+        .rposition(|s| s.unsigned_abs() > 300)
+        .map_or(0, |p| p + 1);
+    (rate, pcm, end)
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+#[derive(Default)]
+struct Run {
+    latency: Vec<f64>,
+    to_transcript: Vec<f64>,
+    transcript_to_action: Vec<f64>,
+    tiers: BTreeMap<String, usize>,
+    right: usize,
+    missed: usize,
+    n: usize,
+}
+
+impl Run {
+    fn add(&mut self, want: (&str, &str, &str), got: Option<(&ActionStarted, f64)>) {
+        self.n += 1;
+        let Some((a, ms)) = got else {
+            self.missed += 1;
+            return;
+        };
+        self.latency.push(ms);
+        *self
+            .tiers
+            .entry(format!("{:?}", a.tier).to_lowercase())
+            .or_default() += 1;
+        let args = a.arguments.to_lowercase();
+        if a.tool == want.1 && args.contains(&want.2.to_lowercase()) {
+            self.right += 1;
+        }
+    }
+
+    fn print(&self, name: &str) {
+        let tiers: Vec<String> = self
+            .tiers
+            .iter()
+            .map(|(t, n)| format!("{t} {:.0}%", 100.0 * *n as f64 / self.n as f64))
+            .collect();
+        println!(
+            "{name:<28} p50 {:>7.1} ms  p95 {:>7.1} ms  accuracy {:>5.1}%  no action {}  tiers: {}",
+            pct(&self.latency, 0.5),
+            pct(&self.latency, 0.95),
+            100.0 * self.right as f64 / self.n.max(1) as f64,
+            self.missed,
+            tiers.join(", ")
+        );
+        if !self.to_transcript.is_empty() {
+            println!(
+                "{:<28} end of speech → final transcript p50 {:.1} ms; transcript → action started p50 {:.1} ms",
+                "",
+                pct(&self.to_transcript, 0.5),
+                pct(&self.transcript_to_action, 0.5)
+            );
+        }
+    }
+}
+
+async fn listen(m: &Mingd) {
+    let _: ListenState = m
+        .client
+        .request(
+            "audio",
+            kinds::AUDIO_LISTEN,
+            &Listen {
+                action: "start".into(),
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("listen");
+}
+
+/// One spoken command: (action started, ms from the true end of speech), and the split at the
+/// final transcript.
+async fn voice_turn(
+    m: &Mingd,
+    rate: u32,
+    pcm: &[i16],
+    end: usize,
+    actions: &mut EventSubscriber,
+    transcripts: &mut EventSubscriber,
+) -> Option<(ActionStarted, f64, Option<f64>)> {
+    listen(m).await;
+    let pre = rate as usize / 5;
+    let mut turn = vec![0i16; pre];
+    turn.extend_from_slice(pcm);
+    turn.extend(std::iter::repeat_n(0, rate as usize * 2));
+    let eos_offset = Duration::from_secs_f64((pre + end) as f64 / f64::from(rate));
+    let step = rate as usize / 50;
+    let start = Instant::now();
+    let eos = start + eos_offset;
+    let mut got_action = None;
+    let mut got_transcript = None;
+    for (i, chunk) in turn.chunks(step).enumerate() {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let _: Result<ListenState, _> = m
+            .client
+            .request(
+                "audio",
+                kinds::AUDIO_FEED,
+                &Feed {
+                    pcm: serde_bytes::ByteBuf::from(bytes),
+                    rate,
+                },
+                Duration::from_secs(5),
+            )
+            .await;
+        let due = start + Duration::from_millis(20 * (i as u64 + 1));
+        // Watch the events while pacing the audio.
+        loop {
+            let now = Instant::now();
+            if now >= due {
+                break;
+            }
+            tokio::select! {
+                e = transcripts.next() => if e.is_ok() { got_transcript.get_or_insert_with(Instant::now); },
+                e = actions.next() => if let Ok(e) = e {
+                    if let Ok(a) = e.body::<ActionStarted>() { got_action.get_or_insert((a, Instant::now())); }
+                },
+                () = tokio::time::sleep_until(due.into()) => {}
+            }
+        }
+        if got_action.is_some() {
+            break;
+        }
+    }
+    // The LLM tier can take seconds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got_action.is_none() && Instant::now() < deadline {
+        tokio::select! {
+            e = transcripts.next() => if e.is_ok() { got_transcript.get_or_insert_with(Instant::now); },
+            e = actions.next() => if let Ok(e) = e {
+                if let Ok(a) = e.body::<ActionStarted>() { got_action = Some((a, Instant::now())); }
+            },
+            () = tokio::time::sleep_until(deadline.into()) => {}
+        }
+    }
+    let ms = |t: Instant| {
+        if t >= eos {
+            t.duration_since(eos).as_secs_f64() * 1e3
+        } else {
+            -(eos.duration_since(t).as_secs_f64() * 1e3)
+        }
+    };
+    let (a, at) = got_action?;
+    Some((a, ms(at), got_transcript.map(ms)))
+}
+
+async fn typed(
+    m: &Mingd,
+    text: &str,
+    actions: &mut EventSubscriber,
+) -> Option<(ActionStarted, f64)> {
+    let msg = Message {
+        text: text.into(),
+        session: None,
+        confirm: false,
+        tool: None,
+        arguments: None,
+        voice: None,
+    };
+    let start = Instant::now();
+    let req = m.client.request::<_, ming_schemas::agent::Reply>(
+        "agent",
+        kinds::AGENT_MESSAGE,
+        &msg,
+        Duration::from_secs(30),
+    );
+    let mut req = std::pin::pin!(req);
+    let mut got = None;
+    loop {
+        tokio::select! {
+            e = actions.next() => if let Ok(e) = e {
+                if let Ok(a) = e.body::<ActionStarted>() {
+                    got.get_or_insert((a, start.elapsed().as_secs_f64() * 1e3));
+                }
+            },
+            _ = &mut req => break,
+        }
+    }
+    // The event may trail the reply by a moment.
+    if got.is_none() {
+        if let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(200), actions.next()).await {
+            if let Ok(a) = e.body::<ActionStarted>() {
+                got = Some((a, start.elapsed().as_secs_f64() * 1e3));
+            }
+        }
+    }
+    got
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// One command ready to feed: index, (text, tool, argument), rate, samples, end of speech.
+type Spoken = (
+    usize,
+    (&'static str, &'static str, &'static str),
+    u32,
+    Vec<i16>,
+    usize,
+);
+
+async fn pass(m: &Mingd, name: &str, corpus: &[Spoken]) {
+    let mut actions =
+        EventSubscriber::connect(&m.bus, &[kinds::EVENT_ACTION_STARTED]).expect("events");
+    let mut transcripts =
+        EventSubscriber::connect(&m.bus, &[kinds::EVENT_TRANSCRIPT]).expect("events");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut voice = Run::default();
+    let mut misses = Vec::new();
+    for (i, want, rate, pcm, end) in corpus {
+        let got = voice_turn(m, *rate, pcm, *end, &mut actions, &mut transcripts).await;
+        if let Some((a, ms, t)) = &got {
+            if let Some(t) = t {
+                voice.to_transcript.push(*t);
+                voice.transcript_to_action.push(ms - t);
+            }
+            if a.tool != want.1 || !a.arguments.to_lowercase().contains(&want.2.to_lowercase()) {
+                misses.push(format!(
+                    "#{i} {:?} → {} {} ({:?})",
+                    want.0, a.tool, a.arguments, a.tier
+                ));
+            }
+        } else {
+            misses.push(format!("#{i} {:?} → no action", want.0));
+        }
+        voice.add(*want, got.as_ref().map(|(a, ms, _)| (a, *ms)));
+        // Let the turn's reply and follow-up settle before the next command.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(5), actions.next()).await {
+        }
+        while let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_millis(5), transcripts.next()).await
+        {}
+    }
+    let mut typed_run = Run::default();
+    for (_, want, _, _, _) in corpus {
+        let got = typed(m, want.0, &mut actions).await;
+        typed_run.add(*want, got.as_ref().map(|(a, ms)| (a, *ms)));
+    }
+    voice.print(&format!("voice, {name}"));
+    typed_run.print(&format!("typed, {name}"));
+    for miss in misses {
+        println!("    miss: {miss}");
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let m = Mingd::start("[audio]\ninput = \"bus\"\noutput = \"none\"\n");
+    m.wait_ready(&SERVICES, Duration::from_secs(120)).await;
+    let n = std::env::var("MING_BENCH_VOICE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CORPUS.len())
+        .min(CORPUS.len());
+    let dir = m.dir.path().join("voice");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let corpus: Vec<_> = CORPUS[..n]
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let (rate, pcm, end) = speak(&dir, i, c.0);
+            (i, *c, rate, pcm, end)
+        })
+        .collect();
+    println!(
+        "voice to first action: {n} spoken commands ({} voices/speeds), real-time push-to-talk through mingd; latency from the true end of speech to agent.action_started",
+        VOICES.len()
+    );
+    pass(&m, "no router", &corpus).await;
+    if std::env::var_os("MING_BENCH_VOICE_SKIP_ROUTER").is_none() {
+        let t: Trained = m
+            .client
+            .request(
+                "training",
+                kinds::TRAINING_TRAIN,
+                &Train {
+                    job: "router".into(),
+                    seed_only: true,
+                    ..Default::default()
+                },
+                Duration::from_secs(600),
+            )
+            .await
+            .expect("train the router");
+        println!(
+            "router v{} (seed set): held-out accuracy {:.1}%, ECE {:.3}, trained in {:.1} s; agent loaded: {}",
+            t.model.version,
+            t.candidate.accuracy * 100.0,
+            t.candidate.ece,
+            t.model.provenance.train_ms as f64 / 1e3,
+            t.agent_loaded
+        );
+        pass(&m, "seed-trained router", &corpus).await;
+    }
+    let st = m.status().await.expect("status");
+    let mut total = 0.0;
+    let mut parts = Vec::new();
+    for r in &st.services {
+        if let Some(pid) = r.pid {
+            let mib = rss_mib(pid);
+            total += mib;
+            parts.push(format!("{} {:.0}", r.name, mib));
+        }
+    }
+    println!("RSS of all services: {total:.0} MiB ({})", parts.join(", "));
+}
