@@ -124,3 +124,15 @@ impl BusConfig {
         }
     }
 }
+
+/// Milliseconds of the monotonic clock (`CLOCK_MONOTONIC`: the same in every process on the
+/// machine), for stage times that cross processes (an utterance's timeline).
+pub fn mono_ms() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
+}

@@ -442,7 +442,10 @@ async fn pass(m: &Mingd, name: &str, corpus: &[Spoken]) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let m = Mingd::start("[audio]\ninput = \"bus\"\noutput = \"none\"\n");
+    // The product's own chat model and context (the tests use a smaller one).
+    let m = Mingd::start(
+        "[audio]\ninput = \"bus\"\noutput = \"none\"\n[inference]\nmodel = \"qwen2.5-coder-0.5b-instruct\"\ncontext_tokens = 4096\n",
+    );
     m.wait_ready(&SERVICES, Duration::from_secs(120)).await;
     let n = std::env::var("MING_BENCH_VOICE_N")
         .ok()

@@ -376,4 +376,21 @@ async fn speaking_barge_in_and_a_voice_turn_to_the_agent() {
         .await
         .unwrap();
     assert!(!st.listening, "the turn is over: {st:?}");
+    // The utterance's timeline holds the voice stages before the agent's own.
+    let (code, out) = m.ming(&["trace"]);
+    assert_eq!(code, 0, "{out}");
+    let speech_end = out
+        .find("audio: speech_ended")
+        .unwrap_or_else(|| panic!("{out}"));
+    let transcript = out
+        .find("audio: transcript")
+        .unwrap_or_else(|| panic!("{out}"));
+    let received = out.find("received").unwrap_or_else(|| panic!("{out}"));
+    let started = out
+        .find("action started")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        speech_end < transcript && transcript < received && received < started,
+        "{out}"
+    );
 }

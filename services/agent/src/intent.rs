@@ -259,6 +259,10 @@ fn rules() -> &'static [Rule] {
             },
             // Clock.
             Rule {
+                re: r(r"^\s*(?:what(?:'s| is) the time|what time is it)(?: now)? in (?P<zone>[\w /'-]+?)(?: now| right now)?[?.!]?\s*$"),
+                build: |c| Some(Intent { tool: "clock", args: json!({"what": "time", "zone": c["zone"].trim()}) }),
+            },
+            Rule {
                 re: r(r"^\s*(?:what(?:'s| is) the time|what time is it)(?: now)?[?.!]?\s*$"),
                 build: |_| Some(Intent { tool: "clock", args: json!({"what": "time"}) }),
             },
@@ -354,6 +358,16 @@ mod tests {
                 json!({"query": "milk"}),
             ),
             ("What time is it?", "clock", json!({"what": "time"})),
+            (
+                "What time is it in Tokyo?",
+                "clock",
+                json!({"what": "time", "zone": "Tokyo"}),
+            ),
+            (
+                "what's the time in new york right now",
+                "clock",
+                json!({"what": "time", "zone": "new york"}),
+            ),
             (
                 "search my documents for ferry",
                 "search_documents",

@@ -568,6 +568,21 @@ impl Handler for AgentService {
                 at_ms: 0.0,
             }],
         };
+        // A voice turn: the audio service's stages (same monotonic clock), before "received".
+        if let Some(t) = &msg.voice {
+            let received = ming_bus::mono_ms();
+            let mut audio: Vec<ming_schemas::agent::Stage> = t
+                .stages
+                .iter()
+                .map(|s| ming_schemas::agent::Stage {
+                    name: format!("audio: {}", s.name),
+                    at_ms: s.at_ms - received,
+                })
+                .collect();
+            audio.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
+            audio.append(&mut record.stages);
+            record.stages = audio;
+        }
         let direct = match (&msg.tool, &msg.arguments) {
             (Some(tool), args) => {
                 match serde_json::from_str::<serde_json::Value>(args.as_deref().unwrap_or("{}")) {

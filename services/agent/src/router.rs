@@ -185,7 +185,11 @@ pub fn slots(tool: &str, text: &str) -> Option<Value> {
             let date = w
                 .iter()
                 .any(|w| matches!(w.as_str(), "date" | "day" | "month" | "year" | "today"));
-            Some(json!({"what": if date { "date" } else { "time" }}))
+            let what = if date { "date" } else { "time" };
+            Some(match after(text, &[" in "]) {
+                Some(zone) => json!({"what": what, "zone": zone}),
+                None => json!({"what": what}),
+            })
         }
         "list_notes" => Some(json!({})),
         "list_events" => Some(json!({"date": day_in(text)})),

@@ -114,8 +114,8 @@ pub fn schemas() -> Vec<(&'static str, &'static str, Value)> {
         ),
         (
             "clock",
-            "Tell the time or the date",
-            json!({"type": "object", "properties": {"what": {"enum": ["time", "date"]}}, "required": ["what"]}),
+            "Tell the time or the date, here or in a city or time zone (zone: e.g. Tokyo, Europe/Paris, UTC)",
+            json!({"type": "object", "properties": {"what": {"enum": ["time", "date"]}, "zone": {"type": "string"}}, "required": ["what"]}),
         ),
         (
             "reply",
@@ -366,6 +366,16 @@ impl Tools {
                 }
                 ok(lines.join("\n"))
             }
+            "clock" if !text("zone").is_empty() => match zone_now(&text("zone")) {
+                Ok((zone, date, time)) => {
+                    if text("what") == "date" {
+                        ok(format!("In {zone} it is {date}."))
+                    } else {
+                        ok(format!("In {zone} it is {time} ({date})."))
+                    }
+                }
+                Err(e) => fail(e),
+            },
             "clock" => {
                 let (date, time) = local_now();
                 if text("what") == "date" {
@@ -569,6 +579,76 @@ pub fn resolve_date(s: &str) -> Option<crate::calendar::Date> {
     }
 }
 
+/// The zone database (tzdata).
+const ZONEINFO: &str = "/usr/share/zoneinfo";
+
+/// The tz database name for a city or zone as people say it: "Tokyo" → `Asia/Tokyo`, "new york"
+/// → `America/New_York`, "Europe/Paris", "UTC".
+pub fn find_zone(name: &str, root: &std::path::Path) -> Option<String> {
+    let want = name.trim().to_lowercase().replace(' ', "_");
+    if want.is_empty() || want.contains("..") {
+        return None;
+    }
+    if matches!(want.as_str(), "utc" | "gmt" | "zulu") {
+        return Some("UTC".into());
+    }
+    let is_zone = |p: &std::path::Path| std::fs::read(p).is_ok_and(|b| b.starts_with(b"TZif"));
+    // An exact zone name ("Europe/Paris"), whatever its case.
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    let mut by_city = None;
+    while let Some((dir, prefix)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for e in entries {
+            let file = e.file_name().to_string_lossy().into_owned();
+            // posix/ and right/ repeat the tree; Etc/ holds offsets, not places.
+            if prefix.is_empty() && matches!(file.as_str(), "posix" | "right" | "Etc") {
+                continue;
+            }
+            let full = if prefix.is_empty() {
+                file.clone()
+            } else {
+                format!("{prefix}/{file}")
+            };
+            let path = e.path();
+            if path.is_dir() {
+                stack.push((path, full));
+            } else if full.to_lowercase() == want && is_zone(&path) {
+                return Some(full);
+            } else if by_city.is_none()
+                && file.to_lowercase() == want
+                && prefix.contains(char::is_uppercase)
+                && is_zone(&path)
+            {
+                by_city = Some(full);
+            }
+        }
+    }
+    by_city
+}
+
+/// The date and time now in a city or zone: (zone, "Wednesday 25 November 2026", "17:05
+/// JST, UTC+09:00"). The system's tz database does the arithmetic (`date` with `TZ`), so
+/// daylight saving time is right.
+fn zone_now(name: &str) -> Result<(String, String, String), String> {
+    let zone = find_zone(name, std::path::Path::new(ZONEINFO)).ok_or_else(|| {
+        format!("I don't know the time zone of {name} (try a big city nearby or a zone like Europe/Paris)")
+    })?;
+    let out = std::process::Command::new("date")
+        .env("TZ", format!(":{zone}"))
+        .arg("+%A %-d %B %Y|%H:%M %Z, UTC%:z")
+        .output()
+        .map_err(|e| format!("cannot read the clock: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    match text.split_once('|') {
+        Some((date, time)) if out.status.success() => Ok((zone, date.into(), time.into())),
+        _ => Err(format!("cannot read the clock for {zone}")),
+    }
+}
+
 fn local_tm() -> libc::tm {
     let secs = (now_ms() / 1000) as libc::time_t;
     // SAFETY: localtime_r writes into the zeroed struct we pass and reads `secs`.
@@ -633,6 +713,53 @@ mod tests {
         assert!(t.run("delete_note", &json!({"query": "milk"}), true).ok);
         let left: Vec<String> = t.read_notes().into_iter().map(|n| n.text).collect();
         assert_eq!(left, ["call mum"]);
+    }
+
+    #[test]
+    fn zones_by_city_or_name() {
+        let dir = tempfile::tempdir().unwrap();
+        for z in [
+            "Asia/Tokyo",
+            "America/New_York",
+            "America/Argentina/Buenos_Aires",
+            "posix/Asia/Tokyo",
+            "Etc/GMT+9",
+        ] {
+            let p = dir.path().join(z);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, b"TZif2...").unwrap();
+        }
+        std::fs::write(dir.path().join("Asia/notazone"), b"hello").unwrap();
+        let find = |n: &str| find_zone(n, dir.path());
+        assert_eq!(find("Tokyo").as_deref(), Some("Asia/Tokyo"));
+        assert_eq!(find("new york").as_deref(), Some("America/New_York"));
+        assert_eq!(
+            find("Buenos Aires").as_deref(),
+            Some("America/Argentina/Buenos_Aires")
+        );
+        assert_eq!(find("asia/tokyo").as_deref(), Some("Asia/Tokyo"));
+        assert_eq!(find("utc").as_deref(), Some("UTC"));
+        assert_eq!(find("notazone"), None);
+        assert_eq!(find("../../etc/passwd"), None);
+        assert_eq!(find("Atlantis"), None);
+    }
+
+    #[test]
+    fn the_time_in_another_zone_comes_from_the_tz_database() {
+        // tzdata is installed by `just setup`. Japan keeps no daylight saving time.
+        let t = Tools::open(tempfile::tempdir().unwrap().path()).unwrap();
+        let out = t.run("clock", &json!({"what": "time", "zone": "Tokyo"}), false);
+        assert!(
+            out.ok && out.text.contains("Asia/Tokyo") && out.text.contains("UTC+09:00"),
+            "{}",
+            out.text
+        );
+        let bad = t.run("clock", &json!({"what": "time", "zone": "Atlantis"}), false);
+        assert!(
+            !bad.ok && bad.text.contains("time zone of Atlantis"),
+            "{}",
+            bad.text
+        );
     }
 
     #[test]

@@ -46,16 +46,7 @@ use crate::vad::{LoadVadError, SileroModel};
 /// The name this service registers under (unless `MING_SERVICE` names another).
 pub const SERVICE: &str = "audio";
 
-/// Milliseconds of the monotonic clock (`CLOCK_MONOTONIC`: the same in every process).
-pub fn mono_ms() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
-}
+pub use ming_bus::mono_ms;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]

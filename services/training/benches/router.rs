@@ -64,6 +64,10 @@ fn main() {
     let cfg = ming_config::Config::load(&ming_config::LoadOptions::default())
         .unwrap_or_else(|e| panic!("config: {e}"));
     let t = &cfg.training;
+    // As the service runs it: `training.threads` threads for the math.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(t.threads as usize)
+        .build_global();
     let shipped = data::shipped().unwrap_or_else(|e| panic!("{e}"));
     let dataset = Dataset::assemble(shipped);
     let texts = dataset.texts();
@@ -78,7 +82,10 @@ fn main() {
             )
         }
     };
-    println!("router bench: {source}");
+    println!(
+        "router bench: {source}; {} thread(s) (training.threads)",
+        t.threads
+    );
     let buckets = t.ngram_buckets as usize;
     let spec = FeatureSpec {
         embedding_model: "bench".into(),

@@ -386,7 +386,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             } else {
                 println!("outcome: {}", i.outcome);
             }
-            let mut last = 0.0;
+            // Times are from the moment the agent received the message (voice stages before it
+            // are negative: the speech ended, the transcript was final, then it arrived).
+            let mut last = i.stages.first().map_or(0.0, |s| s.at_ms);
             for st in &i.stages {
                 println!(
                     "  {:>9.3} ms  (+{:>8.3})  {}",
