@@ -293,7 +293,7 @@ mod tests {
         // A few dozen phrasings for every tool.
         for l in &labels {
             let n = seed.iter().filter(|e| e.label == *l).count();
-            assert!(n >= 18, "{l}: only {n} seed phrasings");
+            assert!(n >= 24, "{l}: only {n} seed phrasings");
         }
     }
 
