@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ming_bus::events::EventSubscriber;
@@ -18,7 +17,7 @@ use ming_schemas::agent::{ActionStarted, Message};
 use ming_schemas::audio::{Feed, Listen, ListenState};
 use ming_schemas::kinds;
 use ming_schemas::training::{Train, Trained};
-use ming_tests::{Mingd, SERVICES};
+use ming_tests::{espeak_voice, read_wav, Mingd, SERVICES};
 
 /// (spoken text, the tool that should act, a string its arguments must contain).
 const CORPUS: [(&str, &str, &str); 54] = [
@@ -153,24 +152,8 @@ const VOICES: [(&str, u32); 4] = [
 /// one (the true end of speech).
 fn speak(dir: &Path, i: usize, text: &str) -> (u32, Vec<i16>, usize) {
     let (voice, speed) = VOICES[i % VOICES.len()];
-    let path = dir.join(format!("c{i}.wav"));
-    let ok = Command::new("espeak-ng")
-        .args(["-v", voice, "-s", &speed.to_string(), "-w"])
-        .arg(&path)
-        .arg(text)
-        .status()
-        .expect("espeak-ng (just setup installs it)");
-    assert!(ok.success(), "espeak-ng failed for {text}");
-    let b = std::fs::read(&path).expect("espeak-ng's wav");
-    let rate = u32::from_le_bytes([b[24], b[25], b[26], b[27]]);
-    let mut at = 12;
-    while &b[at..at + 4] != b"data" {
-        at += 8 + u32::from_le_bytes([b[at + 4], b[at + 5], b[at + 6], b[at + 7]]) as usize;
-    }
-    let pcm: Vec<i16> = b[at + 8..]
-        .chunks_exact(2)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect();
+    let path = espeak_voice(dir, &format!("c{i}.wav"), text, voice, speed);
+    let (rate, pcm) = read_wav(&path);
     let end = pcm
         .iter()
         .rposition(|s| s.unsigned_abs() > 300)

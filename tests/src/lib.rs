@@ -258,3 +258,32 @@ pub fn signal(pid: u32, sig: i32) {
         libc::kill(pid as libc::pid_t, sig);
     }
 }
+
+/// espeak-ng's WAV (22,050 Hz mono, 16-bit) of `text` in `voice` at `speed` words per minute,
+/// written to `dir/name`.
+pub fn espeak_voice(dir: &Path, name: &str, text: &str, voice: &str, speed: u32) -> PathBuf {
+    let path = dir.join(name);
+    let ok = Command::new("espeak-ng")
+        .args(["-v", voice, "-s", &speed.to_string(), "-w"])
+        .arg(&path)
+        .arg(text)
+        .status()
+        .expect("espeak-ng (just setup installs it)");
+    assert!(ok.success(), "espeak-ng failed for {text:?}");
+    path
+}
+
+/// The 16-bit samples and rate of a plain PCM WAV.
+pub fn read_wav(path: &Path) -> (u32, Vec<i16>) {
+    let b = std::fs::read(path).expect("read the WAV");
+    let rate = u32::from_le_bytes([b[24], b[25], b[26], b[27]]);
+    let mut i = 12;
+    while &b[i..i + 4] != b"data" {
+        i += 8 + u32::from_le_bytes([b[i + 4], b[i + 5], b[i + 6], b[i + 7]]) as usize;
+    }
+    let pcm = b[i + 8..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    (rate, pcm)
+}

@@ -4,7 +4,6 @@
 //! barge-in, and a push-to-talk voice turn that reaches the agent's first action.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ming_bus::events::EventSubscriber;
@@ -12,7 +11,7 @@ use ming_schemas::audio::{
     Feed, Listen, ListenState, Speak, Speaking, Spoken, Transcribe, Transcribed,
 };
 use ming_schemas::{kinds, ErrorCode};
-use ming_tests::Mingd;
+use ming_tests::{read_wav, Mingd};
 
 const CONFIG: &str = r#"
 [audio]
@@ -22,30 +21,7 @@ output = "none"
 
 /// espeak-ng's WAV for `text` (22,050 Hz mono, 16-bit).
 fn espeak(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    let ok = Command::new("espeak-ng")
-        .args(["-v", "en-us", "-s", "175", "-w"])
-        .arg(&path)
-        .arg(text)
-        .status()
-        .expect("espeak-ng (just setup installs it)");
-    assert!(ok.success());
-    path
-}
-
-/// The 16-bit samples and rate of a plain PCM WAV.
-fn read_wav(path: &Path) -> (u32, Vec<i16>) {
-    let b = std::fs::read(path).unwrap();
-    let rate = u32::from_le_bytes(b[24..28].try_into().unwrap());
-    let mut i = 12;
-    while &b[i..i + 4] != b"data" {
-        i += 8 + u32::from_le_bytes(b[i + 4..i + 8].try_into().unwrap()) as usize;
-    }
-    let pcm = b[i + 8..]
-        .chunks_exact(2)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    (rate, pcm)
+    ming_tests::espeak_voice(dir, name, text, "en-us", 175)
 }
 
 fn write_wav(path: &Path, rate: u32, pcm: &[i16]) {
