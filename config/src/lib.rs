@@ -61,6 +61,9 @@ pub struct AgentSettings {
     pub tools: BTreeMap<String, ExternalTool>,
     /// The learned router acts when its calibrated confidence is at least this (0..1).
     pub router_threshold: f32,
+    /// The documents folder is indexed into memory at start and then every this many minutes
+    /// (only what changed; 0: only when asked).
+    pub documents_index_minutes: u64,
 }
 
 /// The training service (issue #8).
@@ -629,6 +632,12 @@ impl Config {
                 t.correction_weight, t.undone_weight
             ),
             "more than 0 (both weights)",
+        );
+        check(
+            self.agent.documents_index_minutes <= 7 * 24 * 60,
+            "agent.documents_index_minutes",
+            self.agent.documents_index_minutes.to_string(),
+            "at most 10080 (a week); 0: only when asked",
         );
         check(
             (0.0..=1.0).contains(&self.agent.router_threshold),

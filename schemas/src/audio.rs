@@ -158,9 +158,11 @@ pub struct Speaking {
     #[serde(default)]
     pub utterance: Option<u64>,
     pub at_ms: f64,
-    /// `started`, `finished`, `interrupted`.
+    /// `started`, `finished`, `interrupted`; for a barge-in, `interrupted` (playback stopped)
+    /// or `cancelled` (the voice turn was still with the agent, and was cancelled).
     pub state: String,
-    /// For a barge-in: from the speech onset that caused it to playback stopping.
+    /// For a barge-in: from the speech onset that caused it to playback stopping (or to the
+    /// turn being cancelled).
     #[serde(default)]
     pub stop_latency_ms: Option<f64>,
 }
@@ -187,6 +189,29 @@ pub struct ListenState {
     /// Follow-up window open until (monotonic ms), when in wake mode after an answer.
     #[serde(default)]
     pub follow_up_until_ms: Option<f64>,
+}
+
+/// One capture or playback device (an ALSA PCM on Linux).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AudioDevice {
+    /// What `audio.input` / `audio.output` take.
+    pub id: String,
+    pub description: String,
+    pub input: bool,
+    pub output: bool,
+}
+
+/// Reply of `audio.devices`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Devices {
+    pub devices: Vec<AudioDevice>,
+    /// Why there is no list (no sound system), if so.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The live input as `audio.listen status` reports it.
+    pub input: ListenState,
+    /// Where spoken replies go, in words.
+    pub output: String,
 }
 
 /// Request body of `audio.feed`: PCM for the live input when `audio.input = "bus"` (signed

@@ -133,6 +133,9 @@ pub const AUDIO_STOP: &str = "audio.stop";
 pub const AUDIO_LISTEN: &str = "audio.listen";
 /// Request: [`crate::audio::Feed`]; reply [`crate::audio::ListenState`].
 pub const AUDIO_FEED: &str = "audio.feed";
+/// Request: empty map body; reply [`crate::audio::Devices`] (the sound cards' PCMs, and what
+/// the live input and spoken replies use).
+pub const AUDIO_DEVICES: &str = "audio.devices";
 /// Event: [`crate::audio::Boundary`].
 pub const EVENT_SPEECH_STARTED: &str = "audio.speech_started";
 /// Event: [`crate::audio::Boundary`].
@@ -143,7 +146,8 @@ pub const EVENT_PARTIAL: &str = "audio.partial";
 pub const EVENT_TRANSCRIPT: &str = "audio.transcript";
 /// Event: [`crate::audio::Speaking`] (started, finished, interrupted).
 pub const EVENT_SPEAKING: &str = "audio.speaking";
-/// Event: [`crate::audio::Speaking`]: speech while speaking stopped playback.
+/// Event: [`crate::audio::Speaking`]: speech while speaking stopped playback (`interrupted`),
+/// or speech while a voice turn waited for the agent cancelled that turn (`cancelled`).
 pub const EVENT_BARGE_IN: &str = "audio.barge_in";
 
 // -- training (target `training`); bodies in [`crate::training`] ----------------------------

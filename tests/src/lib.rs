@@ -127,12 +127,18 @@ bin_dir = "{bin}"
 
     /// Starts mingd with the test config and `extra` TOML. Must run inside a tokio runtime.
     pub fn start(extra: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(tempfile::tempdir().expect("temp dir"), extra, &[])
+    }
+
+    /// As [`Mingd::start`], in `dir` (which the test may have prepared), with more environment
+    /// for mingd and its services.
+    pub fn start_in(dir: tempfile::TempDir, extra: &str, env: &[(&str, String)]) -> Self {
         let config = dir.path().join("ming.toml");
         std::fs::write(&config, Self::config_text(dir.path(), extra)).expect("write config");
         let out = std::fs::File::create(dir.path().join("mingd.out")).expect("mingd.out");
         let err = out.try_clone().expect("clone");
         let child = Self::command(&bin("mingd"), &config)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .spawn()

@@ -138,6 +138,68 @@ async fn without_inference_the_fast_path_acts_and_the_rest_fails_clearly() {
     assert!(out.contains("\"tier\": \"llm\""), "{code} {out}");
 }
 
+/// A caller that gives up (a barge-in on a voice turn, Ctrl-C) cancels the agent's request; the
+/// agent stops understanding it, which cancels the local model's generation on the bus, acts on
+/// nothing, and logs the utterance as cancelled. It serves the next request as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_request_stops_the_local_models_generation() {
+    let m = Mingd::start("");
+    m.wait_ready(&SERVICES, Duration::from_secs(20)).await;
+    let body = ming_schemas::to_body(&ming_schemas::agent::Message {
+        text: "Write me a long poem about the sea, the stars and the old lighthouse keeper".into(),
+        session: None,
+        confirm: false,
+        tool: None,
+        arguments: None,
+        voice: None,
+    })
+    .unwrap();
+    let env = m
+        .client
+        .envelope("agent", kinds::AGENT_MESSAGE, body, Duration::from_secs(60));
+    let utterance = env.id;
+    let mut stream = m.client.stream(env).unwrap();
+    // The first call to the model computes the whole prompt (system, tools): seconds here.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stream.cancel();
+    let i: ming_schemas::agent::Interaction = ming_tests::eventually(
+        Duration::from_secs(10),
+        "the cancelled utterance in the log",
+        || async {
+            m.client
+                .request::<_, ming_schemas::agent::Interaction>(
+                    "agent",
+                    kinds::AGENT_TRACE,
+                    &ming_schemas::agent::TraceRequest { utterance },
+                    Duration::from_secs(2),
+                )
+                .await
+                .ok()
+        },
+    )
+    .await;
+    assert_eq!(i.outcome, "cancelled", "{i:?}");
+    assert!(i.tool.is_none(), "{i:?}");
+    assert!(
+        i.stages.iter().any(|s| s.name == "cancelled by the caller"),
+        "{i:?}"
+    );
+    // The model's generation was stopped, not left to run to its end.
+    let log = m.log_dir().join("inference.log");
+    ming_tests::eventually(
+        Duration::from_secs(10),
+        "inference's cancelled generation",
+        || async {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|l| l.contains("generation ended") && l.contains("Cancelled"))
+        },
+    )
+    .await;
+    let (code, out) = m.ming(&["ask", "what time is it?"]);
+    assert!(code == 0 && out.starts_with("It is "), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_shows_actions_as_they_happen_and_confirms_deletions() {
     use std::io::Write;
@@ -234,6 +296,90 @@ async fn documents_and_mail_are_searched_read_only() {
         std::fs::read(&mail).unwrap(),
         before,
         "mail must be read-only"
+    );
+}
+
+/// The documents folder is indexed into memory (at start, and when asked: only what changed),
+/// so a search finds a passage by meaning; mail is summarised by the local model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_are_indexed_into_memory_and_mail_is_summarised() {
+    let files = tempfile::tempdir().unwrap();
+    let docs = files.path().join("Documents");
+    std::fs::create_dir_all(docs.join("home")).unwrap();
+    std::fs::write(
+        docs.join("trips.md"),
+        "# Scotland\nBook the ferry to Mull by Friday\n",
+    )
+    .unwrap();
+    let boiler = docs.join("home/contract.txt");
+    std::fs::write(
+        &boiler,
+        "Heating contract\n\nThe boiler warranty with Calor Heating runs until March 2028. \
+         If the radiators stay cold, call their engineers on 0123 456 789.\n",
+    )
+    .unwrap();
+    let mail = files.path().join("inbox.mbox");
+    std::fs::write(&mail, "From alice@example.org Mon Nov 23 10:00:00 2026\nFrom: Alice <alice@example.org>\nSubject: Dinner on Friday\n\nShall we go to the Thai place at 8? Please book a table for four.\n").unwrap();
+    let m = Mingd::start(&format!(
+        "[agent]\ndocuments_dir = \"{}\"\nmail = \"{}\"\n",
+        docs.display(),
+        mail.display()
+    ));
+    m.wait_ready(&SERVICES, Duration::from_secs(20)).await;
+    // Indexed at start (memory holds the passages, tagged with their file).
+    ming_tests::eventually(
+        Duration::from_secs(30),
+        "the documents indexed at start",
+        || async {
+            let (code, out) = m.ming(&["memory", "search", "boiler warranty"]);
+            (code == 0 && out.contains("From home/contract.txt")).then_some(())
+        },
+    )
+    .await;
+    // No file has these words; the passage that answers it is found by meaning.
+    let (code, out) = m.ming(&["ask", "search my documents for who fixes the heater"]);
+    assert_eq!(code, 0, "{out}");
+    println!("{out}");
+    assert!(
+        out.contains("No document mentions")
+            && out.contains("Related passages:")
+            && out.contains("From home/contract.txt"),
+        "{out}"
+    );
+    // Asked again: nothing changed. A changed file is redone, a deleted one forgotten.
+    let (code, out) = m.ming(&["ask", "index my documents"]);
+    assert!(
+        code == 0 && out.contains("Indexed 0 document(s)") && out.contains("2 unchanged"),
+        "{out}"
+    );
+    std::fs::write(
+        &boiler,
+        "Heating contract\n\nThe boiler warranty now runs with Northern Gas until May 2030.\n",
+    )
+    .unwrap();
+    std::fs::remove_file(docs.join("trips.md")).unwrap();
+    let (code, out) = m.ming(&["ask", "index my documents"]);
+    assert!(
+        code == 0 && out.contains("Indexed 1 document(s)") && out.contains("1 removed"),
+        "{out}"
+    );
+    let (code, out) = m.ming(&["memory", "search", "boiler warranty"]);
+    assert!(
+        code == 0 && out.contains("Northern Gas") && !out.contains("Calor"),
+        "{out}"
+    );
+    let (code, out) = m.ming(&["memory", "search", "ferry to Mull"]);
+    assert!(code == 0 && !out.contains("trips.md"), "{out}");
+
+    // Mail: the local model writes the summary under the list of messages.
+    let (code, out) = m.ming(&["ask", "summarize my mail"]);
+    assert_eq!(code, 0, "{out}");
+    println!("{out}");
+    assert!(
+        out.contains("1 message(s); the latest 1:")
+            && out.contains("Alice <alice@example.org> — Dinner on Friday")
+            && out.contains("Summary: "),
+        "{out}"
     );
 }
 

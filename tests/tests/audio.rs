@@ -369,4 +369,412 @@ async fn speaking_barge_in_and_a_voice_turn_to_the_agent() {
         speech_end < transcript && transcript < received && received < started,
         "{out}"
     );
+
+    // Barge-in while the agent still works on a voice turn (this one needs the local model,
+    // which first computes its whole prompt: seconds here): the turn is cancelled, the agent
+    // logs it so, and nothing is spoken for it.
+    let mut barge = EventSubscriber::connect(
+        &m.bus,
+        &[
+            kinds::EVENT_BARGE_IN,
+            kinds::EVENT_TRANSCRIPT,
+            kinds::EVENT_SPEAKING,
+        ],
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st: ListenState = m
+        .client
+        .request(
+            "audio",
+            kinds::AUDIO_LISTEN,
+            &Listen {
+                action: "start".into(),
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(st.listening, "{st:?}");
+    let poem = espeak(
+        dir,
+        "poem.wav",
+        "Write me a long poem about the sea and the stars.",
+    );
+    let (prate, ppcm) = read_wav(&poem);
+    let mut turn = vec![0i16; prate as usize / 5];
+    turn.extend_from_slice(&ppcm);
+    turn.extend(std::iter::repeat_n(0, prate as usize * 4 / 5));
+    feed_realtime(&m, prate, &turn).await;
+    let utterance = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), barge.next())
+            .await
+            .expect("the poem's transcript")
+            .unwrap();
+        if ev.kind == kinds::EVENT_TRANSCRIPT {
+            break ev
+                .body::<ming_schemas::audio::Transcript>()
+                .unwrap()
+                .utterance;
+        }
+    };
+    feed_realtime(&m, irate, &burst).await;
+    let cancelled = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), barge.next())
+            .await
+            .expect("a barge-in on the waiting turn")
+            .unwrap();
+        if ev.kind == kinds::EVENT_SPEAKING {
+            let s: Speaking = ev.body().unwrap();
+            assert_ne!(
+                s.utterance,
+                Some(utterance),
+                "the cancelled turn was spoken: {s:?}"
+            );
+        }
+        if ev.kind == kinds::EVENT_BARGE_IN {
+            break ev.body::<Speaking>().unwrap();
+        }
+    };
+    assert_eq!(cancelled.state, "cancelled", "{cancelled:?}");
+    println!(
+        "a voice turn still with the agent was cancelled {:.1} ms after the new speech was detected",
+        cancelled.stop_latency_ms.unwrap_or(f64::NAN)
+    );
+    assert_eq!(cancelled.utterance, Some(utterance), "{cancelled:?}");
+    let out = ming_tests::eventually(
+        Duration::from_secs(10),
+        "the cancelled turn in the log",
+        || async {
+            let (code, out) = m.ming(&["trace"]);
+            (code == 0 && out.contains("cancelled by the caller")).then_some(out)
+        },
+    )
+    .await;
+    assert!(out.contains("audio: speech_ended"), "{out}");
+}
+
+/// Waits for an `audio.speaking` event in `state`.
+async fn next_speaking(events: &mut EventSubscriber, state: &str) {
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(20), events.next())
+            .await
+            .unwrap_or_else(|_| panic!("speaking {state}"))
+            .unwrap();
+        if ev.body::<Speaking>().unwrap().state == state {
+            return;
+        }
+    }
+}
+
+/// `at 16000 Hz, 1 ch, i16` in a device's detail line → (rate, channels, format).
+fn device_format(detail: &str) -> (u32, usize, String) {
+    let after = |key: &str| {
+        detail
+            .split(key)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no `{key}` in {detail}"))
+            .trim_start()
+    };
+    let rate = after(" at ").split(' ').next().unwrap().parse().unwrap();
+    let channels = after(" Hz, ").split(' ').next().unwrap().parse().unwrap();
+    let format = after(" ch, ")
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap()
+        .to_string();
+    (rate, channels, format)
+}
+
+/// One sample in the device's format, every channel.
+fn encode_frame(v: f32, channels: usize, format: &str, out: &mut Vec<u8>) {
+    for _ in 0..channels {
+        match format {
+            "i16" => out.extend_from_slice(&((v.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes()),
+            "f32" => out.extend_from_slice(&v.to_le_bytes()),
+            other => panic!("the test's device speaks i16 or f32, not {other}"),
+        }
+    }
+}
+
+/// The first channel of interleaved frames in the device's format.
+fn decode_frames(bytes: &[u8], channels: usize, format: &str) -> Vec<f32> {
+    let width = if format == "i16" { 2 } else { 4 };
+    bytes
+        .chunks_exact(width * channels)
+        .map(|f| match format {
+            "i16" => f32::from(i16::from_le_bytes([f[0], f[1]])) / 32768.0,
+            _ => f32::from_le_bytes([f[0], f[1], f[2], f[3]]),
+        })
+        .collect()
+}
+
+/// espeak-ng's speech brought to 16 kHz by sox, as floats.
+fn speech_16k(dir: &Path, name: &str, text: &str) -> Vec<f32> {
+    let wav = espeak(dir, &format!("{name}.wav"), text);
+    let out = dir.join(format!("{name}-16k.wav"));
+    let ok = std::process::Command::new("sox")
+        .arg(&wav)
+        .args(["-r", "16000"])
+        .arg(&out)
+        .status()
+        .expect("sox (just setup installs it)");
+    assert!(ok.success());
+    let (rate, pcm) = read_wav(&out);
+    assert_eq!(rate, 16_000);
+    pcm.iter().map(|s| f32::from(*s) / 32768.0).collect()
+}
+
+/// A sound card through cpal, on a machine without one: ALSA PCMs of the test's own (the `file`
+/// plugin over `null`) whose samples come from and go to named pipes. The microphone's pipe is
+/// written at real-time pace; the speaker's is read at real-time pace. So the service's real
+/// capture and playback code runs: a reply is played to the speaker and what came out is
+/// transcribed back; spoken words at the microphone reach the agent's first action; speech at
+/// the microphone while a reply plays cuts it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sound_card_through_alsa_capture_and_playback() {
+    use std::collections::VecDeque;
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mic, speaker) = (dir.path().join("mic.fifo"), dir.path().join("speaker.fifo"));
+    for fifo in [&mic, &speaker] {
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    }
+    // Held open read-write, so neither side's open blocks and neither sees an end of file.
+    let rw = |p: &Path| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(p)
+            .unwrap()
+    };
+    let (mut mic_w, mut speaker_r) = (rw(&mic), rw(&speaker));
+    let conf = dir.path().join("asound.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"
+pcm.ming_mic {{
+    type file
+    slave.pcm "null"
+    file "/dev/null"
+    infile "{mic}"
+    format "raw"
+    hint {{ show on description "MingLLM test microphone" }}
+}}
+pcm.ming_speaker {{
+    type file
+    slave.pcm "null"
+    file "{speaker}"
+    format "raw"
+    hint {{ show on description "MingLLM test speaker" }}
+}}
+"#,
+            mic = mic.display(),
+            speaker = speaker.display()
+        ),
+    )
+    .unwrap();
+    let m = Mingd::start_in(
+        dir,
+        "[audio]\ninput = \"ming_mic\"\noutput = \"ming_speaker\"\n",
+        &[(
+            "ALSA_CONFIG_PATH",
+            format!("/usr/share/alsa/alsa.conf:{}", conf.display()),
+        )],
+    );
+    m.wait_ready(&["audio", "agent"], Duration::from_secs(60))
+        .await;
+    let dir = m.dir.path();
+
+    let d: ming_schemas::audio::Devices = m
+        .client
+        .request(
+            "audio",
+            kinds::AUDIO_DEVICES,
+            &serde_json::json!({}),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert!(d.input.input_ok, "{d:?}");
+    assert!(d.input.detail.starts_with("capture"), "{d:?}");
+    assert!(d.output.starts_with("device"), "{d:?}");
+    for id in ["ming_mic", "ming_speaker"] {
+        assert!(d.devices.iter().any(|x| x.id == id), "{id}: {d:?}");
+    }
+    let (code, out) = m.ming(&["audio", "devices"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("MingLLM test microphone"), "{out}");
+    let (in_rate, in_ch, in_fmt) = device_format(&d.input.detail);
+    let (out_rate, out_ch, out_fmt) = device_format(&d.output);
+    println!(
+        "capture {in_rate} Hz {in_ch} ch {in_fmt}; playback {out_rate} Hz {out_ch} ch {out_fmt}"
+    );
+    assert_eq!(in_rate, 16_000, "16 kHz mono is offered, so it is taken");
+
+    // The microphone: 20 ms blocks at real-time pace, silence when the test has nothing to say.
+    let say: Arc<Mutex<VecDeque<f32>>> = Arc::default();
+    {
+        let say = Arc::clone(&say);
+        std::thread::spawn(move || {
+            let block = in_rate as usize / 50;
+            let start = Instant::now();
+            for i in 1u64.. {
+                let mut bytes = Vec::new();
+                {
+                    let mut q = say.lock().unwrap();
+                    for _ in 0..block {
+                        encode_frame(q.pop_front().unwrap_or(0.0), in_ch, &in_fmt, &mut bytes);
+                    }
+                }
+                if mic_w.write_all(&bytes).is_err() {
+                    return;
+                }
+                if let Some(w) =
+                    (start + Duration::from_millis(20 * i)).checked_duration_since(Instant::now())
+                {
+                    std::thread::sleep(w);
+                }
+            }
+        });
+    }
+    // The speaker: read at real-time pace (the device is as fast as its reader), kept.
+    let heard: Arc<Mutex<Vec<f32>>> = Arc::default();
+    {
+        let heard = Arc::clone(&heard);
+        let (fmt, ch) = (out_fmt.clone(), out_ch);
+        std::thread::spawn(move || {
+            let width = if fmt == "i16" { 2 } else { 4 };
+            let block = out_rate as usize / 50 * width * ch;
+            let mut buf = vec![0u8; block];
+            let mut clock = Instant::now();
+            let mut n = 0u32;
+            loop {
+                if speaker_r.read_exact(&mut buf).is_err() {
+                    return;
+                }
+                if clock.elapsed()
+                    > Duration::from_millis(100) * (n + 1) + Duration::from_millis(100)
+                {
+                    (clock, n) = (Instant::now(), 0); // a new stream after a pause
+                }
+                heard.lock().unwrap().extend(decode_frames(&buf, ch, &fmt));
+                n += 1;
+                if let Some(w) =
+                    (clock + Duration::from_millis(20) * n).checked_duration_since(Instant::now())
+                {
+                    std::thread::sleep(w);
+                }
+            }
+        });
+    }
+
+    // A reply, played on the speaker; what came out of it is transcribed back.
+    let spoken: Spoken = m
+        .client
+        .request(
+            "audio",
+            kinds::AUDIO_SPEAK,
+            &Speak {
+                text: "Hello from the speaker.".into(),
+                ..Default::default()
+            },
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert!(spoken.output.starts_with("device"), "{spoken:?}");
+    assert!(!spoken.interrupted, "{spoken:?}");
+    assert!(spoken.played_ms > spoken.audio_ms - 50.0, "{spoken:?}");
+    let heard_pcm: Vec<i16> = {
+        let h = heard.lock().unwrap();
+        let loud = h.iter().filter(|v| v.abs() > 0.01).count();
+        let expect = spoken.audio_ms / 1e3 * f64::from(out_rate);
+        println!(
+            "speaker: {} samples, {loud} above the noise floor, speech {expect:.0}",
+            h.len()
+        );
+        assert!(loud as f64 > expect * 0.3, "the speech reached the speaker");
+        // Some silence first, as a microphone would have it.
+        let mut pcm = vec![0i16; out_rate as usize / 2];
+        pcm.extend(h.iter().map(|v| (v * 32767.0) as i16));
+        pcm
+    };
+    let back: Transcribed = m
+        .client
+        .request(
+            "audio",
+            kinds::AUDIO_TRANSCRIBE,
+            &Transcribe {
+                pcm: Some(serde_bytes::ByteBuf::from(
+                    heard_pcm
+                        .iter()
+                        .flat_map(|s| s.to_le_bytes())
+                        .collect::<Vec<u8>>(),
+                )),
+                pcm_rate: Some(out_rate),
+                ..Default::default()
+            },
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let text = text_of(&back).to_lowercase();
+    assert!(text.contains("from the speaker"), "{text}");
+
+    // Spoken words at the microphone, push-to-talk: the agent acts, and its answer is spoken.
+    let mut actions = EventSubscriber::connect(&m.bus, &[kinds::EVENT_ACTION_STARTED]).unwrap();
+    let mut speaking = EventSubscriber::connect(&m.bus, &[kinds::EVENT_SPEAKING]).unwrap();
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st: ListenState = m
+        .client
+        .request(
+            "audio",
+            kinds::AUDIO_LISTEN,
+            &Listen {
+                action: "start".into(),
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(st.listening && st.input_ok, "{st:?}");
+    say.lock()
+        .unwrap()
+        .extend(speech_16k(dir, "timer", "Set a timer for seven minutes."));
+    let ev = tokio::time::timeout(Duration::from_secs(20), actions.next())
+        .await
+        .expect("an action from the microphone")
+        .unwrap();
+    let a: ming_schemas::agent::ActionStarted = ev.body().unwrap();
+    assert_eq!(a.tool, "set_timer", "{a:?}");
+    assert!(a.arguments.contains("420"), "{a:?}");
+    next_speaking(&mut speaking, "finished").await;
+
+    // Barge-in from the microphone while a long reply plays on the speaker.
+    let client = m.client.clone();
+    let long = tokio::spawn(async move {
+        client
+            .request::<_, Spoken>(
+                "audio",
+                kinds::AUDIO_SPEAK,
+                &Speak {
+                    text: "This is a long answer that goes on and on, so that there is time to interrupt it before it ends.".into(),
+                    ..Default::default()
+                },
+                Duration::from_secs(60),
+            )
+            .await
+    });
+    next_speaking(&mut speaking, "started").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    say.lock().unwrap().extend(speech_16k(dir, "stop", "Stop."));
+    let spoken = long.await.unwrap().expect("spoken");
+    assert!(spoken.interrupted, "{spoken:?}");
+    assert!(spoken.played_ms < spoken.audio_ms - 1000.0, "{spoken:?}");
 }

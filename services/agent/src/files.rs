@@ -16,10 +16,9 @@ pub struct DocHit {
     pub line: String,
 }
 
-/// Documents under `root` whose name or text contains `query` (case-insensitive), up to `limit`.
-pub fn search_documents(root: &Path, query: &str, limit: usize) -> Vec<DocHit> {
-    let q = query.to_lowercase();
-    let mut hits = Vec::new();
+/// Visits the files under `root` (sorted by name, hidden ones and their folders skipped, at
+/// most [`MAX_FILES`] and 8 levels deep) until `visit` returns `false`.
+pub fn walk(root: &Path, mut visit: impl FnMut(&Path, &std::fs::Metadata) -> bool) {
     let mut stack = vec![(root.to_path_buf(), 0usize)];
     let mut seen = 0;
     while let Some((dir, depth)) = stack.pop() {
@@ -29,11 +28,10 @@ pub fn search_documents(root: &Path, query: &str, limit: usize) -> Vec<DocHit> {
         let mut entries: Vec<_> = entries.flatten().collect();
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().to_lowercase();
-            if name.starts_with('.') {
+            if entry.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
+            let path = entry.path();
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
                 if depth < 8 {
@@ -42,35 +40,55 @@ pub fn search_documents(root: &Path, query: &str, limit: usize) -> Vec<DocHit> {
                 continue;
             }
             seen += 1;
-            if seen > MAX_FILES || hits.len() >= limit {
-                return hits;
+            if seen > MAX_FILES || !visit(&path, &meta) {
+                return;
             }
-            if name.contains(&q) {
-                hits.push(DocHit {
-                    path,
-                    line: String::new(),
-                });
-                continue;
-            }
-            if meta.len() > MAX_TEXT_BYTES {
-                continue;
-            }
-            let Ok(bytes) = std::fs::read(&path) else {
-                continue;
-            };
-            // Text files only: a NUL byte in the first block means binary.
-            if bytes.iter().take(4096).any(|b| *b == 0) {
-                continue;
-            }
-            let text = String::from_utf8_lossy(&bytes);
+        }
+    }
+}
+
+/// The text of a document: `None` for one too large to read whole or not text (a NUL byte in
+/// its first block means binary).
+pub fn read_text(path: &Path, meta: &std::fs::Metadata) -> Option<String> {
+    if meta.len() > MAX_TEXT_BYTES {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
+    if bytes.iter().take(4096).any(|b| *b == 0) {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Documents under `root` whose name or text contains `query` (case-insensitive), up to `limit`.
+pub fn search_documents(root: &Path, query: &str, limit: usize) -> Vec<DocHit> {
+    let q = query.to_lowercase();
+    let mut hits = Vec::new();
+    walk(root, |path, meta| {
+        if hits.len() >= limit {
+            return false;
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        if name.contains(&q) {
+            hits.push(DocHit {
+                path: path.to_path_buf(),
+                line: String::new(),
+            });
+            return true;
+        }
+        if let Some(text) = read_text(path, meta) {
             if let Some(line) = text.lines().find(|l| l.to_lowercase().contains(&q)) {
                 hits.push(DocHit {
-                    path,
+                    path: path.to_path_buf(),
                     line: line.trim().chars().take(160).collect(),
                 });
             }
         }
-    }
+        true
+    });
     hits
 }
 

@@ -214,6 +214,14 @@ fn rules() -> &'static [Rule] {
             },
             // Documents and mail (read-only search).
             Rule {
+                re: r(r"^\s*(?:please\s+)?(?:re-?)?index(?: all)?(?: of)?(?: my| the)? (?:documents|docs|files)(?: folder)?(?: into memory)?(?: again| now)?[.!]?\s*$|^\s*(?:please\s+)?update(?: the| my)? (?:document|documents|docs) index[.!]?\s*$"),
+                build: |_| Some(Intent { tool: "index_documents", args: json!({}) }),
+            },
+            Rule {
+                re: r(r"^\s*(?:please\s+)?(?:summari[sz]e|sum up|give me a summary of|what(?:'s| is) in)(?: my| the)?(?: new| latest| recent)? (?:mail|mails|email|emails|e-mails|inbox|messages)(?: (?:from|about|mentioning) (?P<q>.+?))?[.?!]?\s*$"),
+                build: |c| Some(Intent { tool: "summarize_mail", args: json!({"query": c.name("q").map_or("", |q| q.as_str().trim())}) }),
+            },
+            Rule {
                 re: r(r"^\s*(?:search|look through|find)(?: in)?(?: my)? (?:documents|docs|files)(?: for| about| mentioning)? (?P<q>.+?)[.?!]?\s*$"),
                 build: |c| Some(Intent { tool: "search_documents", args: json!({"query": c["q"].trim()}) }),
             },
@@ -377,6 +385,19 @@ mod tests {
                 "find the document about taxes",
                 "search_documents",
                 json!({"query": "taxes"}),
+            ),
+            ("index my documents", "index_documents", json!({})),
+            (
+                "Please reindex the documents folder.",
+                "index_documents",
+                json!({}),
+            ),
+            ("update the document index", "index_documents", json!({})),
+            ("summarize my mail", "summarize_mail", json!({"query": ""})),
+            (
+                "Sum up the emails from Alice.",
+                "summarize_mail",
+                json!({"query": "Alice"}),
             ),
             (
                 "search my mail for dinner",

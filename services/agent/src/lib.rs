@@ -10,13 +10,16 @@
 //! the clock, the cloud handoff); the LLM tier with the tools as a grammar and relevant memories
 //! in context; the tools; conversations; the interaction log; `ming ask`, `ming chat`,
 //! `ming trace`; voice turns; the learned router tier between the rules and the LLM, with
-//! corrections (`agent.feedback`) for its training. Still to come: document indexing into memory.
+//! corrections (`agent.feedback`) for its training; the documents folder indexed into memory (and
+//! searched by meaning); mail summarised by the local model; cancellation (a caller's cancel —
+//! a barge-in on a voice turn — stops the slow tiers and the model's generation).
 //!
 //! # Layout
 //! - [`intent`]: tier 1.
 //! - [`calendar`]: the local iCalendar file and date arithmetic.
 //! - [`conversation`]: recent exchanges per session, for follow-ups.
 //! - [`files`]: read-only search of the documents folder and local mail.
+//! - [`docindex`]: the documents folder's passages, indexed into memory.
 //! - [`external`]: tools by config (an external program, JSON in and out).
 //! - [`tools`]: the tools and their files in the data dir.
 //! - [`log`]: the interaction log (`ming trace`, training data, corrections).
@@ -25,6 +28,7 @@
 
 pub mod calendar;
 pub mod conversation;
+pub mod docindex;
 pub mod external;
 pub mod files;
 pub mod intent;
@@ -70,7 +74,16 @@ pub struct AgentService {
     router_threshold: f32,
     bus: BusClient,
     events: EventPublisher,
+    /// One documents indexing pass at a time; its state file.
+    indexing: tokio::sync::Mutex<()>,
+    index_state: std::path::PathBuf,
 }
+
+/// The instructions for a mail summary.
+const MAIL_PROMPT: &str =
+    "You summarise the user's e-mail for them. In a few short sentences: who \
+wrote, about what, and anything the user is asked to do or must not miss. Use only what the \
+messages say.";
 
 impl AgentService {
     /// Tier 2: the local LLM picks a tool, constrained by the tools' schemas.
@@ -278,13 +291,177 @@ impl AgentService {
         r
     }
 
+    /// `index_documents`: brings memory's passages of the documents folder up to date.
+    async fn index_documents(&self) -> tools::Outcome {
+        let Some(root) = self.tools.documents() else {
+            return tools::Outcome {
+                ok: false,
+                text: "no documents folder is configured (agent.documents_dir)".into(),
+            };
+        };
+        let _one = self.indexing.lock().await;
+        match docindex::index(&self.bus, root, &self.index_state).await {
+            Ok(s) => {
+                tracing::info!(
+                    indexed = s.indexed,
+                    passages = s.passages,
+                    unchanged = s.unchanged,
+                    removed = s.removed,
+                    "documents indexed"
+                );
+                tools::Outcome {
+                    ok: s.failed.is_empty(),
+                    text: s.text(),
+                }
+            }
+            Err(e) => tools::Outcome {
+                ok: false,
+                text: format!("I could not index the documents: {e}"),
+            },
+        }
+    }
+
+    /// Passages of indexed documents that bear on `query` (by meaning), as lines to add to a
+    /// document search; none when memory is slow, down or holds none.
+    async fn related_passages(&self, query: &str) -> Vec<String> {
+        use ming_schemas::memory::{MemoryFilter, MemoryKind, Recall, Recalled};
+        let req = Recall {
+            query: query.into(),
+            k: 3,
+            filter: MemoryFilter {
+                kinds: vec![MemoryKind::Document],
+                sources: vec![docindex::SOURCE.into()],
+                ..Default::default()
+            },
+            min_score: Some(0.3),
+        };
+        match self
+            .bus
+            .request::<_, Recalled>("memory", kinds::MEMORY_RECALL, &req, Duration::from_secs(2))
+            .await
+        {
+            Ok(r) => r
+                .hits
+                .into_iter()
+                .map(|h| {
+                    let t: String = h.memory.text.chars().take(240).collect();
+                    format!("- {t}")
+                })
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "no passages from memory");
+                Vec::new()
+            }
+        }
+    }
+
+    /// `summarize_mail`: the local model summarises the latest messages (or those matching
+    /// `query`); without it, the messages are listed and the reason given.
+    async fn summarize_mail(&self, args: &serde_json::Value, deadline_ms: u64) -> tools::Outcome {
+        let Some(source) = self.tools.mail().map(std::path::Path::to_path_buf) else {
+            return tools::Outcome {
+                ok: false,
+                text: "no mail source is configured (agent.mail: a Maildir folder or an mbox file)"
+                    .into(),
+            };
+        };
+        let query = args
+            .get("query")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let q = query.clone();
+        let mut mail = tokio::task::spawn_blocking(move || {
+            if q.is_empty() {
+                files::read_mail(&source)
+            } else {
+                files::search_mail(&source, &q)
+            }
+        })
+        .await
+        .unwrap_or_default();
+        let about = if query.is_empty() {
+            String::new()
+        } else {
+            format!(" about \"{query}\"")
+        };
+        if mail.is_empty() {
+            return tools::Outcome {
+                ok: true,
+                text: format!("There is no message{about}."),
+            };
+        }
+        let total = mail.len();
+        // The newest few (the sources list oldest first).
+        let latest = mail.split_off(total.saturating_sub(8));
+        let listing = latest
+            .iter()
+            .rev()
+            .map(|m| format!("- {} — {}", m.from, m.subject))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let context = latest
+            .iter()
+            .map(|m| {
+                let body: String = m.body.chars().take(600).collect();
+                format!(
+                    "From: {}\nDate: {}\nSubject: {}\n\n{body}",
+                    m.from, m.date, m.subject
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n\n---\n\n");
+        let mut req = ChatRequest::new(vec![
+            ming_schemas::inference::ChatMessage::new("system", MAIL_PROMPT),
+            ming_schemas::inference::ChatMessage::new("user", context),
+        ]);
+        req.max_tokens = Some(160);
+        let left = deadline_ms.saturating_sub(now_ms()).max(1);
+        let head = format!("{total} message(s){about}; the latest {}:", latest.len());
+        match self
+            .bus
+            .request::<_, ChatReply>(
+                "inference",
+                kinds::INFERENCE_CHAT,
+                &req,
+                Duration::from_millis(left),
+            )
+            .await
+        {
+            Ok(r) if !r.text.trim().is_empty() => tools::Outcome {
+                ok: true,
+                text: format!("{head}\n{listing}\nSummary: {}", r.text.trim()),
+            },
+            Ok(r) => tools::Outcome {
+                ok: false,
+                text: format!(
+                    "{head}\n{listing}\n(The local model gave no summary: {:?}.)",
+                    r.finish_reason
+                ),
+            },
+            Err(e) => tools::Outcome {
+                ok: false,
+                text: format!("{head}\n{listing}\n(No summary: the local model failed: {e}.)"),
+            },
+        }
+    }
+
     /// Up to three memories relevant to `text` (cosine ≥ 0.45), or none when memory is slow or
     /// down: the LLM tier must not wait long for them.
     async fn relevant_memories(&self, text: &str) -> Vec<String> {
+        // Facts and preferences only: episodes ("set a timer for 15 minutes") and document
+        // passages lead a small model to copy them into its tool arguments.
         let req = ming_schemas::memory::Recall {
             query: text.into(),
             k: 3,
-            filter: Default::default(),
+            filter: ming_schemas::memory::MemoryFilter {
+                kinds: vec![
+                    ming_schemas::memory::MemoryKind::Fact,
+                    ming_schemas::memory::MemoryKind::Preference,
+                ],
+                ..Default::default()
+            },
             min_score: Some(0.45),
         };
         match self
@@ -484,6 +661,33 @@ impl AgentService {
     }
 }
 
+/// Why no tool was chosen.
+enum Undecided {
+    /// The caller cancelled (or the deadline passed) while the slow tiers worked.
+    Cancelled,
+    /// The LLM tier failed.
+    Llm(BusError),
+}
+
+impl AgentService {
+    /// The tiers after the rules: the learned router, then the local LLM.
+    async fn understand_slow(
+        &self,
+        msg: &Message,
+        deadline_ms: u64,
+        stages: &mut Vec<ming_schemas::agent::Stage>,
+        started: Instant,
+    ) -> Result<(Tier, String, serde_json::Value), BusError> {
+        if let Some((tool, args)) = self.route(&msg.text, deadline_ms, stages, started).await {
+            return Ok((Tier::Router, tool, args));
+        }
+        let (tool, args) = self
+            .ask_llm(&msg.text, msg.session.as_deref(), deadline_ms, None)
+            .await?;
+        Ok((Tier::Llm, tool, args))
+    }
+}
+
 impl Handler for AgentService {
     async fn handle(&self, req: Request, resp: Responder) {
         if req.kind() == kinds::AGENT_HANDOFF_RESULT {
@@ -597,47 +801,71 @@ impl Handler for AgentService {
             }
             (None, _) => None,
         };
-        let (tier, tool, args) = match direct {
-            Some((t, a)) => (Tier::Direct, t, a),
+        let decided = match direct {
+            Some((t, a)) => Ok((Tier::Direct, t, a)),
             None => match intent::understand(&msg.text) {
-                Some(i) => (Tier::Fast, i.tool.to_string(), i.args),
-                None => match self
-                    .route(
-                        &msg.text,
-                        req.envelope.deadline_ms,
-                        &mut record.stages,
-                        started,
-                    )
-                    .await
-                {
-                    Some((tool, args)) => (Tier::Router, tool, args),
-                    None => match self
-                        .ask_llm(
-                            &msg.text,
-                            msg.session.as_deref(),
+                Some(i) => Ok((Tier::Fast, i.tool.to_string(), i.args)),
+                None => {
+                    // The slow tiers stop when the caller cancels (a barge-in on a voice turn,
+                    // Ctrl-C): dropping their requests cancels the embedding and the local
+                    // model's generation on the bus too.
+                    let mut cancelled = req.cancelled.clone();
+                    tokio::select! {
+                        d = self.understand_slow(
+                            &msg,
                             req.envelope.deadline_ms,
-                            None,
-                        )
-                        .await
-                    {
-                        Ok((tool, args)) => (Tier::Llm, tool, args),
-                        Err(e) => {
-                            let code = match e.code() {
-                                ErrorCode::Timeout => ErrorCode::Timeout,
-                                ErrorCode::ServiceUnavailable => ErrorCode::ServiceUnavailable,
-                                _ => ErrorCode::Internal,
-                            };
-                            record.stages.push(ming_schemas::agent::Stage {
-                                name: "llm failed".into(),
-                                at_ms: since(started),
-                            });
-                            resp.error(code, format!("I could not understand that without the local model, which failed: {e}"));
-                            self.log.append(record);
-                            return;
-                        }
-                    },
-                },
+                            &mut record.stages,
+                            started,
+                        ) => d.map_err(Undecided::Llm),
+                        Ok(_) = cancelled.wait_for(|c| *c) => Err(Undecided::Cancelled),
+                    }
+                }
             },
+        };
+        let (tier, tool, args) = match decided {
+            Ok(d) => d,
+            Err(Undecided::Cancelled) if now_ms() < req.envelope.deadline_ms => {
+                record.stages.push(ming_schemas::agent::Stage {
+                    name: "cancelled by the caller".into(),
+                    at_ms: since(started),
+                });
+                record.outcome = "cancelled".into();
+                tracing::info!(utterance, "cancelled before acting");
+                resp.error(ErrorCode::Cancelled, "cancelled before acting");
+                self.log.append(record);
+                return;
+            }
+            Err(Undecided::Cancelled) => {
+                record.stages.push(ming_schemas::agent::Stage {
+                    name: "deadline passed".into(),
+                    at_ms: since(started),
+                });
+                resp.error(
+                    ErrorCode::Timeout,
+                    "the deadline passed before I could understand that",
+                );
+                self.log.append(record);
+                return;
+            }
+            Err(Undecided::Llm(e)) => {
+                let code = match e.code() {
+                    ErrorCode::Timeout => ErrorCode::Timeout,
+                    ErrorCode::ServiceUnavailable => ErrorCode::ServiceUnavailable,
+                    _ => ErrorCode::Internal,
+                };
+                record.stages.push(ming_schemas::agent::Stage {
+                    name: "llm failed".into(),
+                    at_ms: since(started),
+                });
+                resp.error(
+                    code,
+                    format!(
+                        "I could not understand that without the local model, which failed: {e}"
+                    ),
+                );
+                self.log.append(record);
+                return;
+            }
         };
         let decided_ms = started.elapsed().as_secs_f64() * 1000.0;
         let arguments = args.to_string();
@@ -661,6 +889,10 @@ impl Handler for AgentService {
         });
         let outcome = if tool == "handoff" {
             self.handoff(&args).await
+        } else if tool == "index_documents" {
+            self.index_documents().await
+        } else if tool == "summarize_mail" {
+            self.summarize_mail(&args, req.envelope.deadline_ms).await
         } else if matches!(tool.as_str(), "remember" | "recall" | "forget_memory") {
             self.memory_tool(&tool, &args, msg.confirm).await
         } else if let Some(ext) = self.external.get(&tool) {
@@ -668,12 +900,28 @@ impl Handler for AgentService {
         } else {
             let tools = self.tools.clone();
             let (t, a, confirm) = (tool.clone(), args.clone(), msg.confirm);
-            tokio::task::spawn_blocking(move || tools.run(&t, &a, confirm))
+            let mut outcome = tokio::task::spawn_blocking(move || tools.run(&t, &a, confirm))
                 .await
                 .unwrap_or_else(|e| tools::Outcome {
                     ok: false,
                     text: format!("the tool crashed: {e}"),
-                })
+                });
+            // Words found in files, then passages found by meaning in the indexed documents.
+            if tool == "search_documents" && outcome.ok {
+                let q = args
+                    .get("query")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default();
+                let related = self.related_passages(q).await;
+                if !related.is_empty() {
+                    outcome.text = format!(
+                        "{}\nRelated passages:\n{}",
+                        outcome.text,
+                        related.join("\n")
+                    );
+                }
+            }
+            outcome
         };
         self.events.publish(
             kinds::EVENT_ACTION_FINISHED,
@@ -764,6 +1012,27 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         router_threshold: cfg.agent.router_threshold,
         bus: BusClient::connect(&bus, opts.service.clone())?,
         events: EventPublisher::connect(&bus, opts.service.clone())?,
+        indexing: tokio::sync::Mutex::new(()),
+        index_state: paths.data_dir.join("agent").join("documents-index.json"),
+    });
+    // The documents folder into memory: at start (once memory answers), then on the schedule.
+    let every = cfg.agent.documents_index_minutes;
+    let index = service.clone();
+    let indexer = tokio::spawn(async move {
+        if index.tools.documents().is_none() || every == 0 {
+            return;
+        }
+        let mut wait = Duration::from_secs(1);
+        loop {
+            let o = index.index_documents().await;
+            if o.ok {
+                wait = Duration::from_secs(every * 60);
+            } else {
+                tracing::warn!(result = %o.text, "documents not indexed; trying again");
+                wait = (wait * 2).min(Duration::from_secs(every * 60));
+            }
+            tokio::time::sleep(wait).await;
+        }
     });
     // Timers fire here (a spoken reminder joins them with the audio issue).
     let fire = service.clone();
@@ -815,5 +1084,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let result = run_worker(&bus, opts, service, shutdown).await;
     ticker.abort();
     fetcher.abort();
+    indexer.abort();
     result
 }

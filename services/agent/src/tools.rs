@@ -93,8 +93,18 @@ pub fn schemas() -> Vec<(&'static str, &'static str, Value)> {
             json!({"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}),
         ),
         (
+            "index_documents",
+            "Index the documents folder into memory, so that questions find passages by meaning",
+            json!({"type": "object", "properties": {}}),
+        ),
+        (
             "search_mail",
             "Search local mail (read-only) by sender, subject or text",
+            json!({"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}),
+        ),
+        (
+            "summarize_mail",
+            "Summarise local mail (read-only): the latest messages, or those matching a sender or words",
             json!({"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}),
         ),
         (
@@ -162,6 +172,16 @@ impl Tools {
         self.documents = path(&agent.documents_dir);
         self.mail = path(&agent.mail);
         self
+    }
+
+    /// The documents folder, if one is configured.
+    pub fn documents(&self) -> Option<&std::path::Path> {
+        self.documents.as_deref()
+    }
+
+    /// The mail source, if one is configured.
+    pub fn mail(&self) -> Option<&std::path::Path> {
+        self.mail.as_deref()
     }
 
     fn notes_path(&self) -> PathBuf {

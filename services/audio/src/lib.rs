@@ -11,9 +11,11 @@
 //! - [`pipeline`]: audio → boundaries, partial and final transcripts.
 //! - [`source`]: files, bytes and PCM for `audio.transcribe`, paced or as fast as possible.
 //! - [`tts`]: speech synthesis and playback with barge-in.
+//! - [`device`]: the sound card through cpal (capture, playback).
 //! - [`live`]: the live input (push-to-talk, wake phrase, follow-up window).
 //! - [`AudioService`] / [`run`]: the bus side.
 
+pub mod device;
 pub mod live;
 pub mod pipeline;
 pub mod resample;
@@ -324,6 +326,11 @@ async fn ask_agent(
 
 /// The live input's outputs: events, barge-in, and voice turns for the agent, whose answers
 /// are spoken.
+///
+/// Barge-in: speech that starts while an answer plays stops the playback ([`tts::Speaker`]);
+/// speech that starts while a voice turn still waits for the agent cancels that request — the
+/// bus cancel reaches the agent, which stops its work (and the local model's generation) — and
+/// its answer, should it come, is not spoken. Both publish `audio.barge_in`.
 async fn serve_live(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Output>,
     live: Arc<live::Live>,
@@ -331,9 +338,12 @@ async fn serve_live(
     bus: Arc<BusClient>,
     speaker: Arc<tts::Speaker>,
 ) {
+    // Speech onsets on the live input (monotonic ms of the latest), for the turns in flight.
+    let (onsets, _) = tokio::sync::watch::channel(0.0f64);
     while let Some(o) = rx.recv().await {
         if let Output::SpeechStarted(b) = &o {
             speaker.speech_started(b.at_ms);
+            onsets.send_replace(b.at_ms);
         }
         publish(&events, &o);
         let Output::Final(t) = o else { continue };
@@ -346,9 +356,30 @@ async fn serve_live(
             Arc::clone(&bus),
             Arc::clone(&speaker),
         );
+        let mut barge = onsets.subscribe();
+        barge.mark_unchanged();
         tokio::spawn(async move {
             let utterance = t.utterance;
-            let Some(reply) = ask_agent(&bus, text, t).await else {
+            let reply = tokio::select! {
+                r = ask_agent(&bus, text, t) => r,
+                Ok(()) = barge.changed() => {
+                    // Dropping the request cancels it on the bus.
+                    let onset = *barge.borrow();
+                    let now = mono_ms();
+                    tracing::info!(utterance, "speech while the agent was working: turn cancelled");
+                    events.publish(
+                        kinds::EVENT_BARGE_IN,
+                        &ming_schemas::audio::Speaking {
+                            utterance: Some(utterance),
+                            at_ms: now,
+                            state: "cancelled".into(),
+                            stop_latency_ms: Some(now - onset),
+                        },
+                    );
+                    return;
+                }
+            };
+            let Some(reply) = reply else {
                 return;
             };
             if !reply.text.trim().is_empty() {
@@ -389,6 +420,30 @@ impl Handler for AudioService {
                 },
                 Err(e) => resp.fail(&e),
             },
+            kinds::AUDIO_DEVICES => {
+                // Enumerating asks the sound system (ALSA opens its configuration): off the
+                // async threads.
+                let listed = tokio::task::spawn_blocking(device::list).await;
+                let (devices, error) = match listed {
+                    Ok(Ok(d)) => (d, None),
+                    Ok(Err(e)) => (Vec::new(), Some(e.to_string())),
+                    Err(e) => (Vec::new(), Some(e.to_string())),
+                };
+                resp.reply(&ming_schemas::audio::Devices {
+                    devices: devices
+                        .into_iter()
+                        .map(|d| ming_schemas::audio::AudioDevice {
+                            id: d.id,
+                            description: d.description,
+                            input: d.input,
+                            output: d.output,
+                        })
+                        .collect(),
+                    error,
+                    input: self.live.status(),
+                    output: self.speaker.output_name(),
+                });
+            }
             kinds::AUDIO_FEED => match req.body::<Feed>() {
                 Ok(f) => match self.live.feed(&f.pcm, f.rate) {
                     Ok(state) => resp.reply(&state),

@@ -1,5 +1,6 @@
 //! The live input: one pipeline that runs for the life of the service over the configured
-//! input — PCM sent with `audio.feed` (`audio.input = "bus"`), or a capture device — and
+//! input — PCM sent with `audio.feed` (`audio.input = "bus"`), or a capture device through
+//! cpal ([`crate::device`]) — and
 //! decides which turns are for MingLLM:
 //!
 //! - `push_to_talk`: the turn after `audio.listen start` (it ends by itself at the end of
@@ -16,6 +17,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use ming_config::AudioSettings;
 use ming_schemas::audio::ListenState;
 
+use crate::device::Capture;
 use crate::mono_ms;
 use crate::pipeline::{Input, Mode, Output, Pipeline};
 use crate::resample::Resampler;
@@ -50,6 +52,8 @@ pub struct Live {
     state: Mutex<State>,
     /// `audio.feed` at another rate than 16 kHz: (rate, resampler).
     feed_resampler: Mutex<Option<(u32, Resampler)>>,
+    /// The capture device, when the live input is one (kept open for the service's life).
+    capture: Option<Capture>,
 }
 
 impl Live {
@@ -83,17 +87,30 @@ impl Live {
                     }
                 }
             });
+        let mut capture = None;
         let (input_ok, detail) = match (settings.input.as_str(), spawned) {
             (_, Err(e)) => (false, format!("cannot start the live pipeline: {e}")),
             ("bus", Ok(_)) => (true, "PCM from audio.feed".to_string()),
             ("none", Ok(_)) => (false, "audio.input = \"none\"".to_string()),
-            (other, Ok(_)) => (
-                false,
-                format!(
-                    "no capture device `{other}`: this build reads the live input from the bus \
-                     (audio.input = \"bus\"); files and PCM go through `ming transcribe`"
-                ),
-            ),
+            (device, Ok(_)) => {
+                let to_pipeline = tx.clone();
+                match Capture::start(device, move |samples| {
+                    let _ = to_pipeline.send(Input::Audio(samples));
+                }) {
+                    Ok(c) => {
+                        let detail = c.detail.clone();
+                        capture = Some(c);
+                        (true, detail)
+                    }
+                    Err(e) => (
+                        false,
+                        format!(
+                            "{e}; the live input can come from the bus instead \
+                             (audio.input = \"bus\"), and files through `ming transcribe`"
+                        ),
+                    ),
+                }
+            }
         };
         if !input_ok {
             tracing::warn!(input = %settings.input, reason = %detail, "no live input");
@@ -109,6 +126,7 @@ impl Live {
                 detail,
             }),
             feed_resampler: Mutex::new(None),
+            capture,
         })
     }
 
@@ -121,12 +139,16 @@ impl Live {
     /// The state `audio.listen` reports.
     pub fn status(&self) -> ListenState {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let lost = self.capture.as_ref().and_then(Capture::failure);
         ListenState {
             mode: self.settings.mode.clone(),
-            listening: s.listening,
+            listening: s.listening && lost.is_none(),
             input: self.settings.input.clone(),
-            input_ok: s.input_ok,
-            detail: s.detail.clone(),
+            input_ok: s.input_ok && lost.is_none(),
+            detail: match lost {
+                Some(why) => format!("capture stopped: {why}"),
+                None => s.detail.clone(),
+            },
             follow_up_until_ms: s.follow_up_until.filter(|t| *t > mono_ms()),
         }
     }
@@ -145,6 +167,9 @@ impl Live {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
             if !s.input_ok {
                 return Err(ListenError::NoInput(s.detail.clone()));
+            }
+            if let Some(why) = self.capture.as_ref().and_then(Capture::failure) {
+                return Err(ListenError::NoInput(format!("capture stopped: {why}")));
             }
             if self.settings.mode == "push_to_talk" {
                 s.listening = action == "start";

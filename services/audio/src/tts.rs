@@ -15,7 +15,9 @@ use ming_config::AudioSettings;
 use ming_schemas::audio::{Speak, Speaking, Spoken};
 use ming_schemas::{kinds, ErrorCode};
 
+use crate::device::{DeviceError, Playback};
 use crate::mono_ms;
+use crate::resample::Resampler;
 use crate::wav::{write_wav16, PcmReader, ReadWavError};
 
 /// Playback block: how often a stop is looked at.
@@ -33,12 +35,15 @@ pub enum SpeakError {
     Audio(#[from] ReadWavError),
     #[error("cannot write {path}: {reason}")]
     Write { path: String, reason: String },
+    #[error(transparent)]
+    Device(#[from] DeviceError),
 }
 
 impl SpeakError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Write { .. } => ErrorCode::BadRequest,
+            Self::Device(_) => ErrorCode::ServiceUnavailable,
             _ => ErrorCode::Internal,
         }
     }
@@ -127,7 +132,13 @@ pub fn synthesize(
 enum Sink {
     /// No device: samples are taken at the device's pace and dropped.
     Paced { why: String },
+    /// A playback device (opened for each reply, so the sound card is free between them).
+    Device { name: String, detail: String },
 }
+
+/// How far ahead of the device the queue is kept: enough to ride out a late wake-up of the
+/// playback loop, little enough that a stop is heard at once (the queue is dropped anyway).
+const LEAD_MS: u64 = 60;
 
 /// Plays one thing at a time and can be stopped.
 pub struct Speaker {
@@ -145,17 +156,26 @@ pub struct Speaker {
 
 impl Speaker {
     pub fn new(a: &AudioSettings) -> Self {
-        let why = match a.output.as_str() {
-            "none" => "audio.output = \"none\"".to_string(),
-            other => format!(
-                "no output device `{other}` (this build plays to none; see ARCHITECTURE.md)"
-            ),
+        let sink = match a.output.as_str() {
+            "none" => Sink::Paced {
+                why: "audio.output = \"none\"".to_string(),
+            },
+            name => match crate::device::Playback::probe(name) {
+                Ok(detail) => Sink::Device {
+                    name: name.to_string(),
+                    detail,
+                },
+                Err(e) => {
+                    tracing::warn!(output = name, error = %e, "no playback device; replies are paced to none");
+                    Sink::Paced { why: e.to_string() }
+                }
+            },
         };
         Self {
             command: a.tts_command.clone(),
             voice: a.tts_voice.clone(),
             rate: a.tts_rate,
-            sink: Sink::Paced { why },
+            sink,
             playing: Mutex::new(()),
             speaking: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -167,6 +187,7 @@ impl Speaker {
     pub fn output_name(&self) -> String {
         match &self.sink {
             Sink::Paced { why } => format!("none ({why})"),
+            Sink::Device { detail, .. } => detail.clone(),
         }
     }
 
@@ -222,6 +243,21 @@ impl Speaker {
             });
         }
         let _turn = self.playing.lock().unwrap_or_else(|p| p.into_inner());
+        // A device is opened for this reply; the speech is brought to its rate.
+        let device = match &self.sink {
+            Sink::Paced { .. } => None,
+            Sink::Device { name, .. } => Some(Playback::start(name)?),
+        };
+        let (rate, samples) = match &device {
+            Some(d) if d.rate != rate => {
+                let mut r = Resampler::new(rate, d.rate);
+                let mut out = Vec::with_capacity(samples.len() * d.rate as usize / rate as usize);
+                r.push(&samples, &mut out);
+                r.finish(&mut out);
+                (d.rate, out)
+            }
+            _ => (rate, samples),
+        };
         self.stop.store(false, Ordering::Release);
         self.speaking.store(true, Ordering::Release);
         let event = |state: &str, stop_latency_ms: Option<f64>| Speaking {
@@ -233,6 +269,7 @@ impl Speaker {
         let first_audio_ms = asked.elapsed().as_secs_f64() * 1e3;
         events.publish(kinds::EVENT_SPEAKING, &event("started", None));
         let block = (rate as usize * BLOCK_MS as usize / 1000).max(1);
+        let lead = Duration::from_millis(if device.is_some() { LEAD_MS } else { 0 });
         let start = Instant::now();
         let mut played = 0usize;
         let mut interrupted = false;
@@ -242,13 +279,33 @@ impl Speaker {
                 break;
             }
             let n = block.min(samples.len() - played);
-            match &self.sink {
-                Sink::Paced { .. } => {}
+            if let Some(d) = &device {
+                d.push(&samples[played..played + n]);
             }
             played += n;
             let due = start + Duration::from_secs_f64(played as f64 / f64::from(rate));
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            if let Some(wait) = due
+                .checked_sub(lead)
+                .and_then(|due| due.checked_duration_since(Instant::now()))
+            {
                 std::thread::sleep(wait);
+            }
+        }
+        if let Some(d) = &device {
+            // The rest of the queue is played, unless a stop comes first; what was queued and
+            // not played was not heard.
+            let until = Instant::now() + lead * 4 + Duration::from_millis(200);
+            while d.queued() > 0 && Instant::now() < until {
+                if self.stop.load(Ordering::Acquire) {
+                    interrupted = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            played = played.saturating_sub(d.queued());
+            d.clear();
+            if let Some(why) = d.failure() {
+                tracing::warn!(error = %why, "playback device failed");
             }
         }
         self.speaking.store(false, Ordering::Release);

@@ -253,6 +253,8 @@ const DANGLING: &[&str] = &[
     "if", "me", "then", "because", "like", "called", "named", "saying", "says", "remind", "set",
     "call", "add", "what's", "whats", "what", "when", "where", "who", "how", "next", "this",
     "every", "until", "before", "after",
+    // Words that announce what follows: "take a note …", "remember …", "write down …".
+    "note", "remember", "write", "jot", "down",
 ];
 
 const NUMBERS: &[&str] = &[
@@ -265,7 +267,8 @@ const NUMBERS: &[&str] = &[
 /// ("for five" — but "at five" is a time and complete).
 pub fn reads_complete(text: &str) -> bool {
     let t = text.trim();
-    if t.ends_with("...") || t.ends_with(',') || t.ends_with('-') {
+    // "Take a note: …" — a colon announces what is to come.
+    if t.ends_with("...") || t.ends_with(',') || t.ends_with('-') || t.ends_with(':') {
         return false;
     }
     let words: Vec<String> = t
@@ -429,6 +432,10 @@ mod tests {
             "Remind me to call",
             "and then...",
             "Add milk to the,",
+            "Take a note",
+            "Take a note:",
+            "Please remember",
+            "Write down",
             "Hello",
             "",
         ] {

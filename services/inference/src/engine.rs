@@ -287,6 +287,12 @@ impl Gen<'_> {
         let mut responder = responder;
         match self.generate(&request, &constraint, &mut responder, &cancelled, deadline) {
             Ok(out) => {
+                tracing::info!(
+                    finish = ?out.finish,
+                    prompt_tokens = out.usage.prompt_tokens,
+                    generated_tokens = out.usage.generated_tokens,
+                    "generation ended"
+                );
                 let tool_call = if constraint.expects_tool_call && out.finish == FinishReason::Stop
                 {
                     match tools::parse_call(&out.text) {

@@ -1,4 +1,5 @@
-//! `ming transcribe`, `ming say`, `ming listen`: the audio service from the command line.
+//! `ming transcribe`, `ming say`, `ming listen`, `ming audio devices`: the audio service from
+//! the command line.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,12 +8,64 @@ use std::time::Duration;
 use anyhow::Context;
 use ming_bus::events::EventSubscriber;
 use ming_schemas::audio::{
-    Listen, ListenState, Speak, Spoken, Transcribe, Transcribed, Transcript, Update,
+    Devices, Listen, ListenState, Speak, Spoken, Transcribe, Transcribed, Transcript, Update,
 };
 use ming_schemas::envelope::Flow;
 use ming_schemas::kinds;
 
 use crate::Cli;
+
+/// `ming audio …`.
+#[derive(clap::Subcommand, Debug)]
+pub enum AudioCmd {
+    /// The capture and playback devices, and what the live input and spoken replies use.
+    Devices {
+        /// Print the reply as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ming audio devices`.
+pub async fn devices(cli: &Cli, cmd: AudioCmd) -> anyhow::Result<ExitCode> {
+    let AudioCmd::Devices { json } = cmd;
+    let d: Devices = cli
+        .request("audio", kinds::AUDIO_DEVICES, &serde_json::json!({}))
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(e) = &d.error {
+        println!("no device list: {e}");
+    }
+    let w = d
+        .devices
+        .iter()
+        .map(|x| x.id.len())
+        .max()
+        .unwrap_or(2)
+        .max(2);
+    println!("{:<w$}  {:<7}  DESCRIPTION", "ID", "IN/OUT");
+    for x in &d.devices {
+        let dir = match (x.input, x.output) {
+            (true, true) => "in+out",
+            (true, false) => "in",
+            (false, true) => "out",
+            (false, false) => "?",
+        };
+        let desc = x.description.lines().next().unwrap_or_default();
+        println!("{:<w$}  {dir:<7}  {desc}", x.id);
+    }
+    println!(
+        "\nlive input: {} — {}{}",
+        d.input.input,
+        d.input.detail,
+        if d.input.input_ok { "" } else { " (NO INPUT)" }
+    );
+    println!("spoken replies: {}", d.output);
+    Ok(ExitCode::SUCCESS)
+}
 
 fn line(t: &Transcript) -> String {
     format!(

@@ -131,6 +131,12 @@ enum Cmd {
         #[arg(long)]
         rate: Option<u32>,
     },
+    /// Sound devices: `ming audio devices` lists the capture and playback devices (the names
+    /// `audio.input` / `audio.output` take) and what the service uses now.
+    Audio {
+        #[command(subcommand)]
+        cmd: audio::AudioCmd,
+    },
     /// Push-to-talk: open a turn on the live input; the transcript goes to the agent.
     Listen {
         /// End the open turn now.
@@ -502,6 +508,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             rate,
         } => return audio::say(&cli, text, wav, voice, rate).await,
         Cmd::Listen { stop, status } => return audio::listen(&cli, stop, status).await,
+        Cmd::Audio { cmd } => return audio::devices(&cli, cmd).await,
         Cmd::Egress { cmd } => return egress(&cli, cmd).await,
         Cmd::Generate {
             prompt,
