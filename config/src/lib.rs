@@ -184,6 +184,10 @@ pub struct AudioSettings {
     /// Live input: `default` (the default capture device), a device name, `bus` (PCM sent with
     /// `audio.feed`), or `none`.
     pub input: String,
+    /// The capture device's rate and channel count to open (0: 16 kHz mono when the device
+    /// offers it, else its default). The service downmixes and resamples to 16 kHz mono.
+    pub capture_rate: u32,
+    pub capture_channels: u16,
     /// Speech output: `default`, a device name, or `none` (replies are then not played; a
     /// request may still ask for a WAV file).
     pub output: String,
@@ -769,6 +773,18 @@ impl Config {
             "audio.tts_rate",
             a.tts_rate.to_string(),
             "between 80 and 500 words per minute",
+        );
+        check(
+            a.capture_rate == 0 || (4_000..=384_000).contains(&a.capture_rate),
+            "audio.capture_rate",
+            a.capture_rate.to_string(),
+            "0 (automatic) or a rate between 4000 and 384000 Hz",
+        );
+        check(
+            a.capture_channels <= 32,
+            "audio.capture_channels",
+            a.capture_channels.to_string(),
+            "0 (automatic) or 1 to 32",
         );
         check(
             (16..=1 << 20).contains(&a.max_speak_bytes),

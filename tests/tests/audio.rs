@@ -509,26 +509,27 @@ fn decode_frames(bytes: &[u8], channels: usize, format: &str) -> Vec<f32> {
         .collect()
 }
 
-/// espeak-ng's speech brought to 16 kHz by sox, as floats.
-fn speech_16k(dir: &Path, name: &str, text: &str) -> Vec<f32> {
+/// espeak-ng's speech brought to `rate` by sox, as floats.
+fn speech_at(dir: &Path, name: &str, text: &str, rate: u32) -> Vec<f32> {
     let wav = espeak(dir, &format!("{name}.wav"), text);
-    let out = dir.join(format!("{name}-16k.wav"));
+    let out = dir.join(format!("{name}-{rate}.wav"));
     let ok = std::process::Command::new("sox")
         .arg(&wav)
-        .args(["-r", "16000"])
+        .args(["-r", &rate.to_string()])
         .arg(&out)
         .status()
         .expect("sox (just setup installs it)");
     assert!(ok.success());
-    let (rate, pcm) = read_wav(&out);
-    assert_eq!(rate, 16_000);
+    let (got, pcm) = read_wav(&out);
+    assert_eq!(got, rate);
     pcm.iter().map(|s| f32::from(*s) / 32768.0).collect()
 }
 
 /// A sound card through cpal, on a machine without one: ALSA PCMs of the test's own (the `file`
 /// plugin over `null`) whose samples come from and go to named pipes. The microphone's pipe is
-/// written at real-time pace; the speaker's is read at real-time pace. So the service's real
-/// capture and playback code runs: a reply is played to the speaker and what came out is
+/// written at real-time pace (48 kHz stereo, as `audio.capture_rate` / `capture_channels` ask,
+/// so the service downmixes and resamples); the speaker's is read at real-time pace. So the
+/// service's real capture and playback code runs: a reply is played to the speaker and what came out is
 /// transcribed back; spoken words at the microphone reach the agent's first action; speech at
 /// the microphone while a reply plays cuts it off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -580,7 +581,7 @@ pcm.ming_speaker {{
     .unwrap();
     let m = Mingd::start_in(
         dir,
-        "[audio]\ninput = \"ming_mic\"\noutput = \"ming_speaker\"\n",
+        "[audio]\ninput = \"ming_mic\"\noutput = \"ming_speaker\"\ncapture_rate = 48000\ncapture_channels = 2\n",
         &[(
             "ALSA_CONFIG_PATH",
             format!("/usr/share/alsa/alsa.conf:{}", conf.display()),
@@ -614,7 +615,8 @@ pcm.ming_speaker {{
     println!(
         "capture {in_rate} Hz {in_ch} ch {in_fmt}; playback {out_rate} Hz {out_ch} ch {out_fmt}"
     );
-    assert_eq!(in_rate, 16_000, "16 kHz mono is offered, so it is taken");
+    assert_eq!((in_rate, in_ch), (48_000, 2), "as configured");
+    assert!(d.input.detail.contains("→ 16 kHz mono"), "{d:?}");
 
     // The microphone: 20 ms blocks at real-time pace, silence when the test has nothing to say.
     let say: Arc<Mutex<VecDeque<f32>>> = Arc::default();
@@ -744,9 +746,12 @@ pcm.ming_speaker {{
         .await
         .unwrap();
     assert!(st.listening && st.input_ok, "{st:?}");
-    say.lock()
-        .unwrap()
-        .extend(speech_16k(dir, "timer", "Set a timer for seven minutes."));
+    say.lock().unwrap().extend(speech_at(
+        dir,
+        "timer",
+        "Set a timer for seven minutes.",
+        in_rate,
+    ));
     let ev = tokio::time::timeout(Duration::from_secs(20), actions.next())
         .await
         .expect("an action from the microphone")
@@ -773,7 +778,9 @@ pcm.ming_speaker {{
     });
     next_speaking(&mut speaking, "started").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    say.lock().unwrap().extend(speech_16k(dir, "stop", "Stop."));
+    say.lock()
+        .unwrap()
+        .extend(speech_at(dir, "stop", "Stop.", in_rate));
     let spoken = long.await.unwrap().expect("spoken");
     assert!(spoken.interrupted, "{spoken:?}");
     assert!(spoken.played_ms < spoken.audio_ms - 1000.0, "{spoken:?}");

@@ -60,7 +60,7 @@ async fn status_ping_stop_start_logs_and_events() {
         "{seen:?}"
     );
 
-    let (code, out) = m.ming(&["logs", "audio", "-n", "50"]);
+    let (code, out) = m.ming(&["logs", "audio", "-n", "300"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("registered with the broker"), "{out}");
     assert!(out.contains("[mingd] stopped: exited cleanly"), "{out}");

@@ -831,8 +831,8 @@ impl Handler for AgentService {
                 });
                 record.outcome = "cancelled".into();
                 tracing::info!(utterance, "cancelled before acting");
-                resp.error(ErrorCode::Cancelled, "cancelled before acting");
                 self.log.append(record);
+                resp.error(ErrorCode::Cancelled, "cancelled before acting");
                 return;
             }
             Err(Undecided::Cancelled) => {

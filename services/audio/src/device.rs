@@ -160,10 +160,14 @@ const FORMATS: [SampleFormat; 6] = [
 /// The stream configuration to open `device` with: 16 kHz mono in a format handled here when the
 /// device offers it (no conversion at all), else the device's default, else its first
 /// configuration in a handled format at the rate nearest 48 kHz.
+///
+/// `want` (rate, channels; 0: no preference) asks for a configuration instead; an error when the
+/// device does not offer it.
 fn pick_config(
     device: &cpal::Device,
     name: &str,
     direction: Direction,
+    want: (u32, u16),
 ) -> Result<(StreamConfig, SampleFormat), DeviceError> {
     let open = |reason: String| DeviceError::Open {
         direction,
@@ -182,6 +186,30 @@ fn pick_config(
     };
     let handled = |f: SampleFormat| FORMATS.contains(&f);
     let rank = |f: SampleFormat| FORMATS.iter().position(|x| *x == f).unwrap_or(usize::MAX);
+    let (want_rate, want_channels) = want;
+    if want_rate > 0 || want_channels > 0 {
+        let rate_ok = |r: &cpal::SupportedStreamConfigRange| {
+            want_rate == 0 || (r.min_sample_rate() <= want_rate && want_rate <= r.max_sample_rate())
+        };
+        let r = ranges
+            .iter()
+            .filter(|r| handled(r.sample_format()) && rate_ok(r))
+            .filter(|r| want_channels == 0 || r.channels() == want_channels)
+            .min_by_key(|r| (rank(r.sample_format()), r.channels()))
+            .ok_or_else(|| {
+                open(format!(
+                    "it does not offer {} Hz, {} channel(s) in a sample format this build handles",
+                    want_rate, want_channels
+                ))
+            })?;
+        let rate = if want_rate > 0 {
+            want_rate
+        } else {
+            MODEL_RATE.clamp(r.min_sample_rate(), r.max_sample_rate())
+        };
+        let c = r.with_sample_rate(rate);
+        return Ok((c.config(), c.sample_format()));
+    }
     if direction == Direction::Input {
         if let Some(r) = ranges
             .iter()
@@ -280,16 +308,17 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Opens the capture device `name` and starts it.
+    /// Opens the capture device `name` (at `want` = rate, channels when not 0) and starts it.
     ///
     /// # Errors
     /// [`DeviceError`] when it is missing or cannot be opened in a format handled here.
     pub fn start(
         name: &str,
+        want: (u32, u16),
         sink: impl FnMut(Vec<f32>) + Send + 'static,
     ) -> Result<Self, DeviceError> {
         let device = find(name, Direction::Input)?;
-        let (config, format) = pick_config(&device, name, Direction::Input)?;
+        let (config, format) = pick_config(&device, name, Direction::Input, want)?;
         let detail = format!(
             "capture `{}` at {} Hz, {} ch, {format}{}",
             device
@@ -431,7 +460,7 @@ impl Playback {
     /// [`DeviceError`].
     pub fn probe(name: &str) -> Result<String, DeviceError> {
         let device = find(name, Direction::Output)?;
-        let (config, format) = pick_config(&device, name, Direction::Output)?;
+        let (config, format) = pick_config(&device, name, Direction::Output, (0, 0))?;
         Ok(format!(
             "device `{}` at {} Hz, {} ch, {format}",
             device
@@ -449,7 +478,7 @@ impl Playback {
     /// [`DeviceError`].
     pub fn start(name: &str) -> Result<Self, DeviceError> {
         let device = find(name, Direction::Output)?;
-        let (config, format) = pick_config(&device, name, Direction::Output)?;
+        let (config, format) = pick_config(&device, name, Direction::Output, (0, 0))?;
         let detail = format!(
             "device `{}` at {} Hz, {} ch, {format}",
             device

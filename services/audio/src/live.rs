@@ -94,7 +94,8 @@ impl Live {
             ("none", Ok(_)) => (false, "audio.input = \"none\"".to_string()),
             (device, Ok(_)) => {
                 let to_pipeline = tx.clone();
-                match Capture::start(device, move |samples| {
+                let want = (settings.capture_rate, settings.capture_channels);
+                match Capture::start(device, want, move |samples| {
                     let _ = to_pipeline.send(Input::Audio(samples));
                 }) {
                     Ok(c) => {

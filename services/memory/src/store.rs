@@ -209,7 +209,10 @@ fn id_string(id: &PointId) -> String {
 /// beside it — and reads share it.
 pub struct EdgeBackend {
     dir: PathBuf,
-    shard: RwLock<EdgeShard>,
+    /// `None` only while the shard is being reopened (under the write lock).
+    shard: RwLock<Option<EdgeShard>>,
+    /// WAL bytes above which [`Backend::maintain`] compacts it.
+    wal_limit: u64,
     bm25: EdgeBm25,
     /// `hnsw_ef` for dense searches once the store has an HNSW index.
     ef: usize,
@@ -246,6 +249,9 @@ impl EdgeBackend {
                 retain_closed: std::num::NonZeroUsize::MIN,
             })
             .build();
+        // A compaction cut short (see `compact_wal`) leaves the set-aside WAL: it holds nothing
+        // that is needed (every write was flushed into the segments before it was acknowledged).
+        let _ = std::fs::remove_dir_all(dir.join(WAL_OLD));
         let shard = if fresh {
             EdgeShard::new(dir, config).map_err(|e| open_err(e.to_string()))?
         } else {
@@ -260,7 +266,8 @@ impl EdgeBackend {
         }
         let me = Self {
             dir: dir.into(),
-            shard: RwLock::new(shard),
+            shard: RwLock::new(Some(shard)),
+            wal_limit: WAL_LIMIT,
             bm25: bm25(),
             ef: 256,
         };
@@ -297,11 +304,12 @@ impl EdgeBackend {
         &self,
         f: impl FnOnce(&EdgeShard) -> qdrant_edge::OperationResult<T>,
     ) -> Result<T, StoreError> {
-        let shard = self
+        let guard = self
             .shard
             .write()
             .map_err(|_| StoreError::Op("store lock poisoned".into()))?;
-        let out = f(&shard).map_err(|e| StoreError::Op(e.to_string()))?;
+        let shard = guard.as_ref().ok_or_else(closed)?;
+        let out = f(shard).map_err(|e| StoreError::Op(e.to_string()))?;
         shard.flush();
         Ok(out)
     }
@@ -310,11 +318,66 @@ impl EdgeBackend {
         &self,
         f: impl FnOnce(&EdgeShard) -> qdrant_edge::OperationResult<T>,
     ) -> Result<T, StoreError> {
-        let shard = self
+        let guard = self
             .shard
             .read()
             .map_err(|_| StoreError::Op("store lock poisoned".into()))?;
-        f(&shard).map_err(|e| StoreError::Op(e.to_string()))
+        f(guard.as_ref().ok_or_else(closed)?).map_err(|e| StoreError::Op(e.to_string()))
+    }
+
+    /// Compacts the WAL once it passes this many bytes (tests set it low).
+    pub fn set_wal_limit(&mut self, bytes: u64) {
+        self.wal_limit = bytes;
+    }
+
+    /// The WAL's size on disk.
+    pub fn wal_bytes(&self) -> u64 {
+        dir_bytes(&self.dir.join(WAL_DIR))
+    }
+
+    /// qdrant-edge 0.7 neither replays its WAL on `load` nor truncates it, so it would grow with
+    /// every write for the life of the store. Every write here is flushed into the segments
+    /// before it is acknowledged, so the WAL holds nothing that is needed: the shard is closed
+    /// (which flushes once more), its WAL set aside, the shard opened again with a fresh one, and
+    /// the old one deleted. Should reopening fail, the old WAL is put back and the shard opened
+    /// as it was. Writes and reads wait meanwhile (tens of milliseconds).
+    fn compact_wal(&self) -> Result<(), StoreError> {
+        let mut guard = self
+            .shard
+            .write()
+            .map_err(|_| StoreError::Op("store lock poisoned".into()))?;
+        let reopen_err = |what: &str, e: String| StoreError::Open {
+            path: self.dir.display().to_string(),
+            reason: format!("{what}: {e}"),
+        };
+        drop(guard.take().ok_or_else(closed)?);
+        let (wal, old) = (self.dir.join(WAL_DIR), self.dir.join(WAL_OLD));
+        let set_aside = std::fs::rename(&wal, &old);
+        match (&set_aside, EdgeShard::load(&self.dir, None)) {
+            (Ok(()), Ok(shard)) => {
+                *guard = Some(shard);
+                let _ = std::fs::remove_dir_all(&old);
+                Ok(())
+            }
+            (_, reopened) => {
+                // Back as it was: the old WAL in place, the shard open.
+                drop(reopened);
+                if set_aside.is_ok() {
+                    let _ = std::fs::remove_dir_all(&wal);
+                    let _ = std::fs::rename(&old, &wal);
+                }
+                let shard = EdgeShard::load(&self.dir, None).map_err(|e| {
+                    reopen_err("reopening after a failed WAL compaction", e.to_string())
+                })?;
+                *guard = Some(shard);
+                Err(reopen_err(
+                    "WAL compaction",
+                    set_aside
+                        .err()
+                        .map_or_else(|| "the store did not reopen".into(), |e| e.to_string()),
+                ))
+            }
+        }
     }
 
     fn filter(sel: &Selection) -> Result<Option<Filter>, StoreError> {
@@ -547,28 +610,116 @@ impl Backend for EdgeBackend {
 
     /// Runs qdrant-edge's optimizers (HNSW index build, merges, vacuum) when they have a plan.
     /// Reads go on meanwhile; writes wait (they need the exclusive lock for their flush).
+    /// Also compacts the WAL when it has passed its limit (see `compact_wal`).
     fn maintain(&self) -> Result<bool, StoreError> {
-        let changed = self.read(|s| s.optimize())?;
+        let mut changed = self.read(|s| s.optimize())?;
         if changed {
             self.write(|_| Ok(()))?;
+        }
+        let wal = self.wal_bytes();
+        if wal > self.wal_limit {
+            let t = std::time::Instant::now();
+            self.compact_wal()?;
+            tracing::info!(
+                before_mib = wal >> 20,
+                after_mib = self.wal_bytes() >> 20,
+                ms = t.elapsed().as_millis() as u64,
+                "memory store's WAL compacted"
+            );
+            changed = true;
         }
         Ok(changed)
     }
 
     fn disk_bytes(&self) -> u64 {
-        fn walk(p: &Path) -> u64 {
-            let Ok(entries) = std::fs::read_dir(p) else {
-                return 0;
-            };
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => walk(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
+        dir_bytes(&self.dir)
+    }
+}
+
+/// qdrant-edge's WAL directory in a shard, and where compaction sets it aside.
+const WAL_DIR: &str = "wal";
+const WAL_OLD: &str = "wal.old";
+/// Four of our 8 MiB WAL segments (a new WAL is two).
+const WAL_LIMIT: u64 = 32 << 20;
+
+fn closed() -> StoreError {
+    StoreError::Op("the store is closed (a reopen failed; see the log)".into())
+}
+
+/// Bytes of the files under `p`.
+fn dir_bytes(p: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory(i: usize) -> (Memory, Vec<f32>) {
+        let m = Memory {
+            id: qdrant_edge::external::uuid::Uuid::new_v4().to_string(),
+            // Long texts fill the WAL quickly.
+            text: format!(
+                "memory number {i}: {}",
+                "lorem ipsum dolor sit amet ".repeat(60)
+            ),
+            kind: ming_schemas::memory::MemoryKind::Fact,
+            source: "test".into(),
+            tags: vec![format!("t{}", i % 7)],
+            created_ms: 1_000 + i as i64,
+            updated_ms: 1_000 + i as i64,
+            expires_ms: None,
+        };
+        let v = (0..8)
+            .map(|d| ((i * 31 + d * 7) % 13) as f32 + 1.0)
+            .collect();
+        (m, v)
+    }
+
+    #[test]
+    fn the_wal_is_compacted_and_nothing_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = EdgeBackend::open(dir.path(), 8).unwrap();
+        // A new WAL is already two preallocated segments.
+        let fresh = b.wal_bytes();
+        let limit = fresh + (8 << 20);
+        b.set_wal_limit(limit);
+        let all = Selection::default();
+        let mut n = 0;
+        while b.wal_bytes() <= limit {
+            let batch: Vec<_> = (n..n + 200).map(memory).collect();
+            b.upsert(&batch).unwrap();
+            n += 200;
+            assert!(n < 100_000, "the WAL never passed {limit} bytes");
         }
-        walk(&self.dir)
+        let before = b.wal_bytes();
+        assert!(b.maintain().unwrap(), "compaction counts as a change");
+        let after = b.wal_bytes();
+        assert!(after < before && after <= fresh, "{before} → {after}");
+        assert!(!dir.path().join(WAL_OLD).exists());
+        assert_eq!(b.count(&all).unwrap(), n as u64);
+        // Writes and reads go on, and everything is there after a reopen.
+        b.upsert(&[memory(n)]).unwrap();
+        let (m, v) = memory(n + 1);
+        b.upsert(&[(m.clone(), v.clone())]).unwrap();
+        assert_eq!(b.get(std::slice::from_ref(&m.id)).unwrap()[0].1.len(), 8);
+        drop(b);
+        let b = EdgeBackend::open(dir.path(), 8).unwrap();
+        assert_eq!(b.count(&all).unwrap(), n as u64 + 2);
+        assert_eq!(b.get(&[m.id]).unwrap()[0].0.text, m.text);
+        // Below the limit, the WAL is left alone.
+        let wal = b.wal_bytes();
+        b.maintain().unwrap();
+        assert_eq!(b.wal_bytes(), wal);
     }
 }

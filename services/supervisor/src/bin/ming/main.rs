@@ -427,10 +427,25 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if !cli.runtime_dir.join("bus.sock").exists() {
                 return Err(cli.not_running());
             }
-            let reply: ming_schemas::agent::Reply = cli
-                .client
-                .request("agent", kinds::AGENT_MESSAGE, &msg, timeout)
-                .await?;
+            // Ctrl-C cancels the request (the agent stops before acting, the local model's
+            // generation too) and waits for the agent to say so.
+            let mut stream = cli.client.stream(cli.client.envelope(
+                "agent",
+                kinds::AGENT_MESSAGE,
+                ming_schemas::to_body(&msg)?,
+                timeout,
+            ))?;
+            let frame = loop {
+                tokio::select! {
+                    f = stream.next() => break f,
+                    _ = tokio::signal::ctrl_c() => stream.cancel(),
+                }
+            };
+            let frame = frame.ok_or_else(|| {
+                anyhow::anyhow!("the agent closed the request without an answer")
+            })??;
+            let reply: ming_schemas::agent::Reply =
+                frame.body().map_err(|e| anyhow::anyhow!("{e}"))?;
             let acted = reply.action.as_ref().is_some_and(|a| a.ok);
             if json {
                 println!("{}", serde_json::to_string_pretty(&reply)?);
