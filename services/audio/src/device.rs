@@ -297,14 +297,115 @@ where
     );
 }
 
+/// The stream's error callback.
+type OnError = Box<dyn FnMut(cpal::Error) + Send>;
+
+/// A running stream: what was opened, what its error callback reported, and the thread that
+/// holds it (dropping this stops the stream).
+struct Held {
+    detail: String,
+    failed: Arc<Mutex<Option<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Held {
+    /// Opens `name` for `direction` (at `want`, see [`pick_config`]) with the stream `make`
+    /// builds, on a thread of its own; returns it with the configuration it runs at.
+    fn open(
+        name: &str,
+        direction: Direction,
+        want: (u32, u16),
+        make: impl FnOnce(
+                cpal::Device,
+                StreamConfig,
+                SampleFormat,
+                OnError,
+            ) -> Result<cpal::Stream, String>
+            + Send
+            + 'static,
+    ) -> Result<(Self, StreamConfig), DeviceError> {
+        let device = find(name, direction)?;
+        let (config, format) = pick_config(&device, name, direction, want)?;
+        let detail = format!(
+            "`{}` at {} Hz, {} ch, {format}",
+            device
+                .description()
+                .map(|d| d.name().to_string())
+                .unwrap_or_else(|_| name.to_string()),
+            config.sample_rate,
+            config.channels,
+        );
+        let failed = Arc::new(Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
+        let on_error: OnError = {
+            let failed = Arc::clone(&failed);
+            Box::new(move |e: cpal::Error| {
+                tracing::warn!(%direction, error = %e, "sound device error");
+                let mut f = failed.lock().unwrap_or_else(|p| p.into_inner());
+                if f.is_none() {
+                    *f = Some(e.to_string());
+                }
+            })
+        };
+        let running = config;
+        let thread = hold_stream(
+            &format!("audio-{direction}"),
+            move || make(device, running, format, on_error),
+            Arc::clone(&stop),
+        )
+        .map_err(|reason| DeviceError::Open {
+            direction,
+            name: name.into(),
+            reason,
+        })?;
+        let held = Self {
+            detail,
+            failed,
+            stop,
+            thread: Some(thread),
+        };
+        Ok((held, config))
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+/// `$stream!(T)` for the sample type of `$format` (the formats of [`FORMATS`]).
+macro_rules! by_format {
+    ($format:expr, $stream:ident) => {
+        match $format {
+            SampleFormat::I16 => $stream!(i16),
+            SampleFormat::F32 => $stream!(f32),
+            SampleFormat::I32 => $stream!(i32),
+            SampleFormat::U16 => $stream!(u16),
+            SampleFormat::U8 => $stream!(u8),
+            SampleFormat::F64 => $stream!(f64),
+            other => return Err(format!("sample format {other} is not handled")),
+        }
+    };
+}
+
 /// Live capture: 16 kHz mono blocks to `sink` for as long as this lives.
 pub struct Capture {
     /// What was opened, in words (for `ming listen --status`).
     pub detail: String,
-    /// Set by the stream's error callback (the device went away, …).
-    failed: Arc<Mutex<Option<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    held: Held,
 }
 
 impl Capture {
@@ -317,102 +418,51 @@ impl Capture {
         want: (u32, u16),
         sink: impl FnMut(Vec<f32>) + Send + 'static,
     ) -> Result<Self, DeviceError> {
-        let device = find(name, Direction::Input)?;
-        let (config, format) = pick_config(&device, name, Direction::Input, want)?;
-        let detail = format!(
-            "capture `{}` at {} Hz, {} ch, {format}{}",
-            device
-                .description()
-                .map(|d| d.name().to_string())
-                .unwrap_or_else(|_| name.to_string()),
-            config.sample_rate,
-            config.channels,
-            if config.sample_rate == MODEL_RATE && config.channels == 1 {
-                String::new()
-            } else {
-                " → 16 kHz mono".to_string()
-            }
-        );
-        let failed = Arc::new(Mutex::new(None));
-        let stop = Arc::new(AtomicBool::new(false));
-        let on_error = {
-            let failed = Arc::clone(&failed);
-            move |e: cpal::Error| {
-                tracing::warn!(error = %e, "capture error");
-                let mut f = failed.lock().unwrap_or_else(|p| p.into_inner());
-                if f.is_none() {
-                    *f = Some(e.to_string());
+        let (held, config) = Held::open(
+            name,
+            Direction::Input,
+            want,
+            move |device, config, format, on_error| {
+                let channels = usize::from(config.channels.max(1));
+                let mut resampler = Resampler::new(config.sample_rate, MODEL_RATE);
+                let mut sink = sink;
+                let mut mono = Vec::new();
+                let mut take = move |mono: &[f32]| {
+                    let mut out = Vec::with_capacity(mono.len());
+                    resampler.push(mono, &mut out);
+                    if !out.is_empty() {
+                        sink(out);
+                    }
+                };
+                macro_rules! input_stream {
+                    ($t:ty) => {
+                        device.build_input_stream::<$t, _, _>(
+                            config,
+                            move |data: &[$t], _: &cpal::InputCallbackInfo| {
+                                downmix(data, channels, &mut mono);
+                                take(&mono);
+                            },
+                            on_error,
+                            None,
+                        )
+                    };
                 }
-            }
-        };
-        let channels = usize::from(config.channels.max(1));
-        let mut resampler = Resampler::new(config.sample_rate, MODEL_RATE);
-        let mut sink = sink;
-        let mut mono = Vec::new();
-        let mut take = move |mono: &[f32]| {
-            let mut out = Vec::with_capacity(mono.len());
-            resampler.push(mono, &mut out);
-            if !out.is_empty() {
-                sink(out);
-            }
-        };
-        macro_rules! input_stream {
-            ($t:ty) => {
-                device.build_input_stream::<$t, _, _>(
-                    config,
-                    move |data: &[$t], _: &cpal::InputCallbackInfo| {
-                        downmix(data, channels, &mut mono);
-                        take(&mono);
-                    },
-                    on_error,
-                    None,
-                )
-            };
-        }
-        let build = move || {
-            let s = match format {
-                SampleFormat::I16 => input_stream!(i16),
-                SampleFormat::F32 => input_stream!(f32),
-                SampleFormat::I32 => input_stream!(i32),
-                SampleFormat::U16 => input_stream!(u16),
-                SampleFormat::U8 => input_stream!(u8),
-                SampleFormat::F64 => input_stream!(f64),
-                other => return Err(format!("sample format {other} is not handled")),
-            };
-            s.map_err(|e| e.to_string())
-        };
-        let thread = hold_stream("audio-capture", build, Arc::clone(&stop)).map_err(|reason| {
-            DeviceError::Open {
-                direction: Direction::Input,
-                name: name.into(),
-                reason,
-            }
-        })?;
+                by_format!(format, input_stream).map_err(|e| e.to_string())
+            },
+        )?;
+        let converted = config.sample_rate != MODEL_RATE || config.channels != 1;
+        let detail = format!(
+            "capture {}{}",
+            held.detail,
+            if converted { " → 16 kHz mono" } else { "" }
+        );
         tracing::info!(%detail, "capture started");
-        Ok(Self {
-            detail,
-            failed,
-            stop,
-            thread: Some(thread),
-        })
+        Ok(Self { detail, held })
     }
 
     /// Why capture stopped, if it did.
     pub fn failure(&self) -> Option<String> {
-        self.failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
-        }
+        self.held.failure()
     }
 }
 
@@ -430,9 +480,7 @@ pub struct Playback {
     pub rate: u32,
     pub detail: String,
     queue: Arc<Mutex<Queue>>,
-    failed: Arc<Mutex<Option<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    held: Held,
 }
 
 /// Fills an output buffer of interleaved frames from the queue (silence when it runs dry).
@@ -454,7 +502,8 @@ where
 }
 
 impl Playback {
-    /// Checks that the playback device `name` exists and can be configured, without holding it.
+    /// Checks that the playback device `name` exists and can be configured, without holding it;
+    /// says what it would be opened as.
     ///
     /// # Errors
     /// [`DeviceError`].
@@ -477,69 +526,34 @@ impl Playback {
     /// # Errors
     /// [`DeviceError`].
     pub fn start(name: &str) -> Result<Self, DeviceError> {
-        let device = find(name, Direction::Output)?;
-        let (config, format) = pick_config(&device, name, Direction::Output, (0, 0))?;
-        let detail = format!(
-            "device `{}` at {} Hz, {} ch, {format}",
-            device
-                .description()
-                .map(|d| d.name().to_string())
-                .unwrap_or_else(|_| name.to_string()),
-            config.sample_rate,
-            config.channels
-        );
-        let rate = config.sample_rate;
-        let channels = usize::from(config.channels.max(1));
         let queue = Arc::new(Mutex::new(Queue::default()));
-        let failed = Arc::new(Mutex::new(None));
-        let stop = Arc::new(AtomicBool::new(false));
-        let on_error = {
-            let failed = Arc::clone(&failed);
-            move |e: cpal::Error| {
-                tracing::warn!(error = %e, "playback error");
-                let mut f = failed.lock().unwrap_or_else(|p| p.into_inner());
-                if f.is_none() {
-                    *f = Some(e.to_string());
-                }
-            }
-        };
         let q = Arc::clone(&queue);
-        macro_rules! output_stream {
-            ($t:ty) => {
-                device.build_output_stream::<$t, _, _>(
-                    config,
-                    move |data: &mut [$t], _: &cpal::OutputCallbackInfo| fill(data, channels, &q),
-                    on_error,
-                    None,
-                )
-            };
-        }
-        let build = move || {
-            let s = match format {
-                SampleFormat::I16 => output_stream!(i16),
-                SampleFormat::F32 => output_stream!(f32),
-                SampleFormat::I32 => output_stream!(i32),
-                SampleFormat::U16 => output_stream!(u16),
-                SampleFormat::U8 => output_stream!(u8),
-                SampleFormat::F64 => output_stream!(f64),
-                other => return Err(format!("sample format {other} is not handled")),
-            };
-            s.map_err(|e| e.to_string())
-        };
-        let thread = hold_stream("audio-playback", build, Arc::clone(&stop)).map_err(|reason| {
-            DeviceError::Open {
-                direction: Direction::Output,
-                name: name.into(),
-                reason,
-            }
-        })?;
+        let (held, config) = Held::open(
+            name,
+            Direction::Output,
+            (0, 0),
+            move |device, config, format, on_error| {
+                let channels = usize::from(config.channels.max(1));
+                macro_rules! output_stream {
+                    ($t:ty) => {
+                        device.build_output_stream::<$t, _, _>(
+                            config,
+                            move |data: &mut [$t], _: &cpal::OutputCallbackInfo| {
+                                fill(data, channels, &q)
+                            },
+                            on_error,
+                            None,
+                        )
+                    };
+                }
+                by_format!(format, output_stream).map_err(|e| e.to_string())
+            },
+        )?;
         Ok(Self {
-            rate,
-            detail,
+            rate: config.sample_rate,
+            detail: format!("device {}", held.detail),
             queue,
-            failed,
-            stop,
-            thread: Some(thread),
+            held,
         })
     }
 
@@ -574,20 +588,7 @@ impl Playback {
 
     /// Why playback stopped, if it did.
     pub fn failure(&self) -> Option<String> {
-        self.failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
-impl Drop for Playback {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
-        }
+        self.held.failure()
     }
 }
 
