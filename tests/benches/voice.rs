@@ -239,8 +239,45 @@ async fn listen(m: &Mingd) {
         .expect("listen");
 }
 
-/// One spoken command: (action started, ms from the true end of speech), and the split at the
-/// final transcript.
+/// What the events of one voice turn showed: the first action and the final transcript, each
+/// with when it arrived.
+#[derive(Default)]
+struct Seen {
+    action: Option<(ActionStarted, Instant)>,
+    transcript: Option<(String, Instant)>,
+}
+
+impl Seen {
+    /// Takes the events that arrive until `until`.
+    async fn watch(
+        &mut self,
+        until: Instant,
+        actions: &mut EventSubscriber,
+        transcripts: &mut EventSubscriber,
+    ) {
+        while Instant::now() < until {
+            tokio::select! {
+                e = transcripts.next() => if let Ok(e) = e {
+                    if let Ok(t) = e.body::<ming_schemas::audio::Transcript>() {
+                        self.transcript.get_or_insert((t.text, Instant::now()));
+                    }
+                },
+                e = actions.next() => if let Ok(e) = e {
+                    if let Ok(a) = e.body::<ActionStarted>() {
+                        self.action.get_or_insert((a, Instant::now()));
+                    }
+                },
+                () = tokio::time::sleep_until(until.into()) => {}
+            }
+            if self.action.is_some() {
+                return;
+            }
+        }
+    }
+}
+
+/// One spoken command: (action started, ms from the true end of speech), the split at the final
+/// transcript, and what was heard.
 async fn voice_turn(
     m: &Mingd,
     rate: u32,
@@ -248,7 +285,7 @@ async fn voice_turn(
     end: usize,
     actions: &mut EventSubscriber,
     transcripts: &mut EventSubscriber,
-) -> Option<(ActionStarted, f64, Option<f64>)> {
+) -> (Option<(ActionStarted, f64, Option<f64>)>, String) {
     listen(m).await;
     let pre = rate as usize / 5;
     let mut turn = vec![0i16; pre];
@@ -258,8 +295,7 @@ async fn voice_turn(
     let step = rate as usize / 50;
     let start = Instant::now();
     let eos = start + eos_offset;
-    let mut got_action = None;
-    let mut got_transcript = None;
+    let mut seen = Seen::default();
     for (i, chunk) in turn.chunks(step).enumerate() {
         let bytes: Vec<u8> = chunk.iter().flat_map(|s| s.to_le_bytes()).collect();
         let _: Result<ListenState, _> = m
@@ -274,36 +310,20 @@ async fn voice_turn(
                 Duration::from_secs(5),
             )
             .await;
-        let due = start + Duration::from_millis(20 * (i as u64 + 1));
         // Watch the events while pacing the audio.
-        loop {
-            let now = Instant::now();
-            if now >= due {
-                break;
-            }
-            tokio::select! {
-                e = transcripts.next() => if e.is_ok() { got_transcript.get_or_insert_with(Instant::now); },
-                e = actions.next() => if let Ok(e) = e {
-                    if let Ok(a) = e.body::<ActionStarted>() { got_action.get_or_insert((a, Instant::now())); }
-                },
-                () = tokio::time::sleep_until(due.into()) => {}
-            }
-        }
-        if got_action.is_some() {
+        let due = start + Duration::from_millis(20 * (i as u64 + 1));
+        seen.watch(due, actions, transcripts).await;
+        if seen.action.is_some() {
             break;
         }
     }
     // The LLM tier can take seconds.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while got_action.is_none() && Instant::now() < deadline {
-        tokio::select! {
-            e = transcripts.next() => if e.is_ok() { got_transcript.get_or_insert_with(Instant::now); },
-            e = actions.next() => if let Ok(e) = e {
-                if let Ok(a) = e.body::<ActionStarted>() { got_action = Some((a, Instant::now())); }
-            },
-            () = tokio::time::sleep_until(deadline.into()) => {}
-        }
-    }
+    seen.watch(
+        Instant::now() + Duration::from_secs(30),
+        actions,
+        transcripts,
+    )
+    .await;
     let ms = |t: Instant| {
         if t >= eos {
             t.duration_since(eos).as_secs_f64() * 1e3
@@ -311,8 +331,15 @@ async fn voice_turn(
             -(eos.duration_since(t).as_secs_f64() * 1e3)
         }
     };
-    let (a, at) = got_action?;
-    Some((a, ms(at), got_transcript.map(ms)))
+    let heard = seen
+        .transcript
+        .as_ref()
+        .map(|(t, _)| t.clone())
+        .unwrap_or_default();
+    let got = seen
+        .action
+        .map(|(a, at)| (a, ms(at), seen.transcript.as_ref().map(|(_, t)| ms(*t))));
+    (got, heard)
 }
 
 async fn typed(
@@ -387,7 +414,7 @@ async fn pass(m: &Mingd, name: &str, corpus: &[Spoken]) {
     let mut voice = Run::default();
     let mut misses = Vec::new();
     for (i, want, rate, pcm, end) in corpus {
-        let got = voice_turn(m, *rate, pcm, *end, &mut actions, &mut transcripts).await;
+        let (got, heard) = voice_turn(m, *rate, pcm, *end, &mut actions, &mut transcripts).await;
         if let Some((a, ms, t)) = &got {
             if let Some(t) = t {
                 voice.to_transcript.push(*t);
@@ -395,12 +422,12 @@ async fn pass(m: &Mingd, name: &str, corpus: &[Spoken]) {
             }
             if a.tool != want.1 || !a.arguments.to_lowercase().contains(&want.2.to_lowercase()) {
                 misses.push(format!(
-                    "#{i} {:?} → {} {} ({:?})",
+                    "#{i} {:?} heard {heard:?} → {} {} ({:?})",
                     want.0, a.tool, a.arguments, a.tier
                 ));
             }
         } else {
-            misses.push(format!("#{i} {:?} → no action", want.0));
+            misses.push(format!("#{i} {:?} heard {heard:?} → no action", want.0));
         }
         voice.add(*want, got.as_ref().map(|(a, ms, _)| (a, *ms)));
         // Let the turn's reply and follow-up settle before the next command.

@@ -104,19 +104,43 @@ pub fn parse_duration(text: &str) -> Option<u64> {
     (found && total > 0).then_some(total)
 }
 
-/// "3pm" → "15:00", "9:30" → "09:30", "12am" → "00:00".
+/// "3pm" → "15:00", "9:30" → "09:30", "12am" → "00:00"; also as words and as Whisper writes
+/// them: "nine" → "09:00", "one p.m." → "13:00", "seven o'clock", "noon", "midnight".
 pub fn parse_time(t: &str) -> Option<String> {
-    let t = t.trim().to_lowercase();
+    let t = normalize(t).to_lowercase();
+    let t = t.trim().trim_end_matches(['.', '?', '!']).trim();
+    match t {
+        "noon" | "midday" => return Some("12:00".into()),
+        "midnight" => return Some("00:00".into()),
+        _ => {}
+    }
+    let t = t.replace(" o'clock", "").replace(" oclock", "");
+    let t = t.as_str();
     let (clock, suffix) = if let Some(x) = t.strip_suffix("am") {
         (x.trim(), Some(false))
     } else if let Some(x) = t.strip_suffix("pm") {
         (x.trim(), Some(true))
     } else {
-        (t.as_str(), None)
+        (t, None)
+    };
+    let hour_word = |w: &str| {
+        word_number(w)
+            .filter(|n| (1..=12).contains(n) && !matches!(w, "a" | "an"))
+            .and_then(|n| u32::try_from(n).ok())
     };
     let (h, m) = match clock.split_once(':') {
         Some((h, m)) => (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?),
-        None => (clock.parse::<u32>().ok()?, 0),
+        None => match clock.split_once(' ') {
+            // "nine thirty", "seven fifteen"
+            Some((h, m)) => (
+                hour_word(h)?,
+                word_number(m).and_then(|n| u32::try_from(n).ok())?,
+            ),
+            None => match clock.parse::<u32>() {
+                Ok(h) => (h, 0),
+                Err(_) => (hour_word(clock)?, 0),
+            },
+        },
     };
     let h = match suffix {
         Some(pm) if (1..=12).contains(&h) => (h % 12) + if pm { 12 } else { 0 },
@@ -165,11 +189,11 @@ fn rules() -> &'static [Rule] {
             // Notes.
             Rule {
                 re: r(r"^\s*(?:please\s+)?(?:take|add|make|save|write)\s+(?:down\s+)?(?:a\s+)?note(?:\s+(?:that|saying|:))?\s*:?\s*(?P<text>.+?)\s*$"),
-                build: |c| Some(Intent { tool: "add_note", args: json!({"text": c["text"].trim_end_matches('.')}) }),
+                build: |c| Some(Intent { tool: "add_note", args: json!({"text": note_text(&c["text"])}) }),
             },
             Rule {
                 re: r(r"^\s*(?:please\s+)?(?:write down|jot down|note down|note that)\s*:?\s*(?P<text>.+?)\s*$"),
-                build: |c| Some(Intent { tool: "add_note", args: json!({"text": c["text"].trim_end_matches('.')}) }),
+                build: |c| Some(Intent { tool: "add_note", args: json!({"text": note_text(&c["text"])}) }),
             },
             Rule {
                 re: r(r"^\s*(?:list|show|read)(?: me)?(?: all)?(?: my)? notes[.?!]?\s*$"),
@@ -239,7 +263,7 @@ fn rules() -> &'static [Rule] {
             },
             // Calendar.
             Rule {
-                re: r(r"^\s*(?:please\s+)?(?:add|schedule|book|put)\s+(?:an?\s+)?(?:(?:event|meeting|appointment)\s*(?:called|named|:)?\s*)?(?P<title>.+?)\s+(?P<day>today|tomorrow|(?:on\s+)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|(?:on\s+)?\d{4}-\d{2}-\d{2})\s+at\s+(?P<time>\d{1,2}(?::\d{2})?\s*(?:am|pm)?)(?:\s+for\s+(?P<dur>.+?))?\s*(?:to|on|in)?\s*(?:my\s+)?(?:calendar)?[.!]?\s*$"),
+                re: r(r"^\s*(?:please\s+)?(?:add|schedule|book|put)\s+(?:an?\s+)?(?:(?:event|meeting|appointment)\s*(?:called|named|:)?\s*)?(?P<title>.+?)\s+(?P<day>today|tomorrow|(?:on\s+)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|(?:on\s+)?\d{4}-\d{2}-\d{2})\s+at\s+(?P<time>(?:\d{1,2}(?::\d{2})?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|noon|midnight)(?:\s+(?:o'clock|thirty|fifteen|forty-five))?\s*(?:am|pm)?)(?:\s+for\s+(?P<dur>.+?))?\s*(?:to|on|in)?\s*(?:my\s+)?(?:calendar)?[.!]?\s*$"),
                 build: |c| {
                     let minutes = c.name("dur").and_then(|d| parse_duration(d.as_str())).map_or(60, |s| s / 60);
                     Some(Intent {
@@ -284,14 +308,52 @@ fn rules() -> &'static [Rule] {
 
 /// The fast path: the intent of `text`, if it is a command this tier knows.
 pub fn understand(text: &str) -> Option<Intent> {
+    let text = normalize(text);
     rules()
         .iter()
-        .find_map(|rule| rule.re.captures(text).and_then(|c| (rule.build)(&c)))
+        .find_map(|rule| rule.re.captures(&text).and_then(|c| (rule.build)(&c)))
+}
+
+/// Whisper's spellings brought to what the rules read: "1 p.m." → "1 pm".
+fn normalize(text: &str) -> std::borrow::Cow<'_, str> {
+    static AMPM: OnceLock<Regex> = OnceLock::new();
+    AMPM.get_or_init(|| Regex::new(r"(?i)\b([ap])\.\s?m\b\.?").unwrap_or_else(|_| unreachable!()))
+        .replace_all(text, "${1}m")
+}
+
+/// A note's text as said: without the punctuation Whisper puts after "take a note" (", the
+/// spare key …") or the final full stop.
+fn note_text(t: &str) -> String {
+    t.trim_start_matches(|c: char| c.is_whitespace() || matches!(c, ',' | ':' | ';' | '-'))
+        .trim_end_matches('.')
+        .to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_in_digits_words_and_whispers_spelling() {
+        for (t, want) in [
+            ("3pm", "15:00"),
+            ("9:30", "09:30"),
+            ("12am", "00:00"),
+            ("1 p.m.", "13:00"),
+            ("10 a.m", "10:00"),
+            ("nine", "09:00"),
+            ("one pm", "13:00"),
+            ("seven o'clock", "07:00"),
+            ("nine thirty", "09:30"),
+            ("noon", "12:00"),
+            ("midnight", "00:00"),
+        ] {
+            assert_eq!(parse_time(t).as_deref(), Some(want), "{t}");
+        }
+        for t in ["13pm", "a", "an hour", "25", "nine ninety"] {
+            assert_eq!(parse_time(t), None, "{t}");
+        }
+    }
 
     #[test]
     fn durations() {
@@ -413,6 +475,22 @@ mod tests {
                 "Add dentist appointment tomorrow at 3pm",
                 "add_event",
                 json!({"title": "dentist appointment", "date": "tomorrow", "time": "15:00", "minutes": 60}),
+            ),
+            // As Whisper writes them.
+            (
+                "Add lunch with Sarah tomorrow at 1 p.m.",
+                "add_event",
+                json!({"title": "lunch with Sarah", "date": "tomorrow", "time": "13:00", "minutes": 60}),
+            ),
+            (
+                "Schedule a dentist appointment on Friday at nine.",
+                "add_event",
+                json!({"title": "dentist appointment", "date": "friday", "time": "09:00", "minutes": 60}),
+            ),
+            (
+                "Take a note, the spare key is under the blue pot.",
+                "add_note",
+                json!({"text": "the spare key is under the blue pot"}),
             ),
             (
                 "schedule a meeting called budget review on Friday at 9:30 for 45 minutes",
