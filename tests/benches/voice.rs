@@ -255,7 +255,7 @@ impl Seen {
         actions: &mut EventSubscriber,
         transcripts: &mut EventSubscriber,
     ) {
-        while Instant::now() < until {
+        while self.action.is_none() && Instant::now() < until {
             tokio::select! {
                 e = transcripts.next() => if let Ok(e) = e {
                     if let Ok(t) = e.body::<ming_schemas::audio::Transcript>() {
@@ -268,9 +268,6 @@ impl Seen {
                     }
                 },
                 () = tokio::time::sleep_until(until.into()) => {}
-            }
-            if self.action.is_some() {
-                return;
             }
         }
     }

@@ -73,9 +73,18 @@ pub fn parse_duration(text: &str) -> Option<u64> {
     let t = glued
         .replace_all(&text.to_lowercase(), "$1 $2")
         .into_owned();
-    if t.contains("half an hour") || t.contains("half hour") {
+    if t.contains("half an hour") || t.contains("half a hour") || t.contains("half hour") {
         return Some(1800);
     }
+    // Heard for "two": "a countdown to minutes", "in too hours".
+    static TWO: OnceLock<Regex> = OnceLock::new();
+    let t = TWO
+        .get_or_init(|| {
+            Regex::new(r"\b(?:to|too)\s+(hours?|minutes?|seconds?)\b")
+                .unwrap_or_else(|_| unreachable!())
+        })
+        .replace_all(&t, "two $1")
+        .into_owned();
     let part = PART.get_or_init(|| {
         Regex::new(&format!(
             r"{NUM}\s*(hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)\b"
@@ -161,6 +170,12 @@ fn rules() -> &'static [Rule] {
         let r = |p: &str| Regex::new(&format!("(?i){p}")).unwrap_or_else(|e| panic!("bad intent pattern {p}: {e}"));
         vec![
             // Reminders: "remind me in 20 minutes to check the oven".
+            Rule {
+                re: r(r"^\s*(?:please\s+)?(?:give me a (?:shout|call|nudge|ping|buzz)|ping me|nudge me|buzz me|wake me(?: up)?|alert me|let me know)\s+in\s+(?P<d>.+?)(?:\s+(?:to|that|about)\s+(?P<what>.+?))?[.!]?\s*$"),
+                build: |c| {
+                    Some(Intent { tool: "set_timer", args: json!({"seconds": parse_duration(&c["d"])?, "label": c.name("what").map_or("", |w| w.as_str().trim())}) })
+                },
+            },
             Rule {
                 re: r(r"^\s*remind me in (?P<d>.+?) (?:to|that|about) (?P<what>.+?)[.!]?\s*$"),
                 build: |c| {
@@ -282,6 +297,10 @@ fn rules() -> &'static [Rule] {
                 build: |c| Some(Intent { tool: "list_events", args: json!({"date": c["day"].trim().trim_start_matches("on ").to_lowercase()}) }),
             },
             Rule {
+                re: r(r"^\s*(?:am i busy|do i have anything|have i got anything|is there anything)(?: on)?\s*(?P<day>today|tomorrow|(?:on\s+)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|\d{4}-\d{2}-\d{2})[?.!]?\s*$"),
+                build: |c| Some(Intent { tool: "list_events", args: json!({"date": c["day"].trim().trim_start_matches("on ").to_lowercase()}) }),
+            },
+            Rule {
                 re: r(r"^\s*when am i free\s*(?P<day>today|tomorrow|(?:on\s+)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|\d{4}-\d{2}-\d{2})?(?:\s+for\s+(?P<dur>.+?))?[?.!]?\s*$"),
                 build: |c| {
                     let minutes = c.name("dur").and_then(|d| parse_duration(d.as_str())).map_or(30, |s| s / 60);
@@ -367,6 +386,10 @@ mod tests {
             ("twenty-five minutes", 1500),
             ("a minute", 60),
             ("45 mins", 2700),
+            // As Whisper hears them.
+            ("half a hour", 1800),
+            ("a countdown to minutes", 120),
+            ("in too hours", 7200),
         ] {
             assert_eq!(parse_duration(t), Some(s), "{t}");
         }
@@ -477,6 +500,31 @@ mod tests {
                 json!({"title": "dentist appointment", "date": "tomorrow", "time": "15:00", "minutes": 60}),
             ),
             // As Whisper writes them.
+            (
+                "Give me a shout in 15 minutes.",
+                "set_timer",
+                json!({"seconds": 900, "label": ""}),
+            ),
+            (
+                "Wake me up in half a hour.",
+                "set_timer",
+                json!({"seconds": 1800, "label": ""}),
+            ),
+            (
+                "ping me in two hours about the laundry",
+                "set_timer",
+                json!({"seconds": 7200, "label": "the laundry"}),
+            ),
+            (
+                "Start a countdown to minutes.",
+                "set_timer",
+                json!({"seconds": 120, "label": ""}),
+            ),
+            (
+                "Am I busy on Saturday",
+                "list_events",
+                json!({"date": "saturday"}),
+            ),
             (
                 "Add lunch with Sarah tomorrow at 1 p.m.",
                 "add_event",
