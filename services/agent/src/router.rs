@@ -118,12 +118,15 @@ impl RouterSlot {
 }
 
 fn after<'a>(text: &'a str, markers: &[&str]) -> Option<&'a str> {
-    let lower = text.to_lowercase();
+    // ASCII lowercasing keeps byte positions (full lowercasing does not: "İ"), so the indices
+    // found in `lower` are `text`'s too.
+    let lower = text.to_ascii_lowercase();
     markers
         .iter()
         .filter_map(|m| lower.rfind(m).map(|i| i + m.len()))
         .max()
-        .map(|i| text[i..].trim().trim_end_matches(['.', '?', '!']).trim())
+        .and_then(|i| text.get(i..))
+        .map(|t| t.trim().trim_end_matches(['.', '?', '!']).trim())
         .filter(|s| !s.is_empty())
 }
 
@@ -149,6 +152,67 @@ fn day_in(text: &str) -> String {
         .split_whitespace()
         .find(|w| crate::tools::resolve_date(w).is_some() && w.len() == 10)
         .map_or_else(|| "today".into(), String::from)
+}
+
+/// `add_event` from the words: a day said outright and a time after the last " at " ("lunch
+/// with Sarah tomorrow at 1pm", "pencil in the vet on Friday at nine thirty"); the title is what
+/// is left without the leading verb. `None` without a day or a time (the LLM then fills it).
+fn event_slots(text: &str) -> Option<Value> {
+    const DAYS: [&str; 9] = [
+        "today",
+        "tomorrow",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ];
+    let clean = text.trim().trim_end_matches(['.', '!', '?']);
+    // ASCII lowercasing keeps byte positions, so `at` indexes `clean` too.
+    let at = clean.to_ascii_lowercase().rfind(" at ")?;
+    let (head, tail) = (&clean[..at], &clean[at + 4..]);
+    // The time: the longest run of up to three words that reads as one.
+    let words: Vec<&str> = tail.split_whitespace().collect();
+    let (time, used) = (1..=words.len().min(3))
+        .rev()
+        .find_map(|n| intent::parse_time(&words[..n].join(" ")).map(|t| (t, n)))?;
+    let rest = words[used..].join(" ");
+    let mut title: Vec<&str> = Vec::new();
+    let mut day = None;
+    for w in head.split_whitespace().chain(rest.split_whitespace()) {
+        let lw = w.to_lowercase();
+        if day.is_none() && DAYS.contains(&lw.as_str()) {
+            day = Some(lw);
+            if title.last().is_some_and(|p| p.eq_ignore_ascii_case("on")) {
+                title.pop();
+            }
+            continue;
+        }
+        title.push(w);
+    }
+    let day = day?;
+    const LEAD: [&str; 14] = [
+        "and", "please", "can", "could", "you", "add", "schedule", "book", "put", "plan", "pencil",
+        "in", "set", "up",
+    ];
+    let start = title
+        .iter()
+        .position(|w| !LEAD.contains(&w.to_lowercase().as_str()))?;
+    let mut title = title[start..].join(" ");
+    for tail in [
+        " to my calendar",
+        " in my calendar",
+        " on my calendar",
+        " to the calendar",
+    ] {
+        if title.to_lowercase().ends_with(tail) {
+            title.truncate(title.len() - tail.len());
+        }
+    }
+    let title = title.trim_matches(|c: char| c == ',' || c.is_whitespace());
+    (!title.is_empty()).then(|| json!({"title": title, "date": day, "time": time, "minutes": 60}))
 }
 
 /// Arguments for `tool` taken from the utterance without the LLM, when the words allow; `None`
@@ -221,6 +285,7 @@ pub fn slots(tool: &str, text: &str) -> Option<Value> {
                 .any(|p| l.starts_with(p));
             json!({"text": t, "kind": if pref { "preference" } else { "fact" }})
         }),
+        "add_event" => event_slots(text),
         "handoff" => Some(
             json!({"task": after(text, &["cloud to ", "cloud: ", "cloud, "]).unwrap_or(text.trim())}),
         ),
@@ -310,5 +375,22 @@ mod tests {
             Some(json!({"query": "the landlord"}))
         );
         assert_eq!(slots("add_event", "lunch with Sam at noon"), None);
+        assert_eq!(
+            slots("add_event", "and lunch with Sarah tomorrow at 1pm."),
+            Some(
+                json!({"title": "lunch with Sarah", "date": "tomorrow", "time": "13:00", "minutes": 60})
+            )
+        );
+        assert_eq!(
+            slots("add_event", "pencil in the vet on Friday at nine thirty"),
+            Some(json!({"title": "the vet", "date": "friday", "time": "09:30", "minutes": 60}))
+        );
+        assert_eq!(slots("add_event", "the vet on Friday at some point"), None);
+        assert_eq!(
+            slots("add_event", "İstanbul call on Friday AT 9"),
+            Some(
+                json!({"title": "İstanbul call", "date": "friday", "time": "09:00", "minutes": 60})
+            )
+        );
     }
 }
