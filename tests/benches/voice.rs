@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ming_bus::events::EventSubscriber;
 use ming_schemas::agent::{ActionStarted, Message};
-use ming_schemas::audio::{Feed, Listen, ListenState};
+use ming_schemas::audio::{Feed, ListenState};
 use ming_schemas::kinds;
 use ming_schemas::training::{Train, Trained};
 use ming_tests::{espeak_voice, read_wav, Mingd, SERVICES};
@@ -224,21 +224,6 @@ impl Run {
     }
 }
 
-async fn listen(m: &Mingd) {
-    let _: ListenState = m
-        .client
-        .request(
-            "audio",
-            kinds::AUDIO_LISTEN,
-            &Listen {
-                action: "start".into(),
-            },
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("listen");
-}
-
 /// What the events of one voice turn showed: the first action and the final transcript, each
 /// with when it arrived.
 #[derive(Default)]
@@ -283,7 +268,7 @@ async fn voice_turn(
     actions: &mut EventSubscriber,
     transcripts: &mut EventSubscriber,
 ) -> (Option<(ActionStarted, f64, Option<f64>)>, String) {
-    listen(m).await;
+    m.listen("start").await;
     let pre = rate as usize / 5;
     let mut turn = vec![0i16; pre];
     turn.extend_from_slice(pcm);

@@ -181,6 +181,21 @@ bin_dir = "{bin}"
         (out.status.code().unwrap_or(-1), text)
     }
 
+    /// `audio.listen` with `action` (`start`, `stop`, `status`): the live input's state.
+    pub async fn listen(&self, action: &str) -> ming_schemas::audio::ListenState {
+        self.client
+            .request(
+                "audio",
+                kinds::AUDIO_LISTEN,
+                &ming_schemas::audio::Listen {
+                    action: action.into(),
+                },
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("audio.listen {action}: {e}"))
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }

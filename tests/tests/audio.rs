@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ming_bus::events::EventSubscriber;
-use ming_schemas::audio::{
-    Feed, Listen, ListenState, Speak, Speaking, Spoken, Transcribe, Transcribed,
-};
+use ming_schemas::audio::{Feed, ListenState, Speak, Speaking, Spoken, Transcribe, Transcribed};
 use ming_schemas::{kinds, ErrorCode};
 use ming_tests::{read_wav, Mingd};
 
@@ -313,18 +311,7 @@ async fn speaking_barge_in_and_a_voice_turn_to_the_agent() {
     // Push-to-talk: the turn's transcript reaches the agent, which acts on it.
     let mut actions = EventSubscriber::connect(&m.bus, &[kinds::EVENT_ACTION_STARTED]).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let st: ListenState = m
-        .client
-        .request(
-            "audio",
-            kinds::AUDIO_LISTEN,
-            &Listen {
-                action: "start".into(),
-            },
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+    let st = m.listen("start").await;
     assert!(st.listening && st.input_ok, "{st:?}");
     let cmd = espeak(dir, "timer.wav", "Set a timer for seven minutes.");
     let (crate_, cpcm) = read_wav(&cmd);
@@ -339,18 +326,7 @@ async fn speaking_barge_in_and_a_voice_turn_to_the_agent() {
     let a: ming_schemas::agent::ActionStarted = ev.body().unwrap();
     assert_eq!(a.tool, "set_timer", "{a:?}");
     assert!(a.arguments.contains("420"), "{a:?}");
-    let st: ListenState = m
-        .client
-        .request(
-            "audio",
-            kinds::AUDIO_LISTEN,
-            &Listen {
-                action: "status".into(),
-            },
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+    let st = m.listen("status").await;
     assert!(!st.listening, "the turn is over: {st:?}");
     // The utterance's timeline holds the voice stages before the agent's own.
     let (code, out) = m.ming(&["trace"]);
@@ -383,18 +359,7 @@ async fn speaking_barge_in_and_a_voice_turn_to_the_agent() {
     )
     .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let st: ListenState = m
-        .client
-        .request(
-            "audio",
-            kinds::AUDIO_LISTEN,
-            &Listen {
-                action: "start".into(),
-            },
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+    let st = m.listen("start").await;
     assert!(st.listening, "{st:?}");
     let poem = espeak(
         dir,
@@ -733,18 +698,7 @@ pcm.ming_speaker {{
     let mut speaking = EventSubscriber::connect(&m.bus, &[kinds::EVENT_SPEAKING]).unwrap();
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let st: ListenState = m
-        .client
-        .request(
-            "audio",
-            kinds::AUDIO_LISTEN,
-            &Listen {
-                action: "start".into(),
-            },
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+    let st = m.listen("start").await;
     assert!(st.listening && st.input_ok, "{st:?}");
     say.lock().unwrap().extend(speech_at(
         dir,

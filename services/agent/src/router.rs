@@ -130,21 +130,23 @@ fn after<'a>(text: &'a str, markers: &[&str]) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
+/// The days a slot may name outright.
+const DAYS: [&str; 9] = [
+    "today",
+    "tomorrow",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
+
 fn day_in(text: &str) -> String {
     let lower = text.to_lowercase();
     for w in ming_schemas::training::words(&lower) {
-        if matches!(
-            w.as_str(),
-            "today"
-                | "tomorrow"
-                | "monday"
-                | "tuesday"
-                | "wednesday"
-                | "thursday"
-                | "friday"
-                | "saturday"
-                | "sunday"
-        ) {
+        if DAYS.contains(&w.as_str()) {
             return w;
         }
     }
@@ -158,17 +160,6 @@ fn day_in(text: &str) -> String {
 /// with Sarah tomorrow at 1pm", "pencil in the vet on Friday at nine thirty"); the title is what
 /// is left without the leading verb. `None` without a day or a time (the LLM then fills it).
 fn event_slots(text: &str) -> Option<Value> {
-    const DAYS: [&str; 9] = [
-        "today",
-        "tomorrow",
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-        "sunday",
-    ];
     let clean = text.trim().trim_end_matches(['.', '!', '?']);
     // ASCII lowercasing keeps byte positions, so `at` indexes `clean` too.
     let at = clean.to_ascii_lowercase().rfind(" at ")?;
