@@ -198,7 +198,7 @@ fn event_slots(text: &str) -> Option<Value> {
         " on my calendar",
         " to the calendar",
     ] {
-        if title.to_lowercase().ends_with(tail) {
+        if title.to_ascii_lowercase().ends_with(tail) {
             title.truncate(title.len() - tail.len());
         }
     }
