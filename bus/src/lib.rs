@@ -13,11 +13,13 @@
 //!   [`worker::Handler`], built-in ping/status/drain, graceful shutdown.
 //! - [`events`]: publishing and subscribing to events.
 //! - [`socket`]: a ZeroMQ socket driven by tokio (`AsyncFd` on `ZMQ_FD`), owned by one task.
+//! - [`cpu`]: how busy the rest of the machine keeps this process's CPUs (ggml thread counts).
 //! - [`process`]: start-up shared by every binary: tracing, config, signals.
 //! - [`runtime_dir`]: the private (0700) directory holding the sockets.
 
 pub mod broker;
 pub mod client;
+pub mod cpu;
 pub mod events;
 pub mod process;
 pub mod runtime_dir;

@@ -204,6 +204,26 @@ bin_dir = "{bin}"
         self.dir.path().join("logs")
     }
 
+    /// Prints the last `lines` lines of mingd's output and of every service's log to stderr
+    /// (a failed test shows what the processes said, in CI too).
+    pub fn print_log_tails(&self, lines: usize) {
+        let mut files = vec![self.dir.path().join("mingd.out")];
+        if let Ok(dir) = std::fs::read_dir(self.log_dir()) {
+            let mut logs: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            logs.sort();
+            files.extend(logs);
+        }
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            let tail = &all[all.len().saturating_sub(lines)..];
+            eprintln!("---- the last {} lines of {} ----", tail.len(), f.display());
+            for l in tail {
+                eprintln!("{l}");
+            }
+        }
+    }
+
     pub fn mingd_output(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("mingd.out")).unwrap_or_default()
     }
@@ -253,6 +273,9 @@ bin_dir = "{bin}"
 
 impl Drop for Mingd {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_log_tails(40);
+        }
         if let Some(mut child) = self.child.take() {
             // SIGKILL: the children die with it (PR_SET_PDEATHSIG).
             let _ = child.kill();

@@ -4,7 +4,8 @@
 //! Each job decodes one stretch of 16 kHz audio with an encoder context sized to it
 //! (`audio_ctx`: 50 frames a second plus a margin, instead of the full 30 s window), greedy, no
 //! temperature fallback (one pass, bounded time), no timestamps, one segment. A job can be
-//! aborted (a partial that a final overtook); the abort is seen between graph nodes.
+//! aborted (a partial that a final overtook); the abort is seen between graph nodes. Each job
+//! runs on as many threads (up to `audio.threads`) as other processes leave CPUs idle.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,6 +79,8 @@ impl Stt {
             reason,
         };
         whisper_rs::install_logging_hooks();
+        // Sampling from now on, so the first decode already knows how busy the machine is.
+        let _ = ming_bus::cpu::CpuGauge::shared();
         let mut params = WhisperContextParameters::default();
         params.use_gpu(false);
         let ctx = WhisperContext::new_with_params(path, params).map_err(|e| {
@@ -163,7 +166,17 @@ fn decode(
         SamplingStrategy::Greedy { best_of: 1 }
     };
     let mut p = FullParams::new(strategy);
-    p.set_n_threads(opts.threads.max(1) as i32);
+    // As many threads as the rest of the machine leaves free (see `ming_bus::cpu`): with the
+    // cores taken (the LLM generating), two spinning threads would wait at every barrier.
+    let threads = ming_bus::cpu::CpuGauge::shared().threads(opts.threads);
+    if threads < opts.threads {
+        tracing::debug!(
+            threads,
+            of = opts.threads,
+            "the CPUs are busy: fewer decode threads"
+        );
+    }
+    p.set_n_threads(threads as i32);
     if !opts.prompt.is_empty() {
         p.set_initial_prompt(&opts.prompt);
     }
