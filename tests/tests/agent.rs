@@ -155,8 +155,19 @@ async fn ctrl_c_cancels_the_request_and_the_local_models_generation() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The first call to the model computes the whole prompt (system, tools): seconds here.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Interrupted once the model works on it (its first call computes the whole prompt:
+    // seconds here), however long the CLI and the agent took to get there.
+    let log = m.log_dir().join("inference.log");
+    ming_tests::eventually(
+        Duration::from_secs(60),
+        "inference to start generating",
+        || async {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|l| l.contains("generation started"))
+        },
+    )
+    .await;
     ming_tests::signal(ask.id(), libc::SIGINT);
     let out = tokio::task::spawn_blocking(move || ask.wait_with_output())
         .await
@@ -192,7 +203,6 @@ async fn ctrl_c_cancels_the_request_and_the_local_models_generation() {
         "{i:?}"
     );
     // The model's generation was stopped, not left to run to its end.
-    let log = m.log_dir().join("inference.log");
     ming_tests::eventually(
         Duration::from_secs(10),
         "inference's cancelled generation",

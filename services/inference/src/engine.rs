@@ -285,6 +285,11 @@ impl Gen<'_> {
             deadline,
         } = job;
         let mut responder = responder;
+        tracing::info!(
+            messages = request.messages.len(),
+            tool_call = constraint.expects_tool_call,
+            "generation started"
+        );
         match self.generate(&request, &constraint, &mut responder, &cancelled, deadline) {
             Ok(out) => {
                 tracing::info!(
