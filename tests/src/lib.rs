@@ -224,6 +224,25 @@ bin_dir = "{bin}"
         }
     }
 
+    /// Waits until one line of `service`'s log holds every one of `needles`, and returns it;
+    /// panics after `timeout` (a guard against a hang, not a speed check).
+    pub async fn wait_log_line(
+        &self,
+        service: &str,
+        needles: &[&str],
+        timeout: Duration,
+    ) -> String {
+        let log = self.log_dir().join(format!("{service}.log"));
+        let what = format!("a line with {needles:?} in {}", log.display());
+        eventually(timeout, &what, || async {
+            let text = std::fs::read_to_string(&log).ok()?;
+            text.lines()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+                .map(str::to_string)
+        })
+        .await
+    }
+
     pub fn mingd_output(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("mingd.out")).unwrap_or_default()
     }

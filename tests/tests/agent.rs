@@ -157,15 +157,10 @@ async fn ctrl_c_cancels_the_request_and_the_local_models_generation() {
         .unwrap();
     // Interrupted once the model works on it (its first call computes the whole prompt:
     // seconds here), however long the CLI and the agent took to get there.
-    let log = m.log_dir().join("inference.log");
-    ming_tests::eventually(
+    m.wait_log_line(
+        "inference",
+        &["generation started"],
         Duration::from_secs(60),
-        "inference to start generating",
-        || async {
-            std::fs::read_to_string(&log)
-                .ok()
-                .filter(|l| l.contains("generation started"))
-        },
     )
     .await;
     ming_tests::signal(ask.id(), libc::SIGINT);
@@ -203,14 +198,10 @@ async fn ctrl_c_cancels_the_request_and_the_local_models_generation() {
         "{i:?}"
     );
     // The model's generation was stopped, not left to run to its end.
-    ming_tests::eventually(
-        Duration::from_secs(10),
-        "inference's cancelled generation",
-        || async {
-            std::fs::read_to_string(&log)
-                .ok()
-                .filter(|l| l.contains("generation ended") && l.contains("Cancelled"))
-        },
+    m.wait_log_line(
+        "inference",
+        &["generation ended", "Cancelled"],
+        Duration::from_secs(60),
     )
     .await;
     let (code, out) = m.ming(&["ask", "what time is it?"]);

@@ -27,6 +27,11 @@ use tokio::sync::watch;
 
 use crate::tools::{self, Constraint};
 
+/// The most prompt tokens computed in one llama.cpp call. A 0.5B model computes about 128 tokens
+/// in a few hundred ms on 2 cores, so a cancel waits at most that long (seconds under heavy load
+/// instead of tens); batches of 128 keep the matrix kernels as efficient as 512 do on a CPU.
+const PREFILL_STEP_TOKENS: usize = 128;
+
 /// How the engine is set up.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -466,6 +471,9 @@ impl Gen<'_> {
 
         let n_batch = self.ctx.n_batch() as usize;
         let mut batch = LlamaBatch::new(n_batch.max(1), 1);
+        // A cancel or the deadline is seen between prefill steps only (llama.cpp's decode cannot
+        // be interrupted through llama-cpp-2), so a step is kept short enough to answer one soon.
+        let step = n_batch.clamp(1, PREFILL_STEP_TOKENS);
         let mut pos = keep;
         while pos < prompt.len() {
             if *cancelled.borrow() || Instant::now() >= deadline {
@@ -485,7 +493,7 @@ impl Gen<'_> {
                 });
             }
             batch.clear();
-            let end = (pos + n_batch).min(prompt.len());
+            let end = (pos + step).min(prompt.len());
             for (i, t) in prompt[pos..end].iter().enumerate() {
                 let p = pos + i;
                 batch
