@@ -129,8 +129,9 @@ pub struct Interaction {
     pub tool: Option<String>,
     #[serde(default)]
     pub arguments: String,
-    /// `done`, `failed` (the tool could not), `unconfirmed` (needs confirmation), `error` (not
-    /// understood or the LLM failed).
+    /// `done`, `failed` (the tool could not), `unconfirmed` (needs confirmation), `refused`
+    /// (arguments its schema does not allow; nothing ran), `error` (not understood or the LLM
+    /// failed).
     pub outcome: String,
     pub stages: Vec<Stage>,
 }

@@ -436,6 +436,20 @@ async fn a_tool_by_config_runs_in_the_agents_sandbox() {
         code != 0 && out.contains("the argument `x` is required"),
         "{out}"
     );
+    // A built-in tool's schema holds every tier: a timer of 10^15 seconds is refused, not set.
+    let (code, out) = m.ming(&[
+        "ask",
+        "--tool",
+        "set_timer",
+        "--args",
+        "{\"seconds\": 1000000000000000, \"label\": \"forever\"}",
+        "a long timer",
+    ]);
+    assert!(
+        code != 0 && out.contains("`seconds` must be at most 2592000"),
+        "{out}"
+    );
+    assert!(!m.dir.path().join("data/agent/timers.json").exists());
     drop(listener);
 }
 

@@ -10,32 +10,11 @@ use tokio::io::AsyncWriteExt;
 
 use crate::tools::Outcome;
 
-/// Checks `args` against the tool's schema: an object with every required key.
-///
-/// # Errors
-/// What is wrong, for the user.
-pub fn validate(schema: &Value, args: &Value) -> Result<(), String> {
-    let obj = args
-        .as_object()
-        .ok_or("the arguments must be a JSON object")?;
-    for key in schema["required"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-    {
-        if !obj.contains_key(key) {
-            return Err(format!("the argument `{key}` is required"));
-        }
-    }
-    Ok(())
-}
-
 /// Runs the tool with `args`, bounded by its timeout.
 pub async fn run(name: &str, tool: &ExternalTool, args: &Value) -> Outcome {
     let fail = |text: String| Outcome { ok: false, text };
     let schema: Value = serde_json::from_str(&tool.parameters).unwrap_or(Value::Null);
-    if let Err(e) = validate(&schema, args) {
+    if let Err(e) = crate::schema::validate(&schema, args) {
         return fail(format!("{name}: {e}"));
     }
     let Some((program, rest)) = tool.command.split_first() else {

@@ -34,6 +34,7 @@ pub mod files;
 pub mod intent;
 pub mod log;
 pub mod router;
+pub mod schema;
 pub mod tools;
 
 use std::future::Future;
@@ -620,6 +621,19 @@ impl AgentService {
         }
     }
 
+    /// The JSON Schema of a tool's arguments: a built-in one's, or the one an external tool
+    /// declares.
+    fn schema_of(&self, tool: &str) -> Option<serde_json::Value> {
+        tools::schemas()
+            .into_iter()
+            .find(|(n, _, _)| *n == tool)
+            .map(|(_, _, s)| s)
+            .or_else(|| {
+                let ext = self.external.get(tool)?;
+                serde_json::from_str(&ext.parameters).ok()
+            })
+    }
+
     /// The handoff tool: asks cloud-gateway for a consent ticket. Nothing leaves until the user
     /// approves the exact bytes.
     async fn handoff(&self, args: &serde_json::Value) -> tools::Outcome {
@@ -867,6 +881,24 @@ impl Handler for AgentService {
                 return;
             }
         };
+        // Whatever tier decided, nothing runs on arguments its schema does not allow (an LLM's
+        // timer of 10^15 seconds, a misheard value): the reason is the answer.
+        if let Some(schema) = self.schema_of(&tool) {
+            if let Err(e) = schema::validate(&schema, &args) {
+                record.stages.push(ming_schemas::agent::Stage {
+                    name: "arguments refused".into(),
+                    at_ms: since(started),
+                });
+                record.tier = Some(tier);
+                record.tool = Some(tool.clone());
+                record.arguments = args.to_string();
+                record.outcome = "refused".into();
+                tracing::info!(utterance, tool = %tool, tier = ?tier, error = %e, "arguments refused");
+                self.log.append(record);
+                resp.error(ErrorCode::BadRequest, format!("I did not run {tool}: {e}"));
+                return;
+            }
+        }
         let decided_ms = started.elapsed().as_secs_f64() * 1000.0;
         let arguments = args.to_string();
         record.stages.push(ming_schemas::agent::Stage {

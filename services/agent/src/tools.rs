@@ -44,13 +44,16 @@ pub struct Timer {
     pub due_ms: u64,
 }
 
+/// The longest timer or reminder (30 days; later things belong in the calendar).
+pub const MAX_TIMER_S: u64 = 30 * 24 * 3600;
+
 /// The JSON Schemas of the tools, for the LLM tier (`reply` answers without acting).
 pub fn schemas() -> Vec<(&'static str, &'static str, Value)> {
     vec![
         (
             "set_timer",
             "Start a countdown timer or a reminder",
-            json!({"type": "object", "properties": {"seconds": {"type": "integer"}, "label": {"type": "string"}}, "required": ["seconds", "label"]}),
+            json!({"type": "object", "properties": {"seconds": {"type": "integer", "minimum": 1, "maximum": MAX_TIMER_S}, "label": {"type": "string"}}, "required": ["seconds", "label"]}),
         ),
         (
             "add_note",
@@ -75,7 +78,7 @@ pub fn schemas() -> Vec<(&'static str, &'static str, Value)> {
         (
             "add_event",
             "Add an event to the calendar",
-            json!({"type": "object", "properties": {"title": {"type": "string"}, "date": {"type": "string"}, "time": {"type": "string"}, "minutes": {"type": "integer"}}, "required": ["title", "date", "time"]}),
+            json!({"type": "object", "properties": {"title": {"type": "string"}, "date": {"type": "string"}, "time": {"type": "string"}, "minutes": {"type": "integer", "minimum": 1, "maximum": 1440}}, "required": ["title", "date", "time"]}),
         ),
         (
             "list_events",
@@ -85,7 +88,7 @@ pub fn schemas() -> Vec<(&'static str, &'static str, Value)> {
         (
             "free_time",
             "Find free time on a day",
-            json!({"type": "object", "properties": {"date": {"type": "string"}, "minutes": {"type": "integer"}}, "required": ["date"]}),
+            json!({"type": "object", "properties": {"date": {"type": "string"}, "minutes": {"type": "integer", "minimum": 1, "maximum": 1440}}, "required": ["date"]}),
         ),
         (
             "search_documents",
@@ -303,9 +306,9 @@ impl Tools {
                 let Some(secs) = args
                     .get("seconds")
                     .and_then(Value::as_u64)
-                    .filter(|s| *s > 0)
+                    .filter(|s| (1..=MAX_TIMER_S).contains(s))
                 else {
-                    return fail("a timer needs a positive number of seconds");
+                    return fail("a timer runs from 1 second to 30 days");
                 };
                 let label = text("label");
                 let timer = Timer {
@@ -455,6 +458,14 @@ impl Tools {
                 };
                 if title.is_empty() {
                     return fail("the event needs a title");
+                }
+                // A new event in the past is a misheard or made-up date (an LLM once chose 2023
+                // for "on Friday"); past events come in with import_calendar.
+                if date < today() {
+                    return fail(format!(
+                        "{} has passed; say the day again (today, tomorrow, a weekday or YYYY-MM-DD)",
+                        date.iso()
+                    ));
                 }
                 let minutes = args
                     .get("minutes")
@@ -826,6 +837,16 @@ mod tests {
             )
             .ok
         );
+        let past = t.run(
+            "add_event",
+            &json!({"title": "lament", "date": "2023-04-15", "time": "14:00"}),
+            false,
+        );
+        assert!(
+            !past.ok && past.text.starts_with("2023-04-15 has passed"),
+            "{}",
+            past.text
+        );
         let ics = dir.path().join("other.ics");
         std::fs::write(&ics, "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:ext-1\nSUMMARY:Imported\nDTSTART:20300101T100000\nDTEND:20300101T110000\nEND:VEVENT\nEND:VCALENDAR\n").unwrap();
         let imported = t.run(
@@ -860,6 +881,12 @@ mod tests {
             "Timer \"tea\" set for 1 minute 30 seconds."
         );
         assert!(!t.run("set_timer", &json!({"seconds": 0}), false).ok);
+        let forever = t.run("set_timer", &json!({"seconds": u64::MAX / 10}), false);
+        assert!(
+            !forever.ok && forever.text.contains("30 days"),
+            "{}",
+            forever.text
+        );
         // A restart keeps it.
         let t2 = Tools::open(dir.path()).unwrap();
         assert!(t2.take_due(now_ms()).is_empty());

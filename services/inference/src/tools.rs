@@ -173,9 +173,18 @@ mod tests {
     #[test]
     fn required_call_gets_a_grammar_and_a_description() {
         let c = constraint(&req(vec![timer()], ToolChoice::Required)).unwrap();
-        assert!(c.grammar.unwrap().contains("root ::="));
+        assert!(c.grammar.as_ref().unwrap().contains("root ::="));
         assert!(c.system_addendum.unwrap().contains("set_timer"));
         assert!(c.expects_tool_call);
+        // Integer ranges (the agent's timer: 1 s to 30 days) become part of the grammar.
+        let mut ranged = timer();
+        ranged.parameters = r#"{"type":"object","properties":{"minutes":{"type":"integer","minimum":1,"maximum":43200}},"required":["minutes"]}"#.into();
+        let g = constraint(&req(vec![ranged], ToolChoice::Required))
+            .unwrap()
+            .grammar
+            .unwrap();
+        assert!(g.contains("root ::="), "{g}");
+        assert_ne!(g, c.grammar.clone().unwrap_or_default());
     }
 
     #[test]
