@@ -326,6 +326,10 @@ fn main() {
                 audio.extend(std::iter::repeat_n(0.0, *rate as usize));
                 let (_, finals) = feed_and_collect(&client, &mut events, *rate, audio).await;
                 let turns = finals.iter().filter(|(_, t)| !t.text.is_empty()).count();
+                if std::env::var_os("MING_BENCH_AUDIO_STAGES").is_some() {
+                    let got: Vec<String> = finals.iter().map(|(_, t)| format!("{:?} ({})", t.text, t.end_reason)).collect();
+                    println!("    with a pause: {}", got.join(" | "));
+                }
                 if turns > 1 {
                     cut += 1;
                 }

@@ -49,6 +49,10 @@ pub struct Decoded {
     pub text: String,
     pub audio_ctx: u32,
     pub decode_ms: f64,
+    /// The decoder's probability for the last word (its least likely token; 1.0 with no
+    /// words). A word whisper adds to audio that stops mid-sentence ("set a timer for *it*")
+    /// is typically unlikely.
+    pub last_word_p: f32,
 }
 
 /// How to decode (from `[audio]`).
@@ -89,14 +93,21 @@ impl Stt {
             ))
         })?;
         let mut state = ctx.create_state().map_err(|e| load_err(e.to_string()))?;
+        let eot = ctx.token_eot();
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("stt".into())
             .spawn(move || {
                 let _ctx = ctx;
                 for job in rx {
-                    let result =
-                        decode(&mut state, &job.samples, job.ctx_margin, &opts, &job.abort);
+                    let result = decode(
+                        &mut state,
+                        eot,
+                        &job.samples,
+                        job.ctx_margin,
+                        &opts,
+                        &job.abort,
+                    );
                     (job.done)(result);
                 }
             })
@@ -141,6 +152,7 @@ pub fn audio_ctx_for(n: usize, margin: u32) -> u32 {
 
 fn decode(
     state: &mut whisper_rs::WhisperState,
+    eot: whisper_rs::WhisperTokenId,
     samples: &[f32],
     margin: u32,
     opts: &SttOptions,
@@ -214,14 +226,35 @@ fn decode(
     }
     r.map_err(|e| SttError::Decode(e.to_string()))?;
     let mut text = String::new();
+    let mut last_word_p = 1.0f32;
     for i in 0..state.full_n_segments() {
         if let Some(seg) = state.get_segment(i) {
             if let Ok(s) = seg.to_str_lossy() {
                 text.push_str(&s);
             }
+            for k in 0..seg.n_tokens() {
+                let Some(tok) = seg.get_token(k) else {
+                    continue;
+                };
+                if tok.token_id() >= eot {
+                    continue; // timestamps and other special tokens
+                }
+                let piece = tok.to_str_lossy().unwrap_or_default();
+                if !piece.chars().any(char::is_alphanumeric) {
+                    continue; // punctuation
+                }
+                let p = tok.token_probability();
+                // A token that starts with a space starts a new word.
+                last_word_p = if piece.starts_with(' ') {
+                    p
+                } else {
+                    last_word_p.min(p)
+                };
+            }
         }
     }
     Ok(Decoded {
+        last_word_p,
         text: clean(&text),
         audio_ctx: if input.len() <= 30 * 16_000 {
             audio_ctx
