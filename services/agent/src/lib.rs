@@ -111,10 +111,10 @@ impl AgentService {
         };
         let mut req = ChatRequest::new(conversation::messages(SYSTEM_PROMPT, &history, &turn));
         req.tools = tools::schemas()
-            .into_iter()
+            .iter()
             .map(|(name, description, parameters)| Tool {
-                name: name.into(),
-                description: description.into(),
+                name: (*name).into(),
+                description: (*description).into(),
                 parameters: parameters.to_string(),
             })
             .collect();
@@ -623,14 +623,16 @@ impl AgentService {
 
     /// The JSON Schema of a tool's arguments: a built-in one's, or the one an external tool
     /// declares.
-    fn schema_of(&self, tool: &str) -> Option<serde_json::Value> {
+    fn schema_of(&self, tool: &str) -> Option<std::borrow::Cow<'static, serde_json::Value>> {
         tools::schemas()
-            .into_iter()
+            .iter()
             .find(|(n, _, _)| *n == tool)
-            .map(|(_, _, s)| s)
+            .map(|(_, _, s)| std::borrow::Cow::Borrowed(s))
             .or_else(|| {
                 let ext = self.external.get(tool)?;
-                serde_json::from_str(&ext.parameters).ok()
+                // Unreadable: no rules beyond "an object".
+                let schema = serde_json::from_str(&ext.parameters).unwrap_or_default();
+                Some(std::borrow::Cow::Owned(schema))
             })
     }
 

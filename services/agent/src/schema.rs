@@ -36,16 +36,10 @@ fn check(schema: &Value, v: &Value, path: &str) -> Result<(), String> {
     let Some(s) = schema.as_object() else {
         return Ok(()); // `true`, or no schema: anything goes
     };
-    let name = if path.is_empty() {
-        "the arguments"
-    } else {
-        path
-    };
-    let quoted = |p: &str| format!("`{p}`");
     let what = if path.is_empty() {
-        name.to_string()
+        "the arguments".to_string()
     } else {
-        quoted(name)
+        format!("`{path}`")
     };
     match s.get("type") {
         Some(Value::String(t)) if !type_ok(t, v) => {
@@ -89,7 +83,7 @@ fn check(schema: &Value, v: &Value, path: &str) -> Result<(), String> {
     }
     if let (Some(items), Some(list)) = (s.get("items"), v.as_array()) {
         for (i, item) in list.iter().enumerate() {
-            check(items, item, &format!("{name}[{i}]"))?;
+            check(items, item, &format!("{path}[{i}]"))?;
         }
     }
     if let Some(obj) = v.as_object() {
@@ -178,10 +172,10 @@ mod tests {
         ] {
             let i = crate::intent::understand(text).expect(text);
             let (_, _, schema) = crate::tools::schemas()
-                .into_iter()
+                .iter()
                 .find(|(n, _, _)| *n == i.tool)
                 .expect("a schema");
-            assert_eq!(validate(&schema, &i.args), Ok(()), "{text}: {}", i.args);
+            assert_eq!(validate(schema, &i.args), Ok(()), "{text}: {}", i.args);
         }
     }
 }

@@ -48,7 +48,13 @@ pub struct Timer {
 pub const MAX_TIMER_S: u64 = 30 * 24 * 3600;
 
 /// The JSON Schemas of the tools, for the LLM tier (`reply` answers without acting).
-pub fn schemas() -> Vec<(&'static str, &'static str, Value)> {
+pub fn schemas() -> &'static [(&'static str, &'static str, Value)] {
+    static SCHEMAS: std::sync::OnceLock<Vec<(&'static str, &'static str, Value)>> =
+        std::sync::OnceLock::new();
+    SCHEMAS.get_or_init(built_in_schemas)
+}
+
+fn built_in_schemas() -> Vec<(&'static str, &'static str, Value)> {
     vec![
         (
             "set_timer",
