@@ -300,7 +300,9 @@ impl Gen<'_> {
                 tracing::info!(
                     finish = ?out.finish,
                     prompt_tokens = out.usage.prompt_tokens,
+                    cached_prompt_tokens = out.usage.cached_prompt_tokens,
                     generated_tokens = out.usage.generated_tokens,
+                    ttft_ms = out.usage.time_to_first_token_ms.round(),
                     "generation ended"
                 );
                 let tool_call = if constraint.expects_tool_call && out.finish == FinishReason::Stop

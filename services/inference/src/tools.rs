@@ -93,15 +93,22 @@ pub fn constraint(req: &ChatRequest) -> Result<Constraint, ErrorBody> {
         } else {
             json!({ "oneOf": variants })
         };
+        // Every listed tool is described, whichever the choice allows (as with OpenAI's
+        // `tool_choice`): the system prompt then stays the same from one request to the next,
+        // so its cached KV state is reused when a caller forces one tool; the grammar holds the
+        // output to the chosen one.
         let mut text = String::from(
             "You can act by calling one of these tools. Answer with a single JSON object \
              {\"name\": <tool name>, \"parameters\": {...}} and nothing else.\nTools:\n",
         );
-        for (t, s) in &calls {
+        for (t, s) in &schemas {
             text.push_str(&format!(
                 "- {}: {}\n  arguments schema: {}\n",
                 t.name, t.description, s
             ));
+        }
+        if let ToolChoice::Tool(name) = &req.tool_choice {
+            text.push_str(&format!("Call `{name}`.\n"));
         }
         return Ok(Constraint {
             grammar: Some(grammar_for(&schema.to_string())?),
@@ -185,6 +192,31 @@ mod tests {
             .unwrap();
         assert!(g.contains("root ::="), "{g}");
         assert_ne!(g, c.grammar.clone().unwrap_or_default());
+    }
+
+    #[test]
+    fn a_forced_tool_keeps_every_description_and_only_its_grammar() {
+        let mut note = timer();
+        note.name = "add_note".into();
+        note.parameters =
+            r#"{"type":"object","properties":{"text":{"type":"string"}},"required":["text"]}"#
+                .into();
+        let all = constraint(&req(vec![timer(), note.clone()], ToolChoice::Required)).unwrap();
+        let forced = constraint(&req(
+            vec![timer(), note],
+            ToolChoice::Tool("add_note".into()),
+        ))
+        .unwrap();
+        let (a, f) = (
+            all.system_addendum.unwrap(),
+            forced.system_addendum.unwrap(),
+        );
+        // The same prompt, plus which tool to call: the cached prefix holds.
+        assert!(f.starts_with(&a), "{f}");
+        assert!(f.ends_with("Call `add_note`.\n"), "{f}");
+        let g = forced.grammar.unwrap();
+        assert!(g.contains("add_note") && !g.contains("set_timer"), "{g}");
+        assert!(all.grammar.unwrap().contains("set_timer"));
     }
 
     #[test]
