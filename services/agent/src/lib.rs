@@ -125,8 +125,9 @@ impl AgentService {
         }));
         req.tool_choice = ToolChoice::Required;
         if let Some(tool) = only {
-            // The router chose the tool; the LLM only fills its arguments.
-            req.tools.retain(|t| t.name == tool);
+            // The router chose the tool; the LLM only fills its arguments. Every tool stays
+            // listed (inference describes them all and holds the output to this one), so the
+            // cached system prompt is reused.
             req.tool_choice = ToolChoice::Tool(tool.into());
         }
         req.max_tokens = Some(128);
