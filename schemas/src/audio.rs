@@ -78,6 +78,10 @@ pub struct Transcript {
     pub decode_ms: f64,
     /// The encoder context used (whisper `audio_ctx`; 1500 is the full 30 s window).
     pub audio_ctx: u32,
+    /// The decoder's probability for the least likely word (0–1; 1.0 with no words): how sure
+    /// the speech-to-text is of the whole transcript. Absent from older senders: 1.0.
+    #[serde(default = "sure")]
+    pub confidence: f32,
     /// `speech_started`, `speech_ended`, `decode_started`, `transcript` … (monotonic ms).
     #[serde(default)]
     pub stages: Vec<Stage>,
@@ -222,6 +226,10 @@ pub struct Feed {
     pub pcm: ByteBuf,
     #[serde(default = "default_rate")]
     pub rate: u32,
+}
+
+fn sure() -> f32 {
+    1.0
 }
 
 fn default_rate() -> u32 {

@@ -176,6 +176,8 @@ struct Run {
     to_transcript: Vec<f64>,
     transcript_to_action: Vec<f64>,
     tiers: BTreeMap<String, usize>,
+    /// Latency by tier.
+    tier_ms: BTreeMap<String, Vec<f64>>,
     right: usize,
     missed: usize,
     n: usize,
@@ -189,10 +191,9 @@ impl Run {
             return;
         };
         self.latency.push(ms);
-        *self
-            .tiers
-            .entry(format!("{:?}", a.tier).to_lowercase())
-            .or_default() += 1;
+        let tier = format!("{:?}", a.tier).to_lowercase();
+        self.tier_ms.entry(tier.clone()).or_default().push(ms);
+        *self.tiers.entry(tier).or_default() += 1;
         let args = a.arguments.to_lowercase();
         if a.tool == want.1 && args.contains(&want.2.to_lowercase()) {
             self.right += 1;
@@ -213,6 +214,12 @@ impl Run {
             self.missed,
             tiers.join(", ")
         );
+        let by_tier: Vec<String> = self
+            .tier_ms
+            .iter()
+            .map(|(t, v)| format!("{t} {:.0}/{:.0}", pct(v, 0.5), pct(v, 0.95)))
+            .collect();
+        println!("{:<28} p50/p95 ms by tier: {}", "", by_tier.join(", "));
         if !self.to_transcript.is_empty() {
             println!(
                 "{:<28} end of speech → final transcript p50 {:.1} ms; transcript → action started p50 {:.1} ms",
@@ -229,7 +236,8 @@ impl Run {
 #[derive(Default)]
 struct Seen {
     action: Option<(ActionStarted, Instant)>,
-    transcript: Option<(String, Instant)>,
+    /// Text, confidence, arrival.
+    transcript: Option<(String, f32, Instant)>,
 }
 
 impl Seen {
@@ -244,7 +252,7 @@ impl Seen {
             tokio::select! {
                 e = transcripts.next() => if let Ok(e) = e {
                     if let Ok(t) = e.body::<ming_schemas::audio::Transcript>() {
-                        self.transcript.get_or_insert((t.text, Instant::now()));
+                        self.transcript.get_or_insert((t.text, t.confidence, Instant::now()));
                     }
                 },
                 e = actions.next() => if let Ok(e) = e {
@@ -267,7 +275,7 @@ async fn voice_turn(
     end: usize,
     actions: &mut EventSubscriber,
     transcripts: &mut EventSubscriber,
-) -> (Option<(ActionStarted, f64, Option<f64>)>, String) {
+) -> (Option<(ActionStarted, f64, Option<f64>)>, String, f32) {
     m.listen("start").await;
     let pre = rate as usize / 5;
     let mut turn = vec![0i16; pre];
@@ -313,15 +321,14 @@ async fn voice_turn(
             -(eos.duration_since(t).as_secs_f64() * 1e3)
         }
     };
-    let heard = seen
+    let (heard, confidence) = seen
         .transcript
         .as_ref()
-        .map(|(t, _)| t.clone())
-        .unwrap_or_default();
+        .map_or((String::new(), 0.0), |(t, c, _)| (t.clone(), *c));
     let got = seen
         .action
-        .map(|(a, at)| (a, ms(at), seen.transcript.as_ref().map(|(_, t)| ms(*t))));
-    (got, heard)
+        .map(|(a, at)| (a, ms(at), seen.transcript.as_ref().map(|(_, _, t)| ms(*t))));
+    (got, heard, confidence)
 }
 
 async fn typed(
@@ -395,8 +402,19 @@ async fn pass(m: &Mingd, name: &str, corpus: &[Spoken]) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut voice = Run::default();
     let mut misses = Vec::new();
+    // The transcript's confidence for commands that ended in the right action, and the rest.
+    let (mut sure_right, mut sure_wrong) = (Vec::new(), Vec::new());
     for (i, want, rate, pcm, end) in corpus {
-        let (got, heard) = voice_turn(m, *rate, pcm, *end, &mut actions, &mut transcripts).await;
+        let (got, heard, confidence) =
+            voice_turn(m, *rate, pcm, *end, &mut actions, &mut transcripts).await;
+        let right = got.as_ref().is_some_and(|(a, _, _)| {
+            a.tool == want.1 && a.arguments.to_lowercase().contains(&want.2.to_lowercase())
+        });
+        if right {
+            sure_right.push(f64::from(confidence));
+        } else {
+            sure_wrong.push(f64::from(confidence));
+        }
         if let Some((a, ms, t)) = &got {
             if let Some(t) = t {
                 voice.to_transcript.push(*t);
@@ -404,12 +422,15 @@ async fn pass(m: &Mingd, name: &str, corpus: &[Spoken]) {
             }
             if a.tool != want.1 || !a.arguments.to_lowercase().contains(&want.2.to_lowercase()) {
                 misses.push(format!(
-                    "#{i} {:?} heard {heard:?} → {} {} ({:?})",
+                    "#{i} {:?} heard {heard:?} (confidence {confidence:.2}) → {} {} ({:?})",
                     want.0, a.tool, a.arguments, a.tier
                 ));
             }
         } else {
-            misses.push(format!("#{i} {:?} heard {heard:?} → no action", want.0));
+            misses.push(format!(
+                "#{i} {:?} heard {heard:?} (confidence {confidence:.2}) → no action",
+                want.0
+            ));
         }
         voice.add(*want, got.as_ref().map(|(a, ms, _)| (a, *ms)));
         // Let the turn's reply and follow-up settle before the next command.
@@ -427,6 +448,14 @@ async fn pass(m: &Mingd, name: &str, corpus: &[Spoken]) {
     }
     voice.print(&format!("voice, {name}"));
     typed_run.print(&format!("typed, {name}"));
+    println!(
+        "{:<28} transcript confidence p10/p50: right actions {:.2}/{:.2}, the rest {:.2}/{:.2}",
+        "",
+        pct(&sure_right, 0.1),
+        pct(&sure_right, 0.5),
+        pct(&sure_wrong, 0.1),
+        pct(&sure_wrong, 0.5)
+    );
     for miss in misses {
         println!("    miss: {miss}");
     }

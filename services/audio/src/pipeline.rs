@@ -590,6 +590,7 @@ impl Pipeline {
             end_reason: reason.into(),
             decode_ms: d.decode_ms,
             audio_ctx: d.audio_ctx,
+            confidence: d.min_word_p,
             stages: t.stages.clone(),
         }
     }
@@ -622,6 +623,7 @@ fn empty() -> Decoded {
         audio_ctx: 0,
         decode_ms: 0.0,
         last_word_p: 1.0,
+        min_word_p: 1.0,
     }
 }
 

@@ -53,6 +53,9 @@ pub struct Decoded {
     /// words). A word whisper adds to audio that stops mid-sentence ("set a timer for *it*")
     /// is typically unlikely.
     pub last_word_p: f32,
+    /// The probability of the least likely word of the transcript (1.0 with no words): how
+    /// sure whisper is of the whole of it. Misheard commands tend to score low.
+    pub min_word_p: f32,
 }
 
 /// How to decode (from `[audio]`).
@@ -227,6 +230,7 @@ fn decode(
     r.map_err(|e| SttError::Decode(e.to_string()))?;
     let mut text = String::new();
     let mut last_word_p = 1.0f32;
+    let mut min_word_p = 1.0f32;
     for i in 0..state.full_n_segments() {
         if let Some(seg) = state.get_segment(i) {
             if let Ok(s) = seg.to_str_lossy() {
@@ -245,16 +249,19 @@ fn decode(
                 }
                 let p = tok.token_probability();
                 // A token that starts with a space starts a new word.
-                last_word_p = if piece.starts_with(' ') {
-                    p
+                if piece.starts_with(' ') {
+                    min_word_p = min_word_p.min(last_word_p);
+                    last_word_p = p;
                 } else {
-                    last_word_p.min(p)
-                };
+                    last_word_p = last_word_p.min(p);
+                }
             }
         }
     }
+    let min_word_p = min_word_p.min(last_word_p);
     Ok(Decoded {
         last_word_p,
+        min_word_p,
         text: clean(&text),
         audio_ctx: if input.len() <= 30 * 16_000 {
             audio_ctx

@@ -115,6 +115,15 @@ fn the_converted_model_transcribes_a_known_recording() {
         c.text,
         c.last_word_p
     );
+    // The transcript's confidence (its least likely word) is lower for the misheard cut.
+    assert!(d.min_word_p <= d.last_word_p && c.min_word_p <= c.last_word_p);
+    assert!(
+        c.min_word_p < d.min_word_p,
+        "cut {:?} {} vs whole {}",
+        c.text,
+        c.min_word_p,
+        d.min_word_p
+    );
 }
 
 #[test]
