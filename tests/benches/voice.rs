@@ -170,6 +170,12 @@ fn pct(v: &[f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Whether `a` is the action the command wants: its tool, with arguments that contain the
+/// expected string.
+fn is_right(want: (&str, &str, &str), a: &ActionStarted) -> bool {
+    a.tool == want.1 && a.arguments.to_lowercase().contains(&want.2.to_lowercase())
+}
+
 #[derive(Default)]
 struct Run {
     latency: Vec<f64>,
@@ -194,8 +200,7 @@ impl Run {
         let tier = format!("{:?}", a.tier).to_lowercase();
         self.tier_ms.entry(tier.clone()).or_default().push(ms);
         *self.tiers.entry(tier).or_default() += 1;
-        let args = a.arguments.to_lowercase();
-        if a.tool == want.1 && args.contains(&want.2.to_lowercase()) {
+        if is_right(want, a) {
             self.right += 1;
         }
     }
@@ -407,10 +412,7 @@ async fn pass(m: &Mingd, name: &str, corpus: &[Spoken]) {
     for (i, want, rate, pcm, end) in corpus {
         let (got, heard, confidence) =
             voice_turn(m, *rate, pcm, *end, &mut actions, &mut transcripts).await;
-        let right = got.as_ref().is_some_and(|(a, _, _)| {
-            a.tool == want.1 && a.arguments.to_lowercase().contains(&want.2.to_lowercase())
-        });
-        if right {
+        if got.as_ref().is_some_and(|(a, _, _)| is_right(*want, a)) {
             sure_right.push(f64::from(confidence));
         } else {
             sure_wrong.push(f64::from(confidence));
@@ -420,7 +422,7 @@ async fn pass(m: &Mingd, name: &str, corpus: &[Spoken]) {
                 voice.to_transcript.push(*t);
                 voice.transcript_to_action.push(ms - t);
             }
-            if a.tool != want.1 || !a.arguments.to_lowercase().contains(&want.2.to_lowercase()) {
+            if !is_right(*want, a) {
                 misses.push(format!(
                     "#{i} {:?} heard {heard:?} (confidence {confidence:.2}) → {} {} ({:?})",
                     want.0, a.tool, a.arguments, a.tier
