@@ -281,7 +281,10 @@ impl Pipeline {
     }
 
     fn trim_history(&mut self) {
-        let keep_from = match &self.cur {
+        // A turn whose final is still pending keeps its audio too: should the speculative
+        // decode it waits on be aborted, the final is decoded from it (trimming it made that
+        // final empty — seen once in CI's barge-in test).
+        let keep_from = match self.ending.as_ref().or(self.cur.as_ref()) {
             Some(t) => t.start.saturating_sub(self.preroll()),
             None => self.pending_at.saturating_sub(self.preroll()),
         };
