@@ -637,3 +637,141 @@ fn kind_name(k: JobKind) -> &'static str {
         JobKind::Final => "final",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use ming_config::{Config, LoadOptions};
+
+    use super::*;
+
+    /// The race CI's barge-in test once lost: a turn ends while its speculative decode is still
+    /// running, the next turn starts, and then that decode comes back aborted (or failed). The
+    /// final must then be decoded from the first turn's own audio — which trimming the history
+    /// to the turn being spoken had already dropped, so the final came out empty in 0 ms.
+    /// Real models and espeak-ng speech; only the decode's outcome is replaced by an abort.
+    #[test]
+    fn a_final_whose_speculative_decode_is_aborted_after_the_next_turn_began_keeps_its_words() {
+        let cfg = Config::load(&LoadOptions {
+            file: None,
+            skip_system_and_user: true,
+        })
+        .expect("default config");
+        let engine = crate::load_engine(&cfg).expect("the audio models (run `just models`)");
+        let (rate, first) = crate::tts::synthesize(
+            "espeak-ng",
+            "en-us",
+            175,
+            "Set a timer for five minutes and call it tea.",
+        )
+        .expect("espeak-ng (just setup installs it)");
+        let (rate2, second) = crate::tts::synthesize("espeak-ng", "en-us", 175, "What time is it?")
+            .expect("espeak-ng");
+        assert_eq!(rate, rate2);
+        let silence = |s: f64| vec![0.0f32; (s * f64::from(rate)) as usize];
+        let mut audio = silence(0.5);
+        audio.extend_from_slice(&first);
+        // Longer than the longest hangover, so the first turn ends on silence.
+        audio.extend(silence(1.5));
+        audio.extend_from_slice(&second);
+        audio.extend(silence(1.5));
+
+        let (tx, rx) = mpsc::channel::<Input>();
+        let mut p = Pipeline::new(
+            engine.pipeline.clone(),
+            Mode::Live,
+            Arc::clone(&engine.vad),
+            engine.stt.clone(),
+            rate,
+            Arc::clone(&engine.utterances),
+            tx,
+        );
+        let mut out = Vec::new();
+        // Feed in 20 ms blocks, handing back no decode, until the second turn has begun.
+        let block = rate as usize / 50;
+        let mut chunks = audio.chunks(block);
+        let mut first_turn = None;
+        let mut spec = None;
+        for c in chunks.by_ref() {
+            p.handle(Input::Audio(c.to_vec()), &mut out);
+            if first_turn.is_none() {
+                first_turn = out.iter().find_map(|o| match o {
+                    Output::SpeechEnded(b) => Some(b.utterance),
+                    _ => None,
+                });
+                // The speculative decode the ended turn waits on.
+                spec = first_turn.and_then(|u| {
+                    p.inflight
+                        .iter()
+                        .find(|j| j.utterance == u && j.kind == JobKind::Speculative)
+                        .map(|j| j.id)
+                });
+            }
+            if first_turn.is_some_and(|u| p.cur.as_ref().is_some_and(|t| t.utterance != u)) {
+                break;
+            }
+        }
+        let first_turn = first_turn.expect("the first turn ended");
+        let spec = spec.expect("the first turn ended waiting on its speculative decode");
+        assert!(p.cur.is_some(), "the second turn began");
+        assert!(out.iter().all(|o| !matches!(o, Output::Final(_))));
+        assert!(
+            p.hist_at <= p.ending.as_ref().map_or(0, |t| t.start),
+            "the ending turn's audio is still kept"
+        );
+
+        // The speculative decode comes back aborted; everything else as the STT thread gives it.
+        p.handle(
+            Input::Stt(JobResult {
+                id: spec,
+                result: Err(SttError::Aborted),
+            }),
+            &mut out,
+        );
+        let finals = |out: &[Output]| {
+            out.iter()
+                .filter_map(|o| match o {
+                    Output::Final(t) => Some(t.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        // Hand back what the STT thread gives until `n` finals are out. The first turn's
+        // final comes before the rest of the second turn is fed, as in real time, where that
+        // turn goes on for longer than a decode takes.
+        let wait = |p: &mut Pipeline, out: &mut Vec<Output>, n: usize| {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while finals(out).len() < n && Instant::now() < deadline {
+                match rx.recv_timeout(Duration::from_millis(500)) {
+                    // The real outcome of the decode that was replaced by an abort.
+                    Ok(Input::Stt(r)) if r.id == spec => {}
+                    Ok(input) => p.handle(input, out),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(e) => panic!("the STT thread went away: {e}"),
+                }
+            }
+        };
+        wait(&mut p, &mut out, 1);
+        for c in chunks {
+            p.handle(Input::Audio(c.to_vec()), &mut out);
+        }
+        p.handle(Input::End, &mut out);
+        wait(&mut p, &mut out, 2);
+        let finals = finals(&out);
+        let first = finals
+            .iter()
+            .find(|t| t.utterance == first_turn)
+            .expect("the first turn's final");
+        let text = first.text.to_lowercase();
+        assert!(
+            text.contains("timer") && first.decode_ms > 0.0,
+            "the final was decoded from the turn's audio: {first:?}"
+        );
+        let second = finals
+            .iter()
+            .find(|t| t.utterance != first_turn)
+            .expect("the second turn's final");
+        assert!(second.text.to_lowercase().contains("time"), "{second:?}");
+    }
+}
