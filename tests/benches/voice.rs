@@ -6,7 +6,8 @@
 //! action accuracy (right tool and arguments), and the RSS of all services.
 //!
 //! Release binaries (`cargo build --release --workspace --bins`, done by `just bench`). Env:
-//! `MING_BENCH_VOICE_N` (commands, default all), `MING_BENCH_VOICE_SKIP_ROUTER=1`.
+//! `MING_BENCH_VOICE_N` (commands, default all), `MING_BENCH_VOICE_SKIP_ROUTER=1`,
+//! `MING_BENCH_KEEP=<dir>` (copy the services' logs and the interaction log there at the end).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -526,4 +527,19 @@ async fn main() {
         }
     }
     println!("RSS of all services: {total:.0} MiB ({})", parts.join(", "));
+    // The services' logs (inference's "generation ended" lines say where an LLM turn's time
+    // went) and the agent's interaction log, kept for a look afterwards.
+    if let Some(keep) = std::env::var_os("MING_BENCH_KEEP") {
+        let keep = std::path::PathBuf::from(keep);
+        for (from, to) in [("logs", "logs"), ("data/agent", "agent")] {
+            let (from, to) = (m.dir.path().join(from), keep.join(to));
+            let _ = std::fs::create_dir_all(&to);
+            for e in std::fs::read_dir(&from).into_iter().flatten().flatten() {
+                if e.path().is_file() {
+                    let _ = std::fs::copy(e.path(), to.join(e.file_name()));
+                }
+            }
+        }
+        println!("logs kept in {}", keep.display());
+    }
 }
