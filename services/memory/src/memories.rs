@@ -294,17 +294,19 @@ impl Memories {
     /// # Errors
     /// `BadRequest` for an empty query, `k` out of range or a bad filter.
     pub fn recall(&self, req: Recall) -> Result<Recalled, MemoryError> {
-        // Overlapping the searches with the embedding lost here (0.94x at 10k on 2 cores: the
-        // embedder already uses every core), so the default runs them one after another.
+        // Running the keyword and phrase searches beside another step lost at the median:
+        // overlapping the query embedding 0.94x at 10k (the embedder uses every core), beside
+        // the dense search 0.92x at 100k (qdrant-edge searches its segments in parallel),
+        // though it halved p99 there (13 vs 27 ms). The bench compares them each run.
         self.recall_with(req, false)
     }
 
-    /// [`Memories::recall`], with the keyword and phrase searches overlapping the query
-    /// embedding (`overlap`) or after it (the bench compares both).
+    /// [`Memories::recall`], with the keyword and phrase searches beside the dense search
+    /// (`beside`) or after it (the bench compares both).
     ///
     /// # Errors
     /// As [`Memories::recall`].
-    pub fn recall_with(&self, req: Recall, overlap: bool) -> Result<Recalled, MemoryError> {
+    pub fn recall_with(&self, req: Recall, beside: bool) -> Result<Recalled, MemoryError> {
         self.check_text("query", &req.query)?;
         if req.k == 0 || req.k > self.settings.max_k {
             return Err(bad(format!(
@@ -327,33 +329,29 @@ impl Memories {
             live_at: Some(now),
         };
         let depth = (req.k as usize * 4).max(20);
-        // The keyword and phrase searches need no embedding: they run while the query is
-        // embedded, and the dense search follows the embedding.
-        let (embedded, keyword, phrase) = if !overlap {
-            let t = Instant::now();
-            let embedded = self
-                .embed(vec![req.query.clone()])
-                .map(|mut v| (v.pop(), ms_since(t)));
-            (
-                embedded,
-                self.backend.keyword(&req.query, &sel, depth),
-                self.backend.phrase(req.query.trim(), &sel, depth),
-            )
-        } else {
-            std::thread::scope(|s| {
-                let keyword = s.spawn(|| self.backend.keyword(&req.query, &sel, depth));
-                let phrase = s.spawn(|| self.backend.phrase(req.query.trim(), &sel, depth));
-                let t = Instant::now();
-                let embedded = self
-                    .embed(vec![req.query.clone()])
-                    .map(|mut v| (v.pop(), ms_since(t)));
-                (embedded, joined(keyword), joined(phrase))
-            })
-        };
-        let (query_vec, embed_ms) = embedded?;
+        let t = Instant::now();
+        let (query_vec, embed_ms) = self
+            .embed(vec![req.query.clone()])
+            .map(|mut v| (v.pop(), ms_since(t)))?;
         let query_vec = query_vec.ok_or(MemoryError::Embed(EmbedError::Stopped))?;
-        let dense = self.backend.dense(&query_vec, &sel, depth)?;
-        let (keyword, phrase) = (keyword?, phrase?);
+        // The keyword and phrase searches need no embedding: they can run beside the dense
+        // search.
+        let lexical = || {
+            Ok::<_, StoreError>((
+                self.backend.keyword(&req.query, &sel, depth)?,
+                self.backend.phrase(req.query.trim(), &sel, depth)?,
+            ))
+        };
+        let (dense, lexical) = if beside {
+            std::thread::scope(|s| {
+                let lexical = s.spawn(lexical);
+                let dense = self.backend.dense(&query_vec, &sel, depth);
+                (dense, joined(lexical))
+            })
+        } else {
+            (self.backend.dense(&query_vec, &sel, depth), lexical())
+        };
+        let (dense, (keyword, phrase)) = (dense?, lexical?);
 
         let mut cands: HashMap<String, Cand> = HashMap::new();
         for (rank, s) in dense.into_iter().enumerate() {
@@ -410,7 +408,7 @@ impl Memories {
         Ok(Recalled {
             hits,
             embed_ms,
-            // Searching and fusing beyond the embedding (they overlap it in part).
+            // Searching and fusing beyond the embedding.
             search_ms: (ms_since(started) - embed_ms).max(0.0),
         })
     }
