@@ -9,6 +9,9 @@
 //! - `remember` throughput over the bus (batches of 64, each acknowledged only once durable);
 //! - the process's RSS (broker, service, embedder and store all live in it).
 //!
+//! `MING_BENCH_CACHE=<dir>` keeps the corpus vectors between runs (the embedding line is then
+//! skipped).
+//!
 //! The corpus is generated from templates (people, actions, places, times), so it is sentences
 //! the model embeds like real memories, not random vectors.
 
@@ -164,6 +167,60 @@ fn rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// With `MING_BENCH_CACHE` set to a folder, the corpus's vectors are kept there between runs
+/// (embedding 100k memories takes ~12 minutes on 2 cores), named by the model file and a hash
+/// of the texts, so a changed corpus or model is embedded afresh.
+fn vector_cache(embedder: &Embedder, texts: &[String]) -> Option<std::path::PathBuf> {
+    let dir = std::path::PathBuf::from(std::env::var_os("MING_BENCH_CACHE")?);
+    // FNV-1a over the texts and the model's name: stable across runs and toolchains.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in embedder
+        .model
+        .bytes()
+        .chain(texts.iter().flat_map(|t| t.bytes().chain([0])))
+    {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    std::fs::create_dir_all(&dir).ok()?;
+    Some(dir.join(format!(
+        "vectors-{}-{}-{h:016x}.f32",
+        embedder.model,
+        texts.len()
+    )))
+}
+
+fn read_vectors(path: &std::path::Path, n: usize, dims: usize) -> Option<Vec<Vec<f32>>> {
+    let bytes = std::fs::read(path).ok()?;
+    if bytes.len() != n * dims * 4 {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(dims * 4)
+            .map(|row| {
+                row.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect()
+            })
+            .collect(),
+    )
+}
+
+fn write_vectors(path: &std::path::Path, vectors: &[Vec<f32>]) {
+    let bytes: Vec<u8> = vectors
+        .iter()
+        .flatten()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let tmp = path.with_extension("tmp");
+    if std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .is_err()
+    {
+        eprintln!("could not keep the vectors in {}", path.display());
+    }
+}
+
 fn main() {
     let sizes: Vec<usize> = std::env::var("MING_BENCH_MEMORIES")
         .unwrap_or_else(|_| "10000,100000".into())
@@ -177,7 +234,7 @@ fn main() {
         &Paths::resolve(&cfg.paths).model_dir,
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let embedder = Embedder::start(&m.name, path, 0).unwrap_or_else(|e| panic!("{e}"));
+    let embedder = Embedder::start(&m.name, path.clone(), 0).unwrap_or_else(|e| panic!("{e}"));
     println!(
         "memory bench: {} ({} dims), sizes {sizes:?}",
         embedder.model, embedder.dims
@@ -198,6 +255,30 @@ fn main() {
             p50 / batch as f64
         );
     }
+    // A recall embeds one short query: on all cores against one, in the same run (ggml's
+    // threads meet at barriers after every operation, and a 10-token pass is mostly barriers).
+    match Embedder::start(&m.name, path, 1) {
+        Ok(single) => {
+            let (mut all, mut one) = (Vec::new(), Vec::new());
+            for r in 0..64 {
+                let text = vec![sentence(r * 7919 + 11)];
+                for (e, out) in [(&embedder, &mut all), (&single, &mut one)] {
+                    let t = Instant::now();
+                    e.embed_blocking(text.clone()).expect("embed");
+                    out.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            all.sort_by(f64::total_cmp);
+            one.sort_by(f64::total_cmp);
+            println!(
+                "embed 1 text: p50 {:.2} ms on all cores, {:.2} ms on one thread ({:.2}x)",
+                pct(&all, 0.5),
+                pct(&one, 0.5),
+                pct(&all, 0.5) / pct(&one, 0.5)
+            );
+        }
+        Err(e) => println!("embed 1 text: no one-thread embedder: {e}"),
+    }
     if std::env::var_os("MING_BENCH_EMBED_ONLY").is_some() {
         return;
     }
@@ -212,16 +293,35 @@ fn bench_size(embedder: &Embedder, n: usize) {
     let store_dir = dir.path().join("store");
     // 1. Embedding throughput over the whole corpus (kept for the brute-force reference).
     let texts: Vec<String> = (0..n).map(sentence).collect();
-    let t = Instant::now();
-    let mut vectors = Vec::with_capacity(n);
-    for chunk in texts.chunks(256) {
-        vectors.extend(embedder.embed_blocking(chunk.to_vec()).expect("embed"));
-    }
-    let embed_s = t.elapsed().as_secs_f64();
-    println!(
-        "embed        {:>9.0} texts/s  ({n} texts in {embed_s:.1} s)",
-        n as f64 / embed_s
-    );
+    let cache = vector_cache(embedder, &texts);
+    let vectors = match cache
+        .as_ref()
+        .and_then(|p| read_vectors(p, n, embedder.dims))
+    {
+        Some(v) => {
+            println!(
+                "embed        skipped: {n} vectors read from {} (unset MING_BENCH_CACHE to measure)",
+                cache.as_ref().map_or(String::new(), |p| p.display().to_string())
+            );
+            v
+        }
+        None => {
+            let t = Instant::now();
+            let mut vectors = Vec::with_capacity(n);
+            for chunk in texts.chunks(256) {
+                vectors.extend(embedder.embed_blocking(chunk.to_vec()).expect("embed"));
+            }
+            let embed_s = t.elapsed().as_secs_f64();
+            println!(
+                "embed        {:>9.0} texts/s  ({n} texts in {embed_s:.1} s)",
+                n as f64 / embed_s
+            );
+            if let Some(p) = &cache {
+                write_vectors(p, &vectors);
+            }
+            vectors
+        }
+    };
 
     // 2. Bulk load (the import path: no dedup search), then the optimiser.
     let backend = EdgeBackend::open(&store_dir, embedder.dims).expect("store");
@@ -285,34 +385,45 @@ fn bench_size(embedder: &Embedder, n: usize) {
         filter: Default::default(),
         live_at: Some(now),
     };
-    let mut found = 0;
-    let mut search_ms = Vec::new();
-    for q in &qv {
-        let mut exact: Vec<(f32, usize)> = vectors
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (dot(q, v), i))
-            .collect();
-        exact.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let truth: std::collections::HashSet<&str> = exact[..10]
-            .iter()
-            .map(|(_, i)| items[*i].0.id.as_str())
-            .collect();
-        let t = Instant::now();
-        let got = backend.dense(q, &sel, 10).expect("search");
-        search_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        found += got
-            .iter()
-            .filter(|s| truth.contains(s.memory.id.as_str()))
-            .count();
+    // The exact top 10 of each query, once.
+    let truths: Vec<std::collections::HashSet<&str>> = qv
+        .iter()
+        .map(|q| {
+            let mut exact: Vec<(f32, usize)> = vectors
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (dot(q, v), i))
+                .collect();
+            exact.sort_by(|a, b| b.0.total_cmp(&a.0));
+            exact[..10]
+                .iter()
+                .map(|(_, i)| items[*i].0.id.as_str())
+                .collect()
+        })
+        .collect();
+    // hnsw_ef against recall@10 and search time, in the same run (the service uses 256).
+    let mut backend = backend;
+    for ef in [64usize, 128, 256] {
+        backend.set_ef(ef);
+        let mut found = 0;
+        let mut search_ms = Vec::new();
+        for (q, truth) in qv.iter().zip(&truths) {
+            let t = Instant::now();
+            let got = backend.dense(q, &sel, 10).expect("search");
+            search_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            found += got
+                .iter()
+                .filter(|s| truth.contains(s.memory.id.as_str()))
+                .count();
+        }
+        search_ms.sort_by(f64::total_cmp);
+        println!(
+            "recall@10    {:>9.3}  (hnsw_ef {ef}: dense search vs exact brute force, 200 queries; search alone p50 {:.2} ms p99 {:.2} ms)",
+            found as f64 / (qv.len() * 10) as f64,
+            pct(&search_ms, 0.5),
+            pct(&search_ms, 0.99)
+        );
     }
-    search_ms.sort_by(f64::total_cmp);
-    println!(
-        "recall@10    {:>9.3}  (dense search vs exact brute force, 200 queries; search alone p50 {:.2} ms p99 {:.2} ms)",
-        found as f64 / (qv.len() * 10) as f64,
-        pct(&search_ms, 0.5),
-        pct(&search_ms, 0.99)
-    );
     drop(backend);
 
     // 4. End to end over the bus: broker + memory service in this process.
@@ -356,11 +467,11 @@ fn bench_size(embedder: &Embedder, n: usize) {
         pct(&stages[3], 0.5)
     );
 
-    // In process (no bus): the keyword and phrase searches overlapping the query embedding, or
-    // after it, alternating on the same queries.
+    // In process (no bus): the keyword and phrase searches beside the dense search, or after
+    // it, alternating on the same queries.
     let (mut with, mut without) = (Vec::new(), Vec::new());
     for q in &queries {
-        for overlap in [true, false] {
+        for beside in [true, false] {
             let t = Instant::now();
             memories
                 .recall_with(
@@ -370,11 +481,11 @@ fn bench_size(embedder: &Embedder, n: usize) {
                         filter: Default::default(),
                         min_score: None,
                     },
-                    overlap,
+                    beside,
                 )
                 .expect("recall");
             let ms = t.elapsed().as_secs_f64() * 1e3;
-            if overlap {
+            if beside {
                 with.push(ms)
             } else {
                 without.push(ms)
@@ -384,7 +495,7 @@ fn bench_size(embedder: &Embedder, n: usize) {
     with.sort_by(f64::total_cmp);
     without.sort_by(f64::total_cmp);
     println!(
-        "recall here  p50 {:>6.2} ms overlapped / {:>6.2} ms one after another ({:.2}x); p99 {:.2} / {:.2} ms",
+        "recall here  p50 {:>6.2} ms keyword beside dense / {:>6.2} ms one after another ({:.2}x); p99 {:.2} / {:.2} ms",
         pct(&with, 0.5),
         pct(&without, 0.5),
         pct(&without, 0.5) / pct(&with, 0.5),

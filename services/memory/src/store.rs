@@ -325,6 +325,11 @@ impl EdgeBackend {
         f(guard.as_ref().ok_or_else(closed)?).map_err(|e| StoreError::Op(e.to_string()))
     }
 
+    /// Sets `hnsw_ef` (candidates the HNSW search keeps; never below the limit asked for).
+    pub fn set_ef(&mut self, ef: usize) {
+        self.ef = ef;
+    }
+
     /// Compacts the WAL once it passes this many bytes (tests set it low).
     pub fn set_wal_limit(&mut self, bytes: u64) {
         self.wal_limit = bytes;
