@@ -19,7 +19,7 @@ use ming_schemas::audio::ListenState;
 
 use crate::device::Capture;
 use crate::mono_ms;
-use crate::pipeline::{Input, Mode, Output, Pipeline};
+use crate::pipeline::{Input, Mode, Output};
 use crate::resample::Resampler;
 use crate::source::Engine;
 use crate::wav::from_i16le;
@@ -66,16 +66,9 @@ impl Live {
         let (tx, rx) = mpsc::channel::<Input>();
         let wake = settings.mode == "wake";
         let armed = Arc::new(AtomicBool::new(wake));
-        let mut p = Pipeline::new(
-            engine.pipeline.clone(),
-            Mode::Live,
-            Arc::clone(&engine.vad),
-            engine.stt.clone(),
-            16_000,
-            Arc::clone(&engine.utterances),
-            tx.clone(),
-        )
-        .with_armed(Arc::clone(&armed));
+        let mut p = engine
+            .pipeline(Mode::Live, 16_000, tx.clone())
+            .with_armed(Arc::clone(&armed));
         let spawned = std::thread::Builder::new()
             .name("live-audio".into())
             .spawn(move || {

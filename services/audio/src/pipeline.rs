@@ -678,15 +678,7 @@ mod tests {
         audio.extend(silence(1.5));
 
         let (tx, rx) = mpsc::channel::<Input>();
-        let mut p = Pipeline::new(
-            engine.pipeline.clone(),
-            Mode::Live,
-            Arc::clone(&engine.vad),
-            engine.stt.clone(),
-            rate,
-            Arc::clone(&engine.utterances),
-            tx,
-        );
+        let mut p = engine.pipeline(Mode::Live, rate, tx);
         let mut out = Vec::new();
         // Feed in 20 ms blocks, handing back no decode, until the second turn has begun.
         let block = rate as usize / 50;

@@ -79,6 +79,21 @@ pub struct Engine {
     pub utterances: Arc<std::sync::atomic::AtomicU64>,
 }
 
+impl Engine {
+    /// A pipeline over these models for audio at `rate` Hz; decodes come back through `tx`.
+    pub fn pipeline(&self, mode: Mode, rate: u32, tx: mpsc::Sender<Input>) -> Pipeline {
+        Pipeline::new(
+            self.pipeline.clone(),
+            mode,
+            Arc::clone(&self.vad),
+            self.stt.clone(),
+            rate,
+            Arc::clone(&self.utterances),
+            tx,
+        )
+    }
+}
+
 /// Reads `source` to its end through a pipeline, calling `emit` for everything it produces.
 /// Blocking: run it on a thread of its own.
 pub fn run(
@@ -96,15 +111,7 @@ pub fn run(
     } else {
         Mode::Batch { partials }
     };
-    let mut p = Pipeline::new(
-        engine.pipeline.clone(),
-        mode,
-        Arc::clone(&engine.vad),
-        engine.stt.clone(),
-        rate,
-        Arc::clone(&engine.utterances),
-        tx,
-    );
+    let mut p = engine.pipeline(mode, rate, tx);
     let mut out = Vec::new();
     let mut flush = |out: &mut Vec<Output>| {
         for o in out.drain(..) {
