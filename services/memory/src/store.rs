@@ -269,7 +269,7 @@ impl EdgeBackend {
             shard: RwLock::new(Some(shard)),
             wal_limit: WAL_LIMIT,
             bm25: bm25(),
-            ef: 256,
+            ef: HNSW_EF,
         };
         if fresh {
             me.create_indexes()?;
@@ -323,6 +323,17 @@ impl EdgeBackend {
             .read()
             .map_err(|_| StoreError::Op("store lock poisoned".into()))?;
         f(guard.as_ref().ok_or_else(closed)?).map_err(|e| StoreError::Op(e.to_string()))
+    }
+
+    /// Segments, points and vectors in an HNSW index (qdrant-edge's estimate).
+    ///
+    /// # Errors
+    /// When the store is closed or its lock poisoned.
+    pub fn index_info(&self) -> Result<(usize, usize, usize), StoreError> {
+        self.read(|s| {
+            let i = s.info();
+            Ok((i.segments_count, i.points_count, i.indexed_vectors_count))
+        })
     }
 
     /// Sets `hnsw_ef` (candidates the HNSW search keeps; never below the limit asked for).
@@ -640,6 +651,11 @@ impl Backend for EdgeBackend {
         dir_bytes(&self.dir)
     }
 }
+
+/// `hnsw_ef` of dense searches. The memory bench measures 64/128/256 against exact search in
+/// one run: at 100k memories (2026-12-03) recall@10 was 0.999/1.000/1.000 and a 40-deep search
+/// took 0.48/0.57/0.97 ms, so 128 keeps exact-search recall at ~60% of 256's time.
+const HNSW_EF: usize = 128;
 
 /// qdrant-edge's WAL directory in a shard, and where compaction sets it aside.
 const WAL_DIR: &str = "wal";
