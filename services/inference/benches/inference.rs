@@ -1,7 +1,9 @@
 //! `just bench` (inference part): the service through the bus against llama.cpp driven directly
 //! in the same run — same library, model, thread count, context and prompt — and time to first
 //! token with a cached 500-token system prompt against a cold one; both chat models; the
-//! service's RSS. Prints a table; asserts nothing.
+//! service's RSS; and a tool call (output held to the tools' grammar) against the free decode
+//! of the same run, which shows what the grammar costs per token. Prints a table; asserts
+//! nothing.
 //!
 //! Targets (issue #3): service/direct ≥ 0.95x for prefill and decode; cached TTFT ≥ 5x faster.
 
@@ -20,7 +22,7 @@ use ming_bus::{BusClient, BusConfig};
 use ming_config::{Config, LoadOptions, Paths};
 use ming_schemas::control::Empty;
 use ming_schemas::envelope::Flow;
-use ming_schemas::inference::{ChatMessage, ChatReply, ChatRequest, ModelInfo};
+use ming_schemas::inference::{ChatMessage, ChatReply, ChatRequest, ModelInfo, Tool, ToolChoice};
 use ming_schemas::kinds;
 
 const THREADS: i32 = 2;
@@ -138,6 +140,35 @@ async fn served(client: &BusClient, question: &str, max_tokens: u32) -> Served {
     }
 }
 
+/// A tool call under the tools' grammar (what the agent's LLM tier asks for), after the system
+/// prompt is cached.
+async fn tool_call(client: &BusClient) -> ChatReply {
+    let mut req = ChatRequest::new(messages("Remind me to water the plants at seven tonight."));
+    req.tools = vec![
+        Tool {
+            name: "set_timer".into(),
+            description: "Start a countdown timer.".into(),
+            parameters: r#"{"type":"object","properties":{"seconds":{"type":"integer","minimum":1,"maximum":2592000},"label":{"type":"string"}},"required":["seconds"],"additionalProperties":false}"#.into(),
+        },
+        Tool {
+            name: "add_reminder".into(),
+            description: "Remind the user of something at a time.".into(),
+            parameters: r#"{"type":"object","properties":{"text":{"type":"string"},"at":{"type":"string","description":"local date and time, YYYY-MM-DDTHH:MM"}},"required":["text","at"],"additionalProperties":false}"#.into(),
+        },
+    ];
+    req.tool_choice = ToolChoice::Required;
+    req.max_tokens = Some(DECODE as u32);
+    client
+        .request(
+            "inference",
+            kinds::INFERENCE_CHAT,
+            &req,
+            Duration::from_secs(300),
+        )
+        .await
+        .unwrap()
+}
+
 fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
@@ -168,6 +199,7 @@ fn main() {
     );
     println!("| model | prompt tok | prefill direct | prefill service | ratio | decode direct | decode service | ratio | TTFT cold | TTFT cached (reused tok) | speed-up | RSS (peak) |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut tools = Vec::new();
     for (name, file) in [
         ("smollm2-135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf"),
         (
@@ -199,7 +231,7 @@ fn main() {
             .env("RUST_LOG", "warn")
             .spawn()
             .unwrap();
-        let (cold, warm) = rt.block_on(async {
+        let (cold, warm, tool) = rt.block_on(async {
             let client = BusClient::connect(&bus, "bench").unwrap();
             while client
                 .request::<_, ModelInfo>(
@@ -215,7 +247,9 @@ fn main() {
             let cold = served(&client, "What can you do for me today?", DECODE as u32).await;
             // Cached: the system prompt is reused; another question.
             let warm = served(&client, "And what can't you do?", DECODE as u32).await;
-            (cold, warm)
+            // Twice: the first computes the tools' description once (a new prompt prefix).
+            tool_call(&client).await;
+            (cold, warm, tool_call(&client).await)
         });
         let (rss, peak) = rss_kib(child.id());
         let _ = child.kill();
@@ -239,8 +273,20 @@ fn main() {
             rss / 1024,
             peak / 1024,
         );
+        let t = &tool.usage;
+        tools.push(format!(
+            "{name}: tool call under its grammar: {} tokens, decode {:.1} tok/s ({:.2}x the free decode above), TTFT {:.0} ms; {:?}",
+            t.generated_tokens,
+            t.decode_tokens_per_s,
+            t.decode_tokens_per_s / u.decode_tokens_per_s.max(0.001),
+            t.time_to_first_token_ms,
+            tool.tool_call.as_ref().map(|c| format!("{} {}", c.name, c.arguments)),
+        ));
         if warm.reply.usage.cached_prompt_tokens == 0 {
             println!("  (warning: the second request reused no cached tokens)");
         }
+    }
+    for t in tools {
+        println!("{t}");
     }
 }
