@@ -101,6 +101,13 @@ pub struct ChatRequest {
     /// Send each decoded piece as a partial frame.
     #[serde(default)]
     pub stream: bool,
+    /// Compute the messages into the prompt cache and reply without generating (no assistant
+    /// opening is added; `text` is empty). A caller that knows how its next request will begin
+    /// (the agent, after each exchange of a conversation) warms that prefix while the user is
+    /// still speaking. It gives way: the service stops it between prefill steps when another
+    /// request is waiting, and replies with what was computed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prefill_only: bool,
 }
 
 impl ChatRequest {
@@ -115,6 +122,7 @@ impl ChatRequest {
             tool_choice: ToolChoice::None,
             response_format: None,
             stream: false,
+            prefill_only: false,
         }
     }
 }

@@ -76,12 +76,20 @@ fn clip(text: &str, max: usize) -> String {
 /// The LLM's messages: the system prompt, the recent exchanges (each answer clipped to
 /// [`ANSWER_CHARS`]), then the new message.
 pub fn messages(system: &str, history: &[Exchange], text: &str) -> Vec<ChatMessage> {
+    let mut out = prefix(system, history);
+    out.push(ChatMessage::new("user", text));
+    out
+}
+
+/// How every next LLM prompt of a session begins: [`messages`] without the new message. The
+/// agent has inference compute it after each exchange (`prefill_only`), so that the next turn
+/// reuses it from the prompt cache instead of computing the previous exchange again.
+pub fn prefix(system: &str, history: &[Exchange]) -> Vec<ChatMessage> {
     let mut out = vec![ChatMessage::new("system", system)];
     for e in history {
         out.push(ChatMessage::new("user", e.user.clone()));
         out.push(ChatMessage::new("assistant", clip(&e.agent, ANSWER_CHARS)));
     }
-    out.push(ChatMessage::new("user", text));
     out
 }
 
@@ -107,6 +115,8 @@ mod tests {
         assert_eq!(roles, ["system", "user", "assistant", "user"]);
         assert_eq!(m[2].content, "a5");
         assert_eq!(m.last().unwrap().content, "and then?");
+        // The next prompt of the session begins with its prefix, which is warmed beforehand.
+        assert_eq!(prefix("sys", &h)[..], m[..3]);
         assert_eq!(c.history("other").len(), 1);
     }
 

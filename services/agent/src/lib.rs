@@ -49,7 +49,7 @@ use ming_schemas::agent::{
     Action, ActionFinished, ActionStarted, Message, Reply, Tier, TimerFired,
 };
 use ming_schemas::envelope::now_ms;
-use ming_schemas::inference::{ChatReply, ChatRequest, Tool, ToolChoice};
+use ming_schemas::inference::{ChatMessage, ChatReply, ChatRequest, Tool, ToolChoice};
 use ming_schemas::{kinds, ErrorCode};
 
 use crate::tools::Tools;
@@ -87,6 +87,57 @@ wrote, about what, and anything the user is asked to do or must not miss. Use on
 messages say.";
 
 impl AgentService {
+    /// An LLM tier request over `messages`: every tool listed (the system prompt, and so its
+    /// cached prefix, stays the same), a call of one of them required.
+    fn llm_request(&self, messages: Vec<ChatMessage>) -> ChatRequest {
+        let mut req = ChatRequest::new(messages);
+        req.tools = tools::schemas()
+            .iter()
+            .map(|(name, description, parameters)| Tool {
+                name: (*name).into(),
+                description: (*description).into(),
+                parameters: parameters.to_string(),
+            })
+            .collect();
+        req.tools.extend(self.external.iter().map(|(name, t)| Tool {
+            name: name.clone(),
+            description: t.description.clone(),
+            parameters: t.parameters.clone(),
+        }));
+        req.tool_choice = ToolChoice::Required;
+        req
+    }
+
+    /// Has inference compute how the session's next LLM prompt begins (system prompt, tools and
+    /// the exchange just recorded) while the user is still listening or speaking: the next
+    /// turn's prompt then reuses it and computes only its own message. In the voice bench the
+    /// previous exchange (40-55 tokens) took 450-830 ms before the first token, against
+    /// 130-190 ms for the same commands typed without one. Best effort: inference gives way
+    /// to a real request, and a failure only costs the next turn that time again.
+    async fn warm_next_turn(&self, session: &str) {
+        let history = self.conversations.history(session);
+        let mut req = self.llm_request(conversation::prefix(SYSTEM_PROMPT, &history));
+        req.prefill_only = true;
+        let r: Result<ChatReply, BusError> = self
+            .bus
+            .request(
+                "inference",
+                kinds::INFERENCE_CHAT,
+                &req,
+                Duration::from_secs(10),
+            )
+            .await;
+        match r {
+            Ok(r) => tracing::debug!(
+                tokens = r.usage.prompt_tokens,
+                reused = r.usage.cached_prompt_tokens,
+                finish = ?r.finish_reason,
+                "next turn's prompt warmed"
+            ),
+            Err(e) => tracing::debug!(error = %e, "could not warm the next turn's prompt"),
+        }
+    }
+
     /// Tier 2: the local LLM picks a tool, constrained by the tools' schemas.
     async fn ask_llm(
         &self,
@@ -109,21 +160,7 @@ impl AgentService {
                 known.join("; ")
             )
         };
-        let mut req = ChatRequest::new(conversation::messages(SYSTEM_PROMPT, &history, &turn));
-        req.tools = tools::schemas()
-            .iter()
-            .map(|(name, description, parameters)| Tool {
-                name: (*name).into(),
-                description: (*description).into(),
-                parameters: parameters.to_string(),
-            })
-            .collect();
-        req.tools.extend(self.external.iter().map(|(name, t)| Tool {
-            name: name.clone(),
-            description: t.description.clone(),
-            parameters: t.parameters.clone(),
-        }));
-        req.tool_choice = ToolChoice::Required;
+        let mut req = self.llm_request(conversation::messages(SYSTEM_PROMPT, &history, &turn));
         if let Some(tool) = only {
             // The router chose the tool; the LLM only fills its arguments. Every tool stays
             // listed (inference describes them all and holds the output to this one), so the
@@ -415,8 +452,8 @@ impl AgentService {
             .collect::<Vec<_>>()
             .join("\n\n---\n\n");
         let mut req = ChatRequest::new(vec![
-            ming_schemas::inference::ChatMessage::new("system", MAIL_PROMPT),
-            ming_schemas::inference::ChatMessage::new("user", context),
+            ChatMessage::new("system", MAIL_PROMPT),
+            ChatMessage::new("user", context),
         ]);
         req.max_tokens = Some(160);
         let left = deadline_ms.saturating_sub(now_ms()).max(1);
@@ -1004,10 +1041,12 @@ impl Handler for AgentService {
             name: "replied".into(),
             at_ms: since(started),
         });
+        self.log.append(record);
         if let Some(session) = &msg.session {
             self.conversations.add(session, &msg.text, &outcome_text);
+            // After the reply: the caller does not wait for this.
+            self.warm_next_turn(session).await;
         }
-        self.log.append(record);
     }
 
     fn detail(&self) -> String {

@@ -33,6 +33,9 @@ use crate::tools::{self, Constraint};
 /// in a few hundred ms on 2 cores, so a cancel waits at most that long (seconds under heavy load
 /// instead of tens); batches of 128 keep the matrix kernels as efficient as 512 do on a CPU.
 const PREFILL_STEP_TOKENS: usize = 128;
+/// Prefill step of a `prefill_only` request (a warm-up of the next prompt): shorter, so that a
+/// real request that arrives meanwhile waits for one short step at most.
+const WARM_STEP_TOKENS: usize = 32;
 
 /// How the engine is set up.
 #[derive(Debug, Clone)]
@@ -192,6 +195,7 @@ fn engine_thread(
         template,
         ctx,
         cached: Vec::new(),
+        queued: queued.clone(),
     };
     engine.restore_cache();
     if let Err(e) = engine.warm_up() {
@@ -212,6 +216,8 @@ struct Gen<'m> {
     ctx: LlamaContext<'m>,
     /// Tokens whose KV state is in sequence 0, in order.
     cached: Vec<LlamaToken>,
+    /// Jobs waiting or running (a `prefill_only` job gives way when it is not alone).
+    queued: Arc<AtomicUsize>,
 }
 
 /// How a generation ended, before the reply is built.
@@ -295,6 +301,7 @@ impl Gen<'_> {
         tracing::info!(
             messages = request.messages.len(),
             tool_call = constraint.expects_tool_call,
+            prefill_only = request.prefill_only,
             "generation started"
         );
         match self.generate(&request, &constraint, &mut responder, &cancelled, deadline) {
@@ -307,7 +314,9 @@ impl Gen<'_> {
                     ttft_ms = out.usage.time_to_first_token_ms.round(),
                     "generation ended"
                 );
-                let tool_call = if constraint.expects_tool_call && out.finish == FinishReason::Stop
+                let tool_call = if constraint.expects_tool_call
+                    && out.finish == FinishReason::Stop
+                    && !request.prefill_only
                 {
                     match tools::parse_call(&out.text) {
                         Ok(c) => Some(c),
@@ -372,8 +381,10 @@ impl Gen<'_> {
                     format!("a message contains a NUL byte: {e}"),
                 )
             })?;
+        // A warm-up stops at the end of the last message: the request it prepares continues
+        // with another message, not with the assistant's opening.
         self.model
-            .apply_chat_template(&self.template, &chat, true)
+            .apply_chat_template(&self.template, &chat, !req.prefill_only)
             .map_err(|e| {
                 ErrorBody::new(
                     ErrorCode::Internal,
@@ -452,7 +463,11 @@ impl Gen<'_> {
                 ),
             ));
         }
-        let mut sampler = self.sampler(req, constraint)?;
+        let sampler = if req.prefill_only {
+            None
+        } else {
+            Some(self.sampler(req, constraint)?)
+        };
         let internal =
             |what: &str, e: String| ErrorBody::new(ErrorCode::Internal, format!("{what}: {e}"));
 
@@ -477,11 +492,19 @@ impl Gen<'_> {
         let mut batch = LlamaBatch::new(n_batch.max(1), 1);
         // A cancel or the deadline is seen between prefill steps only (llama.cpp's decode cannot
         // be interrupted through llama-cpp-2), so a step is kept short enough to answer one soon.
-        let step = n_batch.clamp(1, PREFILL_STEP_TOKENS);
+        let step = n_batch.clamp(
+            1,
+            if req.prefill_only {
+                WARM_STEP_TOKENS
+            } else {
+                PREFILL_STEP_TOKENS
+            },
+        );
         let mut pos = keep;
         while pos < prompt.len() {
-            if *cancelled.borrow() || Instant::now() >= deadline {
-                let finish = if *cancelled.borrow() {
+            let give_way = req.prefill_only && self.queued.load(Ordering::SeqCst) > 1;
+            if give_way || *cancelled.borrow() || Instant::now() >= deadline {
+                let finish = if give_way || *cancelled.borrow() {
                     FinishReason::Cancelled
                 } else {
                     FinishReason::Deadline
@@ -512,6 +535,23 @@ impl Gen<'_> {
         }
         let prefill_done = Instant::now();
         let prefill_s = prefill_done.duration_since(started).as_secs_f64();
+        let prefill_tokens_per_s = if prefill_s > 0.0 {
+            (prompt.len() - keep) as f64 / prefill_s
+        } else {
+            0.0
+        };
+        let Some(mut sampler) = sampler else {
+            return Ok(Outcome {
+                text: String::new(),
+                finish: FinishReason::Stop,
+                usage: Usage {
+                    prompt_tokens: prompt.len() as u32,
+                    cached_prompt_tokens: keep as u32,
+                    prefill_tokens_per_s,
+                    ..Usage::default()
+                },
+            });
+        };
 
         let max_new = req.max_tokens.unwrap_or(self.cfg.max_tokens).max(1) as usize;
         let max_new = max_new.min(n_ctx - prompt.len());
@@ -570,7 +610,6 @@ impl Gen<'_> {
             });
         }
         let decode_s = first_token.map_or(0.0, |t| t.elapsed().as_secs_f64());
-        let computed = prompt.len() - keep;
         Ok(Outcome {
             text,
             finish,
@@ -580,11 +619,7 @@ impl Gen<'_> {
                 generated_tokens: generated as u32,
                 time_to_first_token_ms: first_token
                     .map_or(0.0, |t| t.duration_since(started).as_secs_f64() * 1000.0),
-                prefill_tokens_per_s: if prefill_s > 0.0 {
-                    computed as f64 / prefill_s
-                } else {
-                    0.0
-                },
+                prefill_tokens_per_s,
                 decode_tokens_per_s: if decode_s > 0.0 && generated > 1 {
                     (generated - 1) as f64 / decode_s
                 } else {

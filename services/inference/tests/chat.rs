@@ -400,6 +400,84 @@ async fn prompt_cache_hits_and_survives_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefill_only_request_warms_the_next_prompt_and_gives_way_to_a_real_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = "You are Ming, a local assistant. ".repeat(20);
+    let svc = start(dir.path(), "").await;
+    // Another conversation fills the cache first: only the system prompt is shared with the next.
+    svc.chat(&ChatRequest::new(vec![
+        ChatMessage::new("system", system.clone()),
+        ChatMessage::new("user", "Hello!"),
+    ]))
+    .await
+    .unwrap();
+    // The agent's last exchange, warmed while the user speaks again.
+    let exchange = vec![
+        ChatMessage::new("system", system.clone()),
+        ChatMessage::new(
+            "user",
+            "Set a timer for seven minutes, and call it the eggs timer.",
+        ),
+        ChatMessage::new(
+            "assistant",
+            "Timer `eggs` set for 7 minutes (ends at 12:07).",
+        ),
+    ];
+    let mut warm = ChatRequest::new(exchange.clone());
+    warm.prefill_only = true;
+    let w = svc.chat(&warm).await.unwrap();
+    assert!(w.text.is_empty() && w.tool_call.is_none(), "{w:?}");
+    assert_eq!(w.finish_reason, FinishReason::Stop);
+    assert_eq!(w.usage.generated_tokens, 0);
+    assert!(
+        w.usage.prompt_tokens > w.usage.cached_prompt_tokens + 20,
+        "the exchange itself was computed: {:?}",
+        w.usage
+    );
+    // The follow-up reuses all of it and computes only its own message.
+    let mut next = exchange.clone();
+    next.push(ChatMessage::new("user", "Make it ten minutes."));
+    let r = svc.chat(&ChatRequest::new(next.clone())).await.unwrap();
+    assert!(
+        r.usage.cached_prompt_tokens + 1 >= w.usage.prompt_tokens,
+        "warmed {} tokens, reused {}",
+        w.usage.prompt_tokens,
+        r.usage.cached_prompt_tokens
+    );
+    assert!(r.usage.generated_tokens > 0, "{r:?}");
+    // A long warm-up stops for a request that arrives meanwhile, which is then answered.
+    let mut long = vec![ChatMessage::new("system", system.clone())];
+    for i in 0..40 {
+        long.push(ChatMessage::new(
+            "user",
+            format!("Note {i}: the plants on the balcony need water every second day."),
+        ));
+        long.push(ChatMessage::new("assistant", format!("Noted ({i}).")));
+    }
+    let mut warm = ChatRequest::new(long);
+    warm.prefill_only = true;
+    let mut warming = svc.stream(&warm);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answered = svc.chat(&ChatRequest::new(next)).await.unwrap();
+    assert!(answered.usage.generated_tokens > 0, "{answered:?}");
+    let mut gave_way = None;
+    while let Some(f) = warming.next().await {
+        let f = f.unwrap();
+        if f.flow == Flow::Reply {
+            gave_way = Some(f.body::<ChatReply>().unwrap());
+        }
+    }
+    let gave_way = gave_way.expect("the warm-up's reply");
+    assert_eq!(
+        gave_way.finish_reason,
+        FinishReason::Cancelled,
+        "{:?}",
+        gave_way.usage
+    );
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_get_their_own_answers() {
     let dir = tempfile::tempdir().unwrap();
     let svc = start(dir.path(), "").await;
