@@ -446,10 +446,33 @@ impl Gen<'_> {
         let started = Instant::now();
         let prompt_text = self.prompt_text(req, constraint)?;
         // Special tokens in the template (<|im_start|> …) are parsed as such.
-        let prompt = self
+        let mut prompt = self
             .model
             .vocab()
             .tokenize(prompt_text.as_bytes(), true, true);
+        let mut sampler = if req.prefill_only {
+            None
+        } else {
+            Some(self.sampler(req, constraint)?)
+        };
+        // The start that every allowed output shares is computed with the prompt; the grammar
+        // is moved past it. Should the grammar refuse it, the output is decoded from the start.
+        let mut forced = String::new();
+        if let Some(s) = sampler.as_mut() {
+            if !constraint.forced.is_empty() {
+                let tokens =
+                    self.model
+                        .vocab()
+                        .tokenize(constraint.forced.as_bytes(), false, false);
+                if s.force(&tokens) {
+                    prompt.extend_from_slice(&tokens);
+                    forced.clone_from(&constraint.forced);
+                } else {
+                    tracing::warn!(forced = %constraint.forced, "the grammar refuses the forced start; decoding it");
+                    sampler = Some(self.sampler(req, constraint)?);
+                }
+            }
+        }
         if prompt.is_empty() {
             return Err(ErrorBody::new(ErrorCode::BadRequest, "the prompt is empty"));
         }
@@ -463,11 +486,6 @@ impl Gen<'_> {
                 ),
             ));
         }
-        let sampler = if req.prefill_only {
-            None
-        } else {
-            Some(self.sampler(req, constraint)?)
-        };
         let internal =
             |what: &str, e: String| ErrorBody::new(ErrorCode::Internal, format!("{what}: {e}"));
 
@@ -555,7 +573,7 @@ impl Gen<'_> {
 
         let max_new = req.max_tokens.unwrap_or(self.cfg.max_tokens).max(1) as usize;
         let max_new = max_new.min(n_ctx - prompt.len());
-        let mut text = String::new();
+        let mut text = forced;
         let mut pending = Vec::<u8>::new();
         let mut streamed = 0usize;
         let mut generated = 0usize;
@@ -642,6 +660,15 @@ struct Sampler {
 }
 
 impl Sampler {
+    /// Moves the grammar past `tokens` (a start that every output it allows shares); false
+    /// when it refuses one of them (the sampler is then spent: make another).
+    fn force(&mut self, tokens: &[LlamaToken]) -> bool {
+        let Some(grammar) = &mut self.grammar else {
+            return false;
+        };
+        tokens.iter().all(|t| grammar.try_accept(*t).is_ok())
+    }
+
     /// Picks the next token from the last decoded position's logits and accepts it.
     fn sample(&mut self, ctx: &LlamaContext<'_>) -> LlamaToken {
         let mut cur = ctx.token_data_array_ith(-1);

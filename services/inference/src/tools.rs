@@ -15,6 +15,10 @@ pub struct Constraint {
     pub system_addendum: Option<String>,
     /// The answer is a tool call to parse.
     pub expects_tool_call: bool,
+    /// How every output the grammar allows begins (`{"name": "`, or up to the arguments' `{`
+    /// when one tool is forced). The engine puts it into the prompt, where it is computed in one
+    /// batch, instead of decoding it token by token; it leads the reply's text.
+    pub forced: String,
 }
 
 fn bad(msg: String) -> ErrorBody {
@@ -107,13 +111,20 @@ pub fn constraint(req: &ChatRequest) -> Result<Constraint, ErrorBody> {
                 t.name, t.description, s
             ));
         }
-        if let ToolChoice::Tool(name) = &req.tool_choice {
+        let forced = if let ToolChoice::Tool(name) = &req.tool_choice {
             text.push_str(&format!("Call `{name}`.\n"));
-        }
+            format!(
+                "{{\"name\": {}, \"parameters\": {{",
+                Value::from(name.as_str())
+            )
+        } else {
+            "{\"name\": \"".to_string()
+        };
         return Ok(Constraint {
             grammar: Some(grammar_for(&schema.to_string())?),
             system_addendum: Some(text),
             expects_tool_call: true,
+            forced,
         });
     }
     if let Some(format) = &req.response_format {
@@ -128,6 +139,7 @@ pub fn constraint(req: &ChatRequest) -> Result<Constraint, ErrorBody> {
                 "Answer with JSON that matches this schema: {schema}"
             )),
             expects_tool_call: false,
+            forced: String::new(),
         });
     }
     Ok(Constraint::default())
@@ -181,6 +193,7 @@ mod tests {
     fn required_call_gets_a_grammar_and_a_description() {
         let c = constraint(&req(vec![timer()], ToolChoice::Required)).unwrap();
         assert!(c.grammar.as_ref().unwrap().contains("root ::="));
+        assert_eq!(c.forced, "{\"name\": \"");
         assert!(c.system_addendum.unwrap().contains("set_timer"));
         assert!(c.expects_tool_call);
         // Integer ranges (the agent's timer: 1 s to 30 days) become part of the grammar.
@@ -214,6 +227,8 @@ mod tests {
         // The same prompt, plus which tool to call: the cached prefix holds.
         assert!(f.starts_with(&a), "{f}");
         assert!(f.ends_with("Call `add_note`.\n"), "{f}");
+        // Everything up to the arguments is known before the model runs.
+        assert_eq!(forced.forced, r#"{"name": "add_note", "parameters": {"#);
         let g = forced.grammar.unwrap();
         assert!(g.contains("add_note") && !g.contains("set_timer"), "{g}");
         assert!(all.grammar.unwrap().contains("set_timer"));

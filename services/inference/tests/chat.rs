@@ -289,6 +289,8 @@ async fn tool_calls_always_parse_and_validate() {
         req.tool_choice = ToolChoice::Required;
         req.max_tokens = Some(96);
         let reply = svc.chat(&req).await.unwrap();
+        // The start every call shares is computed with the prompt, not decoded.
+        assert!(reply.text.starts_with("{\"name\": \""), "{}", reply.text);
         let call = reply.tool_call.unwrap_or_else(|| {
             panic!(
                 "{ask}: no tool call in {:?} ({:?})",
@@ -302,6 +304,30 @@ async fn tool_calls_always_parse_and_validate() {
         validates(schema, &args)
             .unwrap_or_else(|e| panic!("{ask}: {} {}: {e}", call.name, call.arguments));
     }
+    // One tool forced (the agent's router chose it; the LLM fills its arguments): everything
+    // up to the arguments is computed with the prompt, so only the arguments are decoded.
+    let mut req = ChatRequest::new(vec![ChatMessage::new(
+        "user",
+        "timer 45 minutes for laundry",
+    )]);
+    req.tools = tools();
+    req.tool_choice = ToolChoice::Tool("set_timer".into());
+    req.max_tokens = Some(96);
+    let reply = svc.chat(&req).await.unwrap();
+    assert!(
+        reply
+            .text
+            .starts_with("{\"name\": \"set_timer\", \"parameters\": {"),
+        "{}",
+        reply.text
+    );
+    let call = reply.tool_call.expect("a forced call");
+    assert_eq!(call.name, "set_timer");
+    validates(
+        &schemas["set_timer"],
+        &serde_json::from_str(&call.arguments).unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", call.arguments));
     // A response_format schema constrains a plain answer the same way.
     let mut req = user("Give me a city and its country.");
     req.response_format = Some(r#"{"type":"object","properties":{"city":{"type":"string"},"country":{"type":"string"}},"required":["city","country"]}"#.into());
