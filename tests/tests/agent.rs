@@ -130,12 +130,16 @@ async fn without_inference_the_fast_path_acts_and_the_rest_fails_clearly() {
         "{:?}",
         started.elapsed()
     );
-    // Back: the LLM tier answers again (with some tool, or `reply`).
+    // Back: the LLM tier answers again (with some tool, or `reply`; or with arguments the
+    // user did not give, which the agent names and does not act on — grounding.rs).
     let (code, out) = m.ming(&["start", "inference"]);
     assert_eq!(code, 0, "{out}");
     m.wait_ready(&["inference"], Duration::from_secs(20)).await;
     let (code, out) = m.ming(&["ask", "--json", "Tell me a joke about penguins"]);
-    assert!(out.contains("\"tier\": \"llm\""), "{code} {out}");
+    assert!(
+        out.contains("\"tier\": \"llm\"") || out.contains("not sure what you want"),
+        "{code} {out}"
+    );
 }
 
 /// A caller that gives up (Ctrl-C on `ming ask`; a barge-in on a voice turn, see the audio

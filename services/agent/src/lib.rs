@@ -31,6 +31,7 @@ pub mod conversation;
 pub mod docindex;
 pub mod external;
 pub mod files;
+pub mod grounding;
 pub mod intent;
 pub mod log;
 pub mod router;
@@ -876,7 +877,7 @@ impl Handler for AgentService {
                 }
             },
         };
-        let (tier, tool, args) = match decided {
+        let (tier, tool, mut args) = match decided {
             Ok(d) => d,
             Err(Undecided::Cancelled) if now_ms() < req.envelope.deadline_ms => {
                 record.stages.push(ming_schemas::agent::Stage {
@@ -921,6 +922,35 @@ impl Handler for AgentService {
                 return;
             }
         };
+        // The local model's words must be the user's: asked about a garbled utterance it fills
+        // the arguments from the previous exchange or a tool's description (grounding.rs).
+        if matches!(tier, Tier::Llm | Tier::Router) {
+            let previous = msg
+                .session
+                .as_deref()
+                .and_then(|s| self.conversations.history(s).pop())
+                .map(|e| e.user);
+            if let Err(e) = grounding::check(&tool, &mut args, &msg.text, previous.as_deref()) {
+                record.stages.push(ming_schemas::agent::Stage {
+                    name: "arguments not the user's".into(),
+                    at_ms: since(started),
+                });
+                record.tier = Some(tier);
+                record.tool = Some(tool.clone());
+                record.arguments = args.to_string();
+                record.outcome = "unsure".into();
+                tracing::info!(utterance, tool = %tool, tier = ?tier, reason = %e, "not acting on arguments the user did not give");
+                self.log.append(record);
+                resp.error(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "I heard \u{201c}{}\u{201d} and am not sure what you want ({tool}? {e}); please say it again",
+                        msg.text.trim()
+                    ),
+                );
+                return;
+            }
+        }
         // Whatever tier decided, nothing runs on arguments its schema does not allow (an LLM's
         // timer of 10^15 seconds, a misheard value): the reason is the answer.
         if let Some(schema) = self.schema_of(&tool) {

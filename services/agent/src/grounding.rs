@@ -1,0 +1,345 @@
+//! Whether the local model's arguments come from what the user said.
+//!
+//! The small local model, given a misheard or garbled utterance, fills the tool's arguments
+//! with something concrete from elsewhere: the previous exchange ("Where's the file within the
+//! insurance policy?" → search for "jarm offer", the command before it), a tool's description
+//! (a mail search for "local mail (read-only) by sender, subject or text"), or nothing at all
+//! (a 10-second timer for "What do you go about my sister?"). Each of those, seen in the voice
+//! bench, acted on something the user never asked for. A wrong action is worse than a question,
+//! so the agent checks the LLM tier's free-text arguments against the utterance and asks the user
+//! to say it again when they do not come from it.
+//!
+//! The check is lenient on purpose: an argument passes when at least half of its content words
+//! (stop words and numbers aside) are in the utterance, where a word also matches one that
+//! shares its first four letters ("Sarah" / "Sara", "notes" / "note"). A follow-up that refers
+//! back ("search my notes for that too") may take its words from the previous message as well.
+//! A timer's length needs a number or a unit of time in the utterance; a timer label that does
+//! not come from it is dropped rather than refused.
+
+use serde_json::Value;
+
+/// Arguments that carry the user's words; checked against the utterance.
+const FREE_TEXT: [&str; 4] = ["query", "text", "title", "task"];
+
+/// Words that say what they refer to is in the previous exchange.
+const REFERRING: [&str; 11] = [
+    "it", "that", "this", "them", "those", "these", "same", "again", "too", "also", "instead",
+];
+
+const STOP: [&str; 58] = [
+    "a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "at", "for", "from", "with",
+    "about", "by", "as", "into", "my", "me", "i", "i'm", "im", "you", "your", "we", "our", "is",
+    "are", "was", "be", "it", "it's", "that", "this", "there", "please", "some", "any", "all",
+    "user", "user's", "do", "did", "does", "have", "has", "what", "which", "who", "when", "where",
+    "how", "can", "will", "would", "so", "not",
+];
+
+const NUMBER_WORDS: [&str; 36] = [
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+    "thirty",
+    "forty",
+    "fifty",
+    "sixty",
+    "seventy",
+    "eighty",
+    "ninety",
+    "hundred",
+    "half",
+    "quarter",
+    "couple",
+    "few",
+    "several",
+    "dozen",
+    "zero",
+    "once",
+];
+
+/// Units of time, as the beginnings of words: Whisper heard "one hour" as "well-houred".
+const TIME_UNITS: [&str; 4] = ["sec", "min", "hour", "hr"];
+
+/// Lowercase words (letters, digits, apostrophes).
+fn words(text: &str) -> Vec<String> {
+    text.to_lowercase()
+        .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .map(|w| w.trim_matches('\''))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The words of an argument worth checking: not stop words, not numbers ("1pm", "3").
+fn content_words(text: &str) -> Vec<String> {
+    words(text)
+        .into_iter()
+        .filter(|w| !STOP.contains(&w.as_str()) && !w.chars().any(|c| c.is_ascii_digit()))
+        .collect()
+}
+
+fn same_word(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    a.len() >= 4 && b.len() >= 4 && a[..4] == b[..4]
+}
+
+/// Whether `arg` comes from `heard`: at least half of its content words (and one) are there.
+fn grounded(arg: &str, heard: &[String]) -> bool {
+    let content = content_words(arg);
+    if content.is_empty() {
+        return true;
+    }
+    let found = content
+        .iter()
+        .filter(|w| heard.iter().any(|h| same_word(w, h)))
+        .count();
+    found >= 1 && found * 2 >= content.len()
+}
+
+/// Why the LLM tier's arguments cannot be acted on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Ungrounded {
+    #[error("its {key} \u{201c}{value}\u{201d} is not something you said")]
+    Words { key: String, value: String },
+    #[error("you did not say how long")]
+    NoDuration,
+}
+
+/// Checks (and where harmless, trims) the arguments the LLM tier chose for `tool` against what
+/// the user said (`text`) and, for a message that refers back, the previous one (`previous`).
+///
+/// # Errors
+/// [`Ungrounded`]: the arguments are not the user's; nothing should run.
+pub fn check(
+    tool: &str,
+    args: &mut Value,
+    text: &str,
+    previous: Option<&str>,
+) -> Result<(), Ungrounded> {
+    if tool == "reply" {
+        return Ok(()); // the model's own words, to be said, not acted on
+    }
+    let said = words(text);
+    let mut heard = said.clone();
+    if said.iter().any(|w| REFERRING.contains(&w.as_str())) {
+        heard.extend(previous.map(words).unwrap_or_default());
+    }
+    let Some(obj) = args.as_object_mut() else {
+        return Ok(());
+    };
+    if tool == "set_timer" {
+        let timed = said.iter().any(|w| {
+            w.chars().any(|c| c.is_ascii_digit())
+                || NUMBER_WORDS.contains(&w.as_str())
+                || TIME_UNITS.iter().any(|u| w.starts_with(u))
+        });
+        if !timed {
+            return Err(Ungrounded::NoDuration);
+        }
+        let label_ok = obj
+            .get("label")
+            .and_then(Value::as_str)
+            .is_none_or(|l| grounded(l, &heard));
+        if !label_ok {
+            obj.insert("label".into(), Value::String(String::new()));
+        }
+    }
+    for key in FREE_TEXT {
+        if let Some(value) = obj.get(key).and_then(Value::as_str) {
+            if !grounded(value, &heard) {
+                return Err(Ungrounded::Words {
+                    key: key.into(),
+                    value: value.into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check_of(
+        tool: &str,
+        args: Value,
+        text: &str,
+        previous: Option<&str>,
+    ) -> Result<Value, Ungrounded> {
+        let mut args = args;
+        check(tool, &mut args, text, previous).map(|()| args)
+    }
+
+    #[test]
+    fn arguments_from_the_utterance_pass() {
+        let ok = [
+            (
+                "search_mail",
+                json!({"query": "Anna"}),
+                "Any emails from Anna?",
+            ),
+            (
+                "add_note",
+                json!({"text": "I ate lunch with Sarah tomorrow at 1pm."}),
+                "and lunch with Sara tomorrow at one pm.",
+            ),
+            (
+                "remember",
+                json!({"text": "The user is vegetarian", "kind": "fact"}),
+                "I'm vegetarian, remember it",
+            ),
+            (
+                "handoff",
+                json!({"task": "Translate this letter into German"}),
+                "Ask the cloud to translate this letter into German.",
+            ),
+            (
+                "search_documents",
+                json!({"query": "insurance policies"}),
+                "Where's the file with the insurance policy?",
+            ),
+            (
+                "add_event",
+                json!({"title": "Dentist", "date": "friday", "time": "09:00"}),
+                "Schedule a dentist appointment on Friday at nine.",
+            ),
+            (
+                "list_events",
+                json!({"date": "2026-12-04"}),
+                "What's on tomorrow?",
+            ),
+            (
+                "reply",
+                json!({"text": "Hello! How can I help?"}),
+                "hi there",
+            ),
+        ];
+        for (tool, args, text) in ok {
+            assert_eq!(check_of(tool, args.clone(), text, None), Ok(args), "{text}");
+        }
+    }
+
+    /// The voice bench's misses where the model took its words from elsewhere.
+    #[test]
+    fn arguments_from_elsewhere_are_refused() {
+        let previous = Some("Find the emails about the jarm offer.");
+        let bad = [
+            (
+                "search_documents",
+                json!({"query": "jarm offer"}),
+                "Where's the file within the insurance policy?",
+            ),
+            (
+                "search_mail",
+                json!({"query": "local mail (read-only) by sender, subject or text"}),
+                "What's the maze made?",
+            ),
+        ];
+        for (tool, args, text) in bad {
+            assert!(
+                matches!(
+                    check_of(tool, args, text, previous),
+                    Err(Ungrounded::Words { .. })
+                ),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            check_of(
+                "set_timer",
+                json!({"seconds": 10, "label": "10 minutes"}),
+                "What do you go about my sister?",
+                None
+            ),
+            Err(Ungrounded::NoDuration)
+        );
+        assert_eq!(
+            check_of(
+                "set_timer",
+                json!({"seconds": 3, "label": "the eggs"}),
+                "Reminds me of how it's a call, Mum.",
+                previous
+            ),
+            Err(Ungrounded::NoDuration)
+        );
+    }
+
+    #[test]
+    fn a_follow_up_may_take_words_from_the_previous_message() {
+        let previous = Some("Find emails about the job offer.");
+        let args = json!({"query": "job offer"});
+        assert!(check_of(
+            "search_notes",
+            args.clone(),
+            "Search my notes for that too",
+            previous
+        )
+        .is_ok());
+        // Without a word that refers back, the previous message does not count.
+        assert!(check_of(
+            "search_notes",
+            args,
+            "Search my notes for the lease",
+            previous
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn a_timer_needs_a_length_and_loses_a_label_it_was_not_given() {
+        assert_eq!(
+            check_of(
+                "set_timer",
+                json!({"seconds": 7200, "label": "Laundry Timer"}),
+                "Bring me into hours about the laundry.",
+                None
+            ),
+            Ok(json!({"seconds": 7200, "label": "Laundry Timer"}))
+        );
+        assert_eq!(
+            check_of(
+                "set_timer",
+                json!({"seconds": 3600, "label": "the eggs"}),
+                "Remind me in an hour to call mum.",
+                None
+            ),
+            Ok(json!({"seconds": 3600, "label": ""}))
+        );
+        assert!(check_of(
+            "set_timer",
+            json!({"seconds": 90, "label": ""}),
+            "Count down 90 seconds.",
+            None
+        )
+        .is_ok());
+        // Heard in the voice bench for "Set a timer for one hour."
+        assert!(check_of(
+            "set_timer",
+            json!({"seconds": 3600, "label": ""}),
+            "Set a timer for well-houred",
+            None
+        )
+        .is_ok());
+    }
+}
