@@ -308,6 +308,19 @@ fn rules() -> &'static [Rule] {
                     Some(Intent { tool: "free_time", args: json!({"date": day, "minutes": minutes}) })
                 },
             },
+            Rule {
+                re: r(r"^\s*(?:find|get|give)(?: me)? (?:a |an |some )?free (?P<dur>slot|time|hour|half hour|half an hour|quarter of an hour|\d+ minutes?|\w+(?:[- ]\w+)? minutes?)(?: slot)?(?: on| for)?\s*(?P<day>today|tomorrow|(?:on\s+)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|\d{4}-\d{2}-\d{2})?[?.!]?\s*$"),
+                build: |c| {
+                    let minutes = match &c["dur"] {
+                        "slot" | "time" => 30,
+                        "hour" => 60,
+                        "quarter of an hour" => 15,
+                        d => parse_duration(d)? / 60,
+                    };
+                    let day = c.name("day").map_or("today".to_string(), |d| d.as_str().trim().trim_start_matches("on ").to_lowercase());
+                    Some(Intent { tool: "free_time", args: json!({"date": day, "minutes": minutes}) })
+                },
+            },
             // Clock.
             Rule {
                 re: r(r"^\s*(?:what(?:'s| is) the time|what time is it)(?: now)? in (?P<zone>[\w /'-]+?)(?: now| right now)?[?.!]?\s*$"),
@@ -554,6 +567,21 @@ mod tests {
                 "When am I free tomorrow for an hour?",
                 "free_time",
                 json!({"date": "tomorrow", "minutes": 60}),
+            ),
+            (
+                "Find me a free hour on Friday.",
+                "free_time",
+                json!({"date": "friday", "minutes": 60}),
+            ),
+            (
+                "find a free 45 minute slot tomorrow",
+                "free_time",
+                json!({"date": "tomorrow", "minutes": 45}),
+            ),
+            (
+                "Find me a free half hour",
+                "free_time",
+                json!({"date": "today", "minutes": 30}),
             ),
             (
                 "Ask the cloud to research the history of the printing press",
