@@ -429,6 +429,42 @@ async fn speaking_barge_in_and_a_voice_turn_to_the_agent() {
     )
     .await;
     assert!(out.contains("audio: speech_ended"), "{out}");
+
+    // A voice turn the agent cannot take is answered out loud all the same: with the agent
+    // stopped, the user hears that it is not running instead of silence.
+    let (code, out) = m.ming(&["stop", "agent"]);
+    assert_eq!(code, 0, "{out}");
+    let mut said =
+        EventSubscriber::connect(&m.bus, &[kinds::EVENT_TRANSCRIPT, kinds::EVENT_SPEAKING])
+            .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = m.listen("start").await;
+    assert!(st.listening, "{st:?}");
+    let ask = espeak(dir, "time.wav", "What time is it?");
+    let (arate, apcm) = read_wav(&ask);
+    let mut turn = vec![0i16; arate as usize / 5];
+    turn.extend_from_slice(&apcm);
+    turn.extend(std::iter::repeat_n(0, arate as usize * 4 / 5));
+    feed_realtime(&m, arate, &turn).await;
+    let mut utterance = None;
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(60), said.next())
+            .await
+            .expect("the turn's transcript, then its spoken error")
+            .unwrap();
+        if ev.kind == kinds::EVENT_TRANSCRIPT {
+            utterance = Some(
+                ev.body::<ming_schemas::audio::Transcript>()
+                    .unwrap()
+                    .utterance,
+            );
+        } else if utterance.is_some() {
+            let s: Speaking = ev.body().unwrap();
+            if s.utterance == utterance && s.state == "started" {
+                break;
+            }
+        }
+    }
 }
 
 /// Waits for an `audio.speaking` event in `state`.

@@ -290,7 +290,29 @@ fn listen_code(e: &live::ListenError) -> ErrorCode {
 /// Hands a final transcript to the agent as a voice turn; `true` when the agent answered.
 async fn send_to_agent(bus: Arc<BusClient>, t: Transcript) -> bool {
     let text = t.text.clone();
-    ask_agent(&bus, text, t).await.is_some()
+    ask_agent(&bus, text, t).await.is_ok()
+}
+
+/// What the user hears when the agent did not act on a voice turn: the agent's own reason
+/// ("I heard … and am not sure what you want", "… without the local model, which failed"),
+/// or why there was none. `None` for a turn the caller cancelled.
+pub fn spoken_error(e: &BusError) -> Option<String> {
+    match e {
+        BusError::Remote {
+            code: ErrorCode::Cancelled,
+            ..
+        } => None,
+        BusError::Remote {
+            code: ErrorCode::ServiceUnavailable,
+            message,
+            // The broker's words: "`agent` is stopped", "worker … (pid …) stopped heartbeating".
+        } if message.starts_with("`agent`") || message.starts_with("worker ") => {
+            Some("The agent is not running, so I cannot act on that.".into())
+        }
+        BusError::Remote { message, .. } => Some(message.clone()),
+        BusError::Timeout { .. } => Some("The agent did not answer in time.".into()),
+        _ => Some("I could not reach the agent.".into()),
+    }
 }
 
 /// Sends `text` (a final transcript, or what followed the wake phrase in it) to the agent.
@@ -298,7 +320,7 @@ async fn ask_agent(
     bus: &BusClient,
     text: String,
     t: Transcript,
-) -> Option<ming_schemas::agent::Reply> {
+) -> Result<ming_schemas::agent::Reply, BusError> {
     let msg = ming_schemas::agent::Message {
         text,
         session: Some("voice".into()),
@@ -316,10 +338,10 @@ async fn ask_agent(
         )
         .await
     {
-        Ok(r) => Some(r),
+        Ok(r) => Ok(r),
         Err(e) => {
-            tracing::warn!(error = %e, "the agent did not take a voice turn");
-            None
+            tracing::warn!(error = %e, "the agent did not act on a voice turn");
+            Err(e)
         }
     }
 }
@@ -379,12 +401,18 @@ async fn serve_live(
                     return;
                 }
             };
-            let Some(reply) = reply else {
-                return;
+            // An error is said too (a misheard command gets "say it again", a dead agent a
+            // sentence), and opens the follow-up window like an answer.
+            let answer = match reply {
+                Ok(r) => r.text,
+                Err(e) => match spoken_error(&e) {
+                    Some(text) => text,
+                    None => return,
+                },
             };
-            if !reply.text.trim().is_empty() {
+            if !answer.trim().is_empty() {
                 let say = Speak {
-                    text: reply.text.clone(),
+                    text: answer,
                     utterance: Some(utterance),
                     ..Default::default()
                 };
@@ -522,4 +550,46 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     live_task.abort();
     result?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_said_when_the_agent_does_not_act() {
+        let remote = |code, message: &str| BusError::Remote {
+            code,
+            message: message.into(),
+        };
+        let unsure = "I heard \u{201c}What's the maze made?\u{201d} and am not sure what you want";
+        assert_eq!(
+            spoken_error(&remote(ErrorCode::BadRequest, unsure)).as_deref(),
+            Some(unsure)
+        );
+        let no_llm = "I could not understand that without the local model, which failed: x";
+        assert_eq!(
+            spoken_error(&remote(ErrorCode::ServiceUnavailable, no_llm)).as_deref(),
+            Some(no_llm)
+        );
+        for down in [
+            "`agent` is stopped",
+            "worker a1 (pid 7) stopped heartbeating",
+        ] {
+            assert_eq!(
+                spoken_error(&remote(ErrorCode::ServiceUnavailable, down)).as_deref(),
+                Some("The agent is not running, so I cannot act on that."),
+                "{down}"
+            );
+        }
+        assert_eq!(
+            spoken_error(&remote(ErrorCode::Cancelled, "cancelled")),
+            None
+        );
+        let late = BusError::Timeout {
+            target: "agent".into(),
+            waited_ms: 30_000,
+        };
+        assert!(spoken_error(&late).is_some_and(|t| t.contains("in time")));
+    }
 }
