@@ -87,15 +87,20 @@ pub fn parse_duration(text: &str) -> Option<u64> {
         .into_owned();
     let part = PART.get_or_init(|| {
         Regex::new(&format!(
-            r"{NUM}\s*(hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)\b"
+            r"\b{NUM}\s*(hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)\b"
         ))
         .unwrap_or_else(|_| unreachable!())
     });
     let mut total = 0;
     let mut found = false;
     for c in part.captures_iter(&t) {
-        let n = word_number(&c[1])?;
         let unit = &c[2];
+        // A one-letter unit only after digits ("5m", "1h30m"): "am" is not a minute, nor "ones"
+        // a second ("Where am I free tomorrow?" was a 1-minute free slot).
+        if unit.len() == 1 && !c[1].chars().all(|d| d.is_ascii_digit()) {
+            continue;
+        }
+        let n = word_number(&c[1])?;
         total += n * match unit.chars().next() {
             Some('h') => 3600,
             Some('m') => 60,
@@ -407,6 +412,14 @@ mod tests {
             assert_eq!(parse_duration(t), Some(s), "{t}");
         }
         assert_eq!(parse_duration("soon"), None);
+        for t in [
+            "Where am I free tomorrow?",
+            "read the ones I noted",
+            "it's often late",
+        ] {
+            assert_eq!(parse_duration(t), None, "{t}");
+        }
+        assert_eq!(parse_duration("5m"), Some(300));
     }
 
     #[test]

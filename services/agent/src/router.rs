@@ -361,6 +361,11 @@ mod tests {
             slots("list_events", "what's happening friday"),
             Some(json!({"date": "friday"}))
         );
+        // Heard in the voice bench; "am" once read as "a m(inute)" gave a 1-minute slot.
+        assert_eq!(
+            slots("free_time", "Where am I free tomorrow?"),
+            Some(json!({"date": "tomorrow", "minutes": 30}))
+        );
         assert_eq!(
             slots("search_mail", "did I get anything from the landlord"),
             Some(json!({"query": "the landlord"}))
