@@ -16,7 +16,10 @@
 //! A timer's length needs a number or a unit of time in the utterance; a timer label that does
 //! not come from it is dropped rather than refused.
 
+use ming_schemas::training::words;
 use serde_json::Value;
+
+use crate::intent;
 
 /// Arguments that carry the user's words; checked against the utterance.
 const FREE_TEXT: [&str; 4] = ["query", "text", "title", "task"];
@@ -34,72 +37,31 @@ const STOP: [&str; 58] = [
     "how", "can", "will", "would", "so", "not",
 ];
 
-const NUMBER_WORDS: [&str; 36] = [
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-    "twenty",
-    "thirty",
-    "forty",
-    "fifty",
-    "sixty",
-    "seventy",
-    "eighty",
-    "ninety",
-    "hundred",
-    "half",
-    "quarter",
-    "couple",
-    "few",
-    "several",
-    "dozen",
-    "zero",
-    "once",
+/// Amounts in words that `intent::word_number` does not spell.
+const AMOUNTS: [&str; 7] = [
+    "hundred", "half", "quarter", "couple", "few", "several", "dozen",
 ];
 
 /// Units of time, as the beginnings of words: Whisper heard "one hour" as "well-houred".
 const TIME_UNITS: [&str; 4] = ["sec", "min", "hour", "hr"];
 
-/// Lowercase words (letters, digits, apostrophes).
-fn words(text: &str) -> Vec<String> {
-    text.to_lowercase()
-        .split(|c: char| !(c.is_alphanumeric() || c == '\''))
-        .map(|w| w.trim_matches('\''))
-        .filter(|w| !w.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// The words of an argument worth checking: not stop words, not numbers ("1pm", "3").
+/// The words of an argument worth checking: not stop words, not numbers ("1pm", "3" — which
+/// `words` writes as "#").
 fn content_words(text: &str) -> Vec<String> {
     words(text)
         .into_iter()
-        .filter(|w| !STOP.contains(&w.as_str()) && !w.chars().any(|c| c.is_ascii_digit()))
+        .filter(|w| {
+            !STOP.contains(&w.as_str()) && !w.chars().any(|c| c.is_ascii_digit() || c == '#')
+        })
         .collect()
 }
 
+/// The same word, or two that begin with the same four letters.
 fn same_word(a: &str, b: &str) -> bool {
-    if a == b {
-        return true;
-    }
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    a.len() >= 4 && b.len() >= 4 && a[..4] == b[..4]
+    a == b
+        || (a.chars().nth(3).is_some()
+            && b.chars().nth(3).is_some()
+            && a.chars().take(4).eq(b.chars().take(4)))
 }
 
 /// Whether `arg` comes from `heard`: at least half of its content words (and one) are there.
@@ -148,8 +110,9 @@ pub fn check(
     };
     if tool == "set_timer" {
         let timed = said.iter().any(|w| {
-            w.chars().any(|c| c.is_ascii_digit())
-                || NUMBER_WORDS.contains(&w.as_str())
+            w.chars().any(|c| c.is_ascii_digit() || c == '#')
+                || (w != "a" && w != "an" && intent::word_number(w).is_some())
+                || AMOUNTS.contains(&w.as_str())
                 || TIME_UNITS.iter().any(|u| w.starts_with(u))
         });
         if !timed {

@@ -13,7 +13,8 @@ pub struct Intent {
     pub args: Value,
 }
 
-fn word_number(w: &str) -> Option<u64> {
+/// A number in digits or words ("seven", "twenty-five", "a").
+pub fn word_number(w: &str) -> Option<u64> {
     const ONES: [&str; 20] = [
         "zero",
         "one",

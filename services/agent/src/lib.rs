@@ -923,7 +923,10 @@ impl Handler for AgentService {
             }
         };
         // The local model's words must be the user's: asked about a garbled utterance it fills
-        // the arguments from the previous exchange or a tool's description (grounding.rs).
+        // the arguments from the previous exchange or a tool's description (grounding.rs). And
+        // whatever tier decided, nothing runs on arguments its schema does not allow (an LLM's
+        // timer of 10^15 seconds, a misheard value). Either way the reason is the answer.
+        let mut refusal = None;
         if matches!(tier, Tier::Llm | Tier::Router) {
             let previous = msg
                 .session
@@ -931,43 +934,36 @@ impl Handler for AgentService {
                 .and_then(|s| self.conversations.history(s).pop())
                 .map(|e| e.user);
             if let Err(e) = grounding::check(&tool, &mut args, &msg.text, previous.as_deref()) {
-                record.stages.push(ming_schemas::agent::Stage {
-                    name: "arguments not the user's".into(),
-                    at_ms: since(started),
-                });
-                record.tier = Some(tier);
-                record.tool = Some(tool.clone());
-                record.arguments = args.to_string();
-                record.outcome = "unsure".into();
-                tracing::info!(utterance, tool = %tool, tier = ?tier, reason = %e, "not acting on arguments the user did not give");
-                self.log.append(record);
-                resp.error(
-                    ErrorCode::BadRequest,
-                    format!(
-                        "I heard \u{201c}{}\u{201d} and am not sure what you want ({tool}? {e}); please say it again",
-                        msg.text.trim()
-                    ),
-                );
-                return;
+                refusal = Some(("arguments not the user's", "unsure", format!(
+                    "I heard \u{201c}{}\u{201d} and am not sure what you want ({tool}? {e}); please say it again",
+                    msg.text.trim()
+                )));
             }
         }
-        // Whatever tier decided, nothing runs on arguments its schema does not allow (an LLM's
-        // timer of 10^15 seconds, a misheard value): the reason is the answer.
-        if let Some(schema) = self.schema_of(&tool) {
-            if let Err(e) = schema::validate(&schema, &args) {
-                record.stages.push(ming_schemas::agent::Stage {
-                    name: "arguments refused".into(),
-                    at_ms: since(started),
-                });
-                record.tier = Some(tier);
-                record.tool = Some(tool.clone());
-                record.arguments = args.to_string();
-                record.outcome = "refused".into();
-                tracing::info!(utterance, tool = %tool, tier = ?tier, error = %e, "arguments refused");
-                self.log.append(record);
-                resp.error(ErrorCode::BadRequest, format!("I did not run {tool}: {e}"));
-                return;
+        if refusal.is_none() {
+            if let Some(schema) = self.schema_of(&tool) {
+                if let Err(e) = schema::validate(&schema, &args) {
+                    refusal = Some((
+                        "arguments refused",
+                        "refused",
+                        format!("I did not run {tool}: {e}"),
+                    ));
+                }
             }
+        }
+        if let Some((stage, outcome, answer)) = refusal {
+            record.stages.push(ming_schemas::agent::Stage {
+                name: stage.into(),
+                at_ms: since(started),
+            });
+            record.tier = Some(tier);
+            record.tool = Some(tool.clone());
+            record.arguments = args.to_string();
+            record.outcome = outcome.into();
+            tracing::info!(utterance, tool = %tool, tier = ?tier, outcome, reason = %answer, "not run");
+            self.log.append(record);
+            resp.error(ErrorCode::BadRequest, answer);
+            return;
         }
         let decided_ms = started.elapsed().as_secs_f64() * 1000.0;
         let arguments = args.to_string();
