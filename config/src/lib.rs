@@ -64,6 +64,9 @@ pub struct AgentSettings {
     /// The documents folder is indexed into memory at start and then every this many minutes
     /// (only what changed; 0: only when asked).
     pub documents_index_minutes: u64,
+    /// A question the agent asked (yes or no before deleting, how long for a timer) waits this
+    /// many seconds for the session's next message.
+    pub follow_up_s: u64,
 }
 
 /// The training service (issue #8).
@@ -642,6 +645,12 @@ impl Config {
             "agent.documents_index_minutes",
             self.agent.documents_index_minutes.to_string(),
             "at most 10080 (a week); 0: only when asked",
+        );
+        check(
+            (1..=3600).contains(&self.agent.follow_up_s),
+            "agent.follow_up_s",
+            self.agent.follow_up_s.to_string(),
+            "between 1 and 3600 (seconds)",
         );
         check(
             (0.0..=1.0).contains(&self.agent.router_threshold),

@@ -69,6 +69,11 @@ pub struct Reply {
     pub decided_ms: f64,
     #[serde(default)]
     pub action_started_ms: Option<f64>,
+    /// The answer is a question and the session's next message answers it: `confirmation`
+    /// (yes or no to the destructive action just described) or the argument asked for
+    /// (`seconds`, `text`, `query`). Absent when nothing waits (and then not encoded at all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting: Option<String>,
 }
 
 /// Event `agent.action_started`.

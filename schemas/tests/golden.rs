@@ -227,6 +227,7 @@ fn service_bodies() {
             }),
             decided_ms: 0.25,
             action_started_ms: Some(0.5),
+            awaiting: None,
         })
         .unwrap(),
     );

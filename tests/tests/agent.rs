@@ -494,3 +494,92 @@ async fn the_agent_remembers_recalls_and_forgets_with_confirmation() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn questions_are_answered_by_the_next_message_of_the_conversation() {
+    let m = Mingd::start("");
+    m.wait_ready(&["agent"], Duration::from_secs(20)).await;
+    let ask = |text: &str| m.ming(&["ask", "--session", "s1", text]);
+    // A timer with no length: the agent asks, and the answer completes the command.
+    let (code, out) = m.ming(&["ask", "--session", "s1", "--json", "Set a timer."]);
+    assert!(
+        code == 5 && out.contains("For how long?") && out.contains("\"awaiting\": \"seconds\""),
+        "{out}"
+    );
+    let (code, out) = ask("Five minutes.");
+    assert!(
+        code == 0
+            && out.contains("set_timer")
+            && out.contains("\"seconds\":300")
+            && out.contains("via Fast"),
+        "{out}"
+    );
+    // Without a conversation there is no one to answer: the question says so.
+    let (code, out) = m.ming(&["ask", "take a note"]);
+    assert!(
+        code == 5 && out.contains("say the whole command again"),
+        "{out}"
+    );
+    let (code, out) = ask("take a note");
+    assert!(
+        code == 5 && out.contains("What should the note say?"),
+        "{out}"
+    );
+    let (code, out) = ask("buy bread");
+    assert!(code == 0 && out.contains("Noted: buy bread"), "{out}");
+    // A deletion waits for a yes in the same conversation; a no leaves the note.
+    let notes = m.dir.path().join("data/agent/notes.jsonl");
+    let (code, out) = ask("delete the note about bread");
+    assert!(
+        code == 5 && out.contains("nothing was deleted") && out.contains("yes or no"),
+        "{out}"
+    );
+    let (code, out) = ask("No.");
+    assert!(code == 5 && out.contains("left it as it is"), "{out}");
+    assert!(std::fs::read_to_string(&notes)
+        .unwrap()
+        .contains("buy bread"));
+    let (_, out) = ask("delete the note about bread");
+    assert!(out.contains("yes or no"), "{out}");
+    let (code, out) = ask("Yes, please.");
+    assert!(
+        code == 0 && out.contains("Deleted 1 note(s)") && out.contains("delete_note"),
+        "{out}"
+    );
+    assert!(!std::fs::read_to_string(&notes)
+        .unwrap()
+        .contains("buy bread"));
+    let (_, out) = ask("list my notes");
+    assert!(out.contains("no notes"), "{out}");
+    let page: ming_schemas::agent::InteractionsPage = m
+        .client
+        .request(
+            "agent",
+            kinds::AGENT_INTERACTIONS,
+            &ming_schemas::agent::InteractionsRequest {
+                since: 0,
+                limit: 100,
+            },
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+    let outcomes: Vec<&str> = page.items.iter().map(|i| i.outcome.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "asked",
+            "done",
+            "asked",
+            "asked",
+            "done",
+            "unconfirmed",
+            "dropped",
+            "unconfirmed",
+            "done",
+            "done"
+        ],
+        "{:?}",
+        page.items
+    );
+}

@@ -62,6 +62,26 @@ async fn the_router_learns_from_the_seed_set_and_from_a_correction() {
     assert!(first.candidate.ece < 0.15, "calibration: {out}");
     assert_eq!(first.model.version, 1);
     assert!(agent_detail(&m).await.contains("router v1"));
+    // The router knows a timer is wanted but no length was said: it asks (no LLM to make one
+    // up), and the conversation's next message answers.
+    let (code, out) = m.ming(&[
+        "ask",
+        "--session",
+        "t",
+        "--json",
+        "I need a timer for the pasta",
+    ]);
+    assert!(
+        code == 5 && out.contains("For how long?") && out.contains("\"awaiting\": \"seconds\""),
+        "{out}"
+    );
+    let (_, out) = m.ming(&["trace"]);
+    assert!(out.contains("via Router tier: asked"), "{out}");
+    let (code, out) = m.ming(&["ask", "--session", "t", "eleven minutes"]);
+    assert!(
+        code == 0 && out.contains("\"seconds\":660") && out.contains("pasta"),
+        "{out}"
+    );
 
     // 2. The idiom is not understood as the user means it.
     let (code, out) = m.ming(&["ask", "--json", IDIOM]);

@@ -13,7 +13,11 @@ use crate::tools::Outcome;
 /// Runs the tool with `args`, bounded by its timeout. The agent has checked `args` against the
 /// tool's declared schema before calling this.
 pub async fn run(name: &str, tool: &ExternalTool, args: &Value) -> Outcome {
-    let fail = |text: String| Outcome { ok: false, text };
+    let fail = |text: String| Outcome {
+        ok: false,
+        text,
+        needs_confirmation: false,
+    };
     let Some((program, rest)) = tool.command.split_first() else {
         return fail(format!("{name}: no command configured"));
     };
@@ -49,6 +53,7 @@ pub async fn run(name: &str, tool: &ExternalTool, args: &Value) -> Outcome {
     let stdout = String::from_utf8_lossy(&out.stdout);
     match serde_json::from_str::<Value>(stdout.trim()) {
         Ok(v) => Outcome {
+            needs_confirmation: false,
             ok: v["ok"].as_bool().unwrap_or(out.status.success()),
             text: v["text"]
                 .as_str()
@@ -60,6 +65,7 @@ pub async fn run(name: &str, tool: &ExternalTool, args: &Value) -> Outcome {
             String::from_utf8_lossy(&out.stderr).trim()
         )),
         Err(_) => Outcome {
+            needs_confirmation: false,
             ok: true,
             text: stdout.trim().to_string(),
         },

@@ -91,6 +91,17 @@ pub enum Ungrounded {
 ///
 /// # Errors
 /// [`Ungrounded`]: the arguments are not the user's; nothing should run.
+/// Whether `text` has anything a timer's length could come from: a number, an amount ("half",
+/// "couple") or a unit of time (by prefix: Whisper wrote "one hour" as "well-houred").
+pub fn says_a_duration(text: &str) -> bool {
+    words(text).iter().any(|w| {
+        w.chars().any(|c| c.is_ascii_digit() || c == '#')
+            || (w != "a" && w != "an" && intent::word_number(w).is_some())
+            || AMOUNTS.contains(&w.as_str())
+            || TIME_UNITS.iter().any(|u| w.starts_with(u))
+    })
+}
+
 pub fn check(
     tool: &str,
     args: &mut Value,
@@ -109,13 +120,7 @@ pub fn check(
         return Ok(());
     };
     if tool == "set_timer" {
-        let timed = said.iter().any(|w| {
-            w.chars().any(|c| c.is_ascii_digit() || c == '#')
-                || (w != "a" && w != "an" && intent::word_number(w).is_some())
-                || AMOUNTS.contains(&w.as_str())
-                || TIME_UNITS.iter().any(|u| w.starts_with(u))
-        });
-        if !timed {
+        if !says_a_duration(text) {
             return Err(Ungrounded::NoDuration);
         }
         let label_ok = obj

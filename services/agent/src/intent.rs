@@ -210,11 +210,11 @@ fn rules() -> &'static [Rule] {
             // Notes.
             Rule {
                 re: r(r"^\s*(?:please\s+)?(?:take|add|make|save|write)\s+(?:down\s+)?(?:a\s+)?note(?:\s+(?:that|saying|:))?\s*:?\s*(?P<text>.+?)\s*$"),
-                build: |c| Some(Intent { tool: "add_note", args: json!({"text": note_text(&c["text"])}) }),
+                build: |c| note(&c["text"]),
             },
             Rule {
                 re: r(r"^\s*(?:please\s+)?(?:write down|jot down|note down|note that)\s*:?\s*(?P<text>.+?)\s*$"),
-                build: |c| Some(Intent { tool: "add_note", args: json!({"text": note_text(&c["text"])}) }),
+                build: |c| note(&c["text"]),
             },
             Rule {
                 re: r(r"^\s*(?:list|show|read)(?: me)?(?: all)?(?: my)? notes[.?!]?\s*$"),
@@ -357,6 +357,16 @@ fn normalize(text: &str) -> std::borrow::Cow<'_, str> {
     static AMPM: OnceLock<Regex> = OnceLock::new();
     AMPM.get_or_init(|| Regex::new(r"(?i)\b([ap])\.\s?m\b\.?").unwrap_or_else(|_| unreachable!()))
         .replace_all(text, "${1}m")
+}
+
+/// `add_note` with the words said, if there are any ("Take a note." has none: that is a
+/// question for followup.rs).
+fn note(said: &str) -> Option<Intent> {
+    let text = note_text(said);
+    (!text.is_empty()).then(|| Intent {
+        tool: "add_note",
+        args: json!({"text": text}),
+    })
 }
 
 /// A note's text as said: without the punctuation Whisper puts after "take a note" (", the

@@ -31,6 +31,7 @@ pub mod conversation;
 pub mod docindex;
 pub mod external;
 pub mod files;
+pub mod followup;
 pub mod grounding;
 pub mod intent;
 pub mod log;
@@ -68,6 +69,8 @@ pub struct AgentService {
     tools: Arc<Tools>,
     /// Recent exchanges per session, so follow-ups share context in the LLM tier.
     conversations: conversation::Conversations,
+    /// The question each session waits on (a confirmation, a missing argument).
+    questions: followup::Questions,
     /// Tools by config, by name.
     external: std::collections::BTreeMap<String, ming_config::ExternalTool>,
     log: log::InteractionLog,
@@ -223,7 +226,7 @@ impl AgentService {
         deadline_ms: u64,
         stages: &mut Vec<ming_schemas::agent::Stage>,
         started: Instant,
-    ) -> Option<(String, serde_json::Value)> {
+    ) -> Option<Decision> {
         let router = self.router.get()?;
         let (model, sha, vector) = match self.embed(text, Duration::from_millis(300)).await {
             Ok(e) => e,
@@ -254,10 +257,23 @@ impl AgentService {
             return None;
         }
         if let Some(args) = router::slots(&p.label, text) {
-            return Some((p.label, args));
+            return Some(Decision::Act(Tier::Router, p.label, args));
+        }
+        // A timer with nothing said of its length: ask for it, rather than wait a second for
+        // the local model to make one up (grounding.rs would refuse it anyway).
+        if p.label == "set_timer" && !grounding::says_a_duration(text) {
+            return Some(Decision::Ask(
+                Tier::Router,
+                followup::Ask {
+                    tool: "set_timer",
+                    args: serde_json::json!({"label": router::timer_label(text)}),
+                    slot: followup::Slot::Seconds,
+                    question: "For how long?",
+                },
+            ));
         }
         match self.ask_llm(text, None, deadline_ms, Some(&p.label)).await {
-            Ok(call) => Some(call),
+            Ok((tool, args)) => Some(Decision::Act(Tier::Router, tool, args)),
             Err(e) => {
                 tracing::debug!(error = %e, tool = %p.label, "the LLM could not fill the router's tool");
                 None
@@ -335,6 +351,7 @@ impl AgentService {
     async fn index_documents(&self) -> tools::Outcome {
         let Some(root) = self.tools.documents() else {
             return tools::Outcome {
+                needs_confirmation: false,
                 ok: false,
                 text: "no documents folder is configured (agent.documents_dir)".into(),
             };
@@ -350,11 +367,13 @@ impl AgentService {
                     "documents indexed"
                 );
                 tools::Outcome {
+                    needs_confirmation: false,
                     ok: s.failed.is_empty(),
                     text: s.text(),
                 }
             }
             Err(e) => tools::Outcome {
+                needs_confirmation: false,
                 ok: false,
                 text: format!("I could not index the documents: {e}"),
             },
@@ -400,6 +419,7 @@ impl AgentService {
     async fn summarize_mail(&self, args: &serde_json::Value, deadline_ms: u64) -> tools::Outcome {
         let Some(source) = self.tools.mail().map(std::path::Path::to_path_buf) else {
             return tools::Outcome {
+                needs_confirmation: false,
                 ok: false,
                 text: "no mail source is configured (agent.mail: a Maildir folder or an mbox file)"
                     .into(),
@@ -428,6 +448,7 @@ impl AgentService {
         };
         if mail.is_empty() {
             return tools::Outcome {
+                needs_confirmation: false,
                 ok: true,
                 text: format!("There is no message{about}."),
             };
@@ -470,10 +491,12 @@ impl AgentService {
             .await
         {
             Ok(r) if !r.text.trim().is_empty() => tools::Outcome {
+                needs_confirmation: false,
                 ok: true,
                 text: format!("{head}\n{listing}\nSummary: {}", r.text.trim()),
             },
             Ok(r) => tools::Outcome {
+                needs_confirmation: false,
                 ok: false,
                 text: format!(
                     "{head}\n{listing}\n(The local model gave no summary: {:?}.)",
@@ -481,6 +504,7 @@ impl AgentService {
                 ),
             },
             Err(e) => tools::Outcome {
+                needs_confirmation: false,
                 ok: false,
                 text: format!("{head}\n{listing}\n(No summary: the local model failed: {e}.)"),
             },
@@ -559,7 +583,11 @@ impl AgentService {
         use ming_schemas::memory::{
             Forget, Forgotten, MemoryKind, NewMemory, Recall, Recalled, Remember, Remembered,
         };
-        let fail = |text: String| tools::Outcome { ok: false, text };
+        let fail = |text: String| tools::Outcome {
+            ok: false,
+            text,
+            needs_confirmation: false,
+        };
         let arg = |k: &str| {
             args.get(k)
                 .and_then(serde_json::Value::as_str)
@@ -588,10 +616,12 @@ impl AgentService {
                     .await
                 {
                     Ok(r) if r.outcomes.first().is_some_and(|o| o.deduplicated) => tools::Outcome {
+                        needs_confirmation: false,
                         ok: true,
                         text: format!("I already knew that; updated it: {text}"),
                     },
                     Ok(_) => tools::Outcome {
+                        needs_confirmation: false,
                         ok: true,
                         text: format!("I'll remember that {text}."),
                     },
@@ -619,6 +649,7 @@ impl AgentService {
                 };
                 if hits.is_empty() {
                     return tools::Outcome {
+                        needs_confirmation: false,
                         ok: true,
                         text: format!("I don't remember anything about {query}."),
                     };
@@ -630,12 +661,13 @@ impl AgentService {
                     .join("\n");
                 if tool == "recall" {
                     return tools::Outcome {
+                        needs_confirmation: false,
                         ok: true,
                         text: list,
                     };
                 }
                 if !confirm {
-                    return fail(format!(
+                    return tools::unconfirmed(format!(
                         "This would forget {} memory(ies):\n{list}\nConfirm to forget; nothing was forgotten.",
                         hits.len()
                     ));
@@ -650,6 +682,7 @@ impl AgentService {
                     .await
                 {
                     Ok(f) => tools::Outcome {
+                        needs_confirmation: false,
                         ok: true,
                         text: format!("Forgotten ({}):\n{list}", f.forgotten),
                     },
@@ -686,6 +719,7 @@ impl AgentService {
             .to_string();
         if task.is_empty() {
             return tools::Outcome {
+                needs_confirmation: false,
                 ok: false,
                 text: "say what the cloud should do".into(),
             };
@@ -701,6 +735,7 @@ impl AgentService {
             .await
         {
             Ok(t) => tools::Outcome {
+                needs_confirmation: false,
                 ok: true,
                 text: format!(
                     "I prepared a cloud request: ticket {}, {} bytes to {}, {} private value(s) replaced. Nothing has been sent; review it with `ming consent show {}` and approve it if you agree.",
@@ -711,12 +746,20 @@ impl AgentService {
                     t.id
                 ),
             },
-            Err(e) => tools::Outcome { ok: false, text: format!("I cannot hand this off: {e}") },
+            Err(e) => tools::Outcome { ok: false, text: format!("I cannot hand this off: {e}"), needs_confirmation: false },
         }
     }
 }
 
 /// Why no tool was chosen.
+/// What understanding an utterance came to.
+enum Decision {
+    /// Act with this tool and these arguments.
+    Act(Tier, String, serde_json::Value),
+    /// The tool is clear but its key argument is not: ask for it.
+    Ask(Tier, followup::Ask),
+}
+
 enum Undecided {
     /// The caller cancelled (or the deadline passed) while the slow tiers worked.
     Cancelled,
@@ -725,6 +768,37 @@ enum Undecided {
 }
 
 impl AgentService {
+    /// Answers `text` without acting (a question, "OK, never mind"), logs the turn and keeps the
+    /// exchange in the session's conversation.
+    fn answer_only(
+        &self,
+        resp: Responder,
+        mut record: ming_schemas::agent::Interaction,
+        msg: &Message,
+        text: &str,
+        awaiting: Option<String>,
+        started: Instant,
+    ) {
+        let decided_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(utterance = record.utterance, outcome = %record.outcome, "answered without acting");
+        resp.reply(&Reply {
+            utterance: record.utterance,
+            text: text.to_string(),
+            action: None,
+            decided_ms,
+            action_started_ms: None,
+            awaiting,
+        });
+        record.stages.push(ming_schemas::agent::Stage {
+            name: "replied".into(),
+            at_ms: started.elapsed().as_secs_f64() * 1000.0,
+        });
+        self.log.append(record);
+        if let Some(session) = &msg.session {
+            self.conversations.add(session, &msg.text, text);
+        }
+    }
+
     /// The tiers after the rules: the learned router, then the local LLM.
     async fn understand_slow(
         &self,
@@ -732,14 +806,14 @@ impl AgentService {
         deadline_ms: u64,
         stages: &mut Vec<ming_schemas::agent::Stage>,
         started: Instant,
-    ) -> Result<(Tier, String, serde_json::Value), BusError> {
-        if let Some((tool, args)) = self.route(&msg.text, deadline_ms, stages, started).await {
-            return Ok((Tier::Router, tool, args));
+    ) -> Result<Decision, BusError> {
+        if let Some(d) = self.route(&msg.text, deadline_ms, stages, started).await {
+            return Ok(d);
         }
         let (tool, args) = self
             .ask_llm(&msg.text, msg.session.as_deref(), deadline_ms, None)
             .await?;
-        Ok((Tier::Llm, tool, args))
+        Ok(Decision::Act(Tier::Llm, tool, args))
     }
 }
 
@@ -856,11 +930,50 @@ impl Handler for AgentService {
             }
             (None, _) => None,
         };
-        let decided = match direct {
-            Some((t, a)) => Ok((Tier::Direct, t, a)),
-            None => match intent::understand(&msg.text) {
-                Some(i) => Ok((Tier::Fast, i.tool.to_string(), i.args)),
-                None => {
+        // The answer to the question this session waited on: a yes runs exactly the call that
+        // was described, an argument completes the command that lacked it (followup.rs).
+        let mut confirm = msg.confirm;
+        let mut answered = None;
+        if let (None, Some(q)) = (
+            &direct,
+            msg.session.as_deref().and_then(|s| self.questions.take(s)),
+        ) {
+            let awaited = q.awaiting();
+            match followup::answer(q, &msg.text) {
+                followup::Answer::Act {
+                    tool,
+                    args,
+                    confirm: yes,
+                } => {
+                    confirm |= yes;
+                    record.stages.push(ming_schemas::agent::Stage {
+                        name: format!("follow-up: {awaited}"),
+                        at_ms: since(started),
+                    });
+                    answered = Some((tool, args));
+                }
+                followup::Answer::Dropped => {
+                    record.outcome = "dropped".into();
+                    let text = if awaited == "confirmation" {
+                        "OK, I left it as it is."
+                    } else {
+                        "OK, never mind."
+                    };
+                    return self.answer_only(resp, record, &msg, text, None, started);
+                }
+                followup::Answer::Other => {}
+            }
+        }
+        let decided = match (direct, answered) {
+            (Some((t, a)), _) => Ok(Decision::Act(Tier::Direct, t, a)),
+            (None, Some((t, a))) => Ok(Decision::Act(Tier::Fast, t, a)),
+            (None, None) => match (
+                intent::understand(&msg.text),
+                followup::incomplete(&msg.text),
+            ) {
+                (Some(i), _) => Ok(Decision::Act(Tier::Fast, i.tool.to_string(), i.args)),
+                (None, Some(ask)) => Ok(Decision::Ask(Tier::Fast, ask)),
+                (None, None) => {
                     // The slow tiers stop when the caller cancels (a barge-in on a voice turn,
                     // Ctrl-C): dropping their requests cancels the embedding and the local
                     // model's generation on the bus too.
@@ -878,7 +991,33 @@ impl Handler for AgentService {
             },
         };
         let (tier, tool, mut args) = match decided {
-            Ok(d) => d,
+            Ok(Decision::Act(tier, tool, args)) => (tier, tool, args),
+            Ok(Decision::Ask(tier, ask)) => {
+                record.tier = Some(tier);
+                record.tool = Some(ask.tool.to_string());
+                record.arguments = ask.args.to_string();
+                record.outcome = "asked".into();
+                let awaiting = msg.session.as_deref().map(|session| {
+                    let q = followup::Question::Slot {
+                        tool: ask.tool.to_string(),
+                        args: ask.args.clone(),
+                        slot: ask.slot,
+                    };
+                    let awaiting = q.awaiting().to_string();
+                    self.questions.ask(session, q);
+                    awaiting
+                });
+                let text = if awaiting.is_some() {
+                    ask.question.to_string()
+                } else {
+                    // No conversation to answer in (`ming ask` without `--session`).
+                    format!(
+                        "{} Please say the whole command again with it.",
+                        ask.question
+                    )
+                };
+                return self.answer_only(resp, record, &msg, &text, awaiting, started);
+            }
             Err(Undecided::Cancelled) if now_ms() < req.envelope.deadline_ms => {
                 record.stages.push(ming_schemas::agent::Stage {
                     name: "cancelled by the caller".into(),
@@ -992,15 +1131,16 @@ impl Handler for AgentService {
         } else if tool == "summarize_mail" {
             self.summarize_mail(&args, req.envelope.deadline_ms).await
         } else if matches!(tool.as_str(), "remember" | "recall" | "forget_memory") {
-            self.memory_tool(&tool, &args, msg.confirm).await
+            self.memory_tool(&tool, &args, confirm).await
         } else if let Some(ext) = self.external.get(&tool) {
             external::run(&tool, ext, &args).await
         } else {
             let tools = self.tools.clone();
-            let (t, a, confirm) = (tool.clone(), args.clone(), msg.confirm);
+            let (t, a) = (tool.clone(), args.clone());
             let mut outcome = tokio::task::spawn_blocking(move || tools.run(&t, &a, confirm))
                 .await
                 .unwrap_or_else(|e| tools::Outcome {
+                    needs_confirmation: false,
                     ok: false,
                     text: format!("the tool crashed: {e}"),
                 });
@@ -1039,7 +1179,7 @@ impl Handler for AgentService {
         record.arguments = arguments.clone();
         record.outcome = if outcome.ok {
             "done"
-        } else if outcome.text.contains("Confirm") {
+        } else if outcome.needs_confirmation {
             "unconfirmed"
         } else {
             "failed"
@@ -1049,10 +1189,25 @@ impl Handler for AgentService {
         if outcome.ok {
             self.remember_episode(&tool, &msg.text);
         }
-        let outcome_text = outcome.text.clone();
+        // A destructive call that waits for a yes: the session's next message may give it.
+        let mut text = outcome.text.clone();
+        let awaiting = match (&msg.session, outcome.needs_confirmation) {
+            (Some(session), true) => {
+                let q = followup::Question::Confirm {
+                    tool: tool.clone(),
+                    args: args.clone(),
+                };
+                let awaiting = q.awaiting().to_string();
+                self.questions.ask(session, q);
+                text.push_str(" Shall I go ahead (yes or no)?");
+                Some(awaiting)
+            }
+            _ => None,
+        };
+        let outcome_text = text.clone();
         resp.reply(&Reply {
             utterance,
-            text: outcome.text.clone(),
+            text,
             action: Some(Action {
                 tool,
                 arguments,
@@ -1062,6 +1217,7 @@ impl Handler for AgentService {
             }),
             decided_ms,
             action_started_ms: Some(action_started_ms),
+            awaiting,
         });
         record.stages.push(ming_schemas::agent::Stage {
             name: "replied".into(),
@@ -1106,6 +1262,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let service = Arc::new(AgentService {
         tools: tools.clone(),
         conversations: conversation::Conversations::default(),
+        questions: followup::Questions::new(Duration::from_secs(cfg.agent.follow_up_s)),
         external: cfg.agent.tools.clone(),
         log: log::InteractionLog::open(&paths.data_dir.join("agent")),
         router: router::RouterSlot::open(&paths.data_dir.join("agent")),

@@ -206,6 +206,14 @@ fn event_slots(text: &str) -> Option<Value> {
     (!title.is_empty()).then(|| json!({"title": title, "date": day, "time": time, "minutes": 60}))
 }
 
+/// What a timer is for, as said ("… to check the oven", "… for the pasta"); empty if nothing.
+pub fn timer_label(text: &str) -> String {
+    after(text, &[" to ", " for the ", " for my ", " about "])
+        .filter(|l| intent::parse_duration(l).is_none())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Arguments for `tool` taken from the utterance without the LLM, when the words allow; `None`
 /// means ask the LLM for that one tool.
 pub fn slots(tool: &str, text: &str) -> Option<Value> {
@@ -230,10 +238,7 @@ pub fn slots(tool: &str, text: &str) -> Option<Value> {
     match tool {
         "set_timer" => {
             let seconds = intent::parse_duration(text)?;
-            let label = after(text, &[" to ", " for the ", " for my ", " about "])
-                .filter(|l| intent::parse_duration(l).is_none())
-                .unwrap_or_default();
-            Some(json!({"seconds": seconds, "label": label}))
+            Some(json!({"seconds": seconds, "label": timer_label(text)}))
         }
         "clock" => {
             let w = ming_schemas::training::words(text);

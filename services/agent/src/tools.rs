@@ -14,10 +14,13 @@ use serde_json::{json, Value};
 pub struct Outcome {
     pub ok: bool,
     pub text: String,
+    /// A destructive tool said what it would do and did nothing: it runs when confirmed.
+    pub needs_confirmation: bool,
 }
 
 fn ok(text: impl Into<String>) -> Outcome {
     Outcome {
+        needs_confirmation: false,
         ok: true,
         text: text.into(),
     }
@@ -25,8 +28,17 @@ fn ok(text: impl Into<String>) -> Outcome {
 
 fn fail(text: impl Into<String>) -> Outcome {
     Outcome {
+        needs_confirmation: false,
         ok: false,
         text: text.into(),
+    }
+}
+
+/// What a destructive tool would do, done only once confirmed.
+pub fn unconfirmed(text: impl Into<String>) -> Outcome {
+    Outcome {
+        needs_confirmation: true,
+        ..fail(text)
     }
 }
 
@@ -293,7 +305,7 @@ impl Tools {
                     .collect::<Vec<_>>()
                     .join(", ");
                 if !confirm {
-                    return fail(format!("This would delete {} note(s): {list}. Confirm to delete; nothing was deleted.", gone.len()));
+                    return unconfirmed(format!("This would delete {} note(s): {list}. Confirm to delete; nothing was deleted.", gone.len()));
                 }
                 let body: String = keep
                     .iter()

@@ -78,6 +78,10 @@ enum Cmd {
         /// Arguments for --tool, as JSON.
         #[arg(long)]
         args: Option<String>,
+        /// A conversation to take part in: a question the agent asks ("For how long?", "Shall I
+        /// go ahead?") is answered by the next `ming ask` with the same session.
+        #[arg(long)]
+        session: Option<String>,
     },
     /// Propose a cloud handoff: creates a consent ticket showing the exact bytes that would leave.
     Handoff {
@@ -411,10 +415,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             json,
             tool,
             args: tool_args,
+            session,
         } => {
             let msg = ming_schemas::agent::Message {
                 text,
-                session: None,
+                session,
                 confirm: yes,
                 tool,
                 arguments: tool_args,
@@ -698,7 +703,6 @@ async fn chat(cli: &Cli, timeout_ms: Option<u64>) -> anyhow::Result<ExitCode> {
     if interactive {
         eprintln!("Talk to Ming (Ctrl-D to leave; add \"!\" at the end to confirm a deletion).");
     }
-    let mut pending_confirm: Option<String> = None;
     // Utterances whose action start and end have been shown.
     let (mut started, mut finished) = (
         std::collections::HashSet::new(),
@@ -719,13 +723,10 @@ async fn chat(cli: &Cli, timeout_ms: Option<u64>) -> anyhow::Result<ExitCode> {
         if matches!(text.as_str(), "quit" | "exit" | "/quit") {
             break;
         }
+        // "yes" after a deletion was described is the agent's to take (it runs exactly the
+        // call it described); "!" confirms in the same breath.
         let mut confirm = false;
-        if text == "yes" || text == "y" {
-            if let Some(prev) = pending_confirm.take() {
-                text = prev;
-                confirm = true;
-            }
-        } else if let Some(stripped) = text.strip_suffix('!') {
+        if let Some(stripped) = text.strip_suffix('!') {
             text = stripped.trim().to_string();
             confirm = true;
         }
@@ -788,8 +789,7 @@ async fn chat(cli: &Cli, timeout_ms: Option<u64>) -> anyhow::Result<ExitCode> {
                                 }
                             }
                             println!("ming> {}", reply.text);
-                            if reply.action.as_ref().is_some_and(|a| !a.ok && a.result.contains("Confirm")) {
-                                pending_confirm = Some(text.clone());
+                            if reply.awaiting.as_deref() == Some("confirmation") {
                                 println!("      (answer \"yes\" to confirm)");
                             }
                         }
