@@ -1,7 +1,8 @@
 //! The audio service as a real process under mingd, with speech synthesised by espeak-ng:
 //! transcription over the bus and from the CLI, awkward files (wrong format, truncated, silence
 //! only, ten minutes long) answered clearly while the service keeps serving, text-to-speech,
-//! barge-in, and a push-to-talk voice turn that reaches the agent's first action.
+//! barge-in, a push-to-talk voice turn that reaches the agent's first action, and a deletion
+//! confirmed by a spoken "yes".
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -403,11 +404,12 @@ async fn speaking_barge_in_and_a_voice_turn_to_the_agent() {
             .unwrap();
         if ev.kind == kinds::EVENT_SPEAKING {
             let s: Speaking = ev.body().unwrap();
-            assert_ne!(
-                s.utterance,
-                Some(utterance),
-                "the cancelled turn was spoken: {s:?}"
-            );
+            if s.utterance == Some(utterance) {
+                panic!(
+                    "the cancelled turn was spoken: {s:?}\n{}",
+                    interactions(&m).await
+                );
+            }
         }
         if ev.kind == kinds::EVENT_BARGE_IN {
             break ev.body::<Speaking>().unwrap();
@@ -429,6 +431,49 @@ async fn speaking_barge_in_and_a_voice_turn_to_the_agent() {
     )
     .await;
     assert!(out.contains("audio: speech_ended"), "{out}");
+
+    // Deleting by voice: the agent says what it would delete and waits; the spoken "Yes." of
+    // the next turn runs exactly that call.
+    let (code, out) = m.ming(&["ask", "Take a note: buy oat milk"]);
+    assert_eq!(code, 0, "{out}");
+    let notes = dir.join("data/agent/notes.jsonl");
+    let mut speaking = EventSubscriber::connect(&m.bus, &[kinds::EVENT_SPEAKING]).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (file, said) in [
+        ("delete.wav", "Delete the note containing milk."),
+        ("yes.wav", "Yes."),
+    ] {
+        let st = m.listen("start").await;
+        assert!(st.listening, "{st:?}");
+        let (rate, pcm) = read_wav(&espeak(dir, file, said));
+        let mut turn = vec![0i16; rate as usize / 5];
+        turn.extend_from_slice(&pcm);
+        turn.extend(std::iter::repeat_n(0, rate as usize));
+        feed_realtime(&m, rate, &turn).await;
+        let a = loop {
+            let ev = tokio::time::timeout(Duration::from_secs(60), actions.next()).await;
+            let a = ev.ok().map(|e| {
+                e.unwrap()
+                    .body::<ming_schemas::agent::ActionStarted>()
+                    .unwrap()
+            });
+            if a.as_ref().is_some_and(|a| a.tool != "delete_note") {
+                continue; // (the typed note's action came first)
+            }
+            break a;
+        };
+        if a.as_ref().is_none_or(|a| a.tool != "delete_note") {
+            panic!("{said:?} did not delete: {a:?}\n{}", interactions(&m).await);
+        }
+        // The answer is heard to its end before the user answers it.
+        next_speaking(&mut speaking, "finished").await;
+        let left = std::fs::read_to_string(&notes).unwrap();
+        assert_eq!(
+            left.contains("buy oat milk"),
+            said != "Yes.",
+            "after {said:?}: {left}"
+        );
+    }
 
     // A voice turn the agent cannot take is answered out loud all the same: with the agent
     // stopped, the user hears that it is not running instead of silence.
@@ -465,6 +510,32 @@ async fn speaking_barge_in_and_a_voice_turn_to_the_agent() {
             }
         }
     }
+}
+
+/// The agent's interaction log, a line an utterance: what it heard, did, and how it ended.
+async fn interactions(m: &Mingd) -> String {
+    let page: ming_schemas::agent::InteractionsPage = m
+        .client
+        .request(
+            "agent",
+            kinds::AGENT_INTERACTIONS,
+            &ming_schemas::agent::InteractionsRequest {
+                since: 0,
+                limit: 100,
+            },
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+    page.items
+        .iter()
+        .map(|i| {
+            format!(
+                "{:?} → {:?} {} ({})\n",
+                i.text, i.tool, i.arguments, i.outcome
+            )
+        })
+        .collect()
 }
 
 /// Waits for an `audio.speaking` event in `state`.

@@ -14,7 +14,10 @@
 //! shares its first four letters ("Sarah" / "Sara", "notes" / "note"). A follow-up that refers
 //! back ("search my notes for that too") may take its words from the previous message as well.
 //! A timer's length needs a number or a unit of time in the utterance; a timer label that does
-//! not come from it is dropped rather than refused.
+//! not come from it is dropped rather than refused. A day (`date`) must be one the user named:
+//! today is the tools' default; a weekday or "tomorrow" must be said; a calendar date needs a
+//! number, a month or a named day in the utterance (the model once answered "Yes." with a
+//! free-time search on 2023-01-01).
 
 use ming_schemas::training::words;
 use serde_json::Value;
@@ -40,6 +43,57 @@ const STOP: [&str; 58] = [
 /// Amounts in words that `intent::word_number` does not spell.
 const AMOUNTS: [&str; 7] = [
     "hundred", "half", "quarter", "couple", "few", "several", "dozen",
+];
+
+/// Days said by name.
+const NAMED_DAYS: [&str; 8] = [
+    "tomorrow",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
+
+const MONTHS: [&str; 12] = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+];
+
+const ORDINALS: [&str; 21] = [
+    "first",
+    "second",
+    "third",
+    "fourth",
+    "fifth",
+    "sixth",
+    "seventh",
+    "eighth",
+    "ninth",
+    "tenth",
+    "eleventh",
+    "twelfth",
+    "thirteenth",
+    "fourteenth",
+    "fifteenth",
+    "sixteenth",
+    "seventeenth",
+    "eighteenth",
+    "nineteenth",
+    "twentieth",
+    "thirtieth",
 ];
 
 /// Units of time, as the beginnings of words: Whisper heard "one hour" as "well-houred".
@@ -84,13 +138,10 @@ pub enum Ungrounded {
     Words { key: String, value: String },
     #[error("you did not say how long")]
     NoDuration,
+    #[error("its date \u{201c}{0}\u{201d} is not a day you said")]
+    Day(String),
 }
 
-/// Checks (and where harmless, trims) the arguments the LLM tier chose for `tool` against what
-/// the user said (`text`) and, for a message that refers back, the previous one (`previous`).
-///
-/// # Errors
-/// [`Ungrounded`]: the arguments are not the user's; nothing should run.
 /// Whether `text` has anything a timer's length could come from: a number, an amount ("half",
 /// "couple") or a unit of time (by prefix: Whisper wrote "one hour" as "well-houred").
 pub fn says_a_duration(text: &str) -> bool {
@@ -102,6 +153,33 @@ pub fn says_a_duration(text: &str) -> bool {
     })
 }
 
+/// Whether the day `value` (a tool's `date`: today, tomorrow, a weekday, YYYY-MM-DD) is one the
+/// user said. Today is the tools' own default, so it needs no words; a weekday or "tomorrow"
+/// must be said; a calendar date needs a number, an ordinal, a month or a named day (the model
+/// writes "tomorrow" as its date) in what was said.
+fn day_said(value: &str, heard: &[String]) -> bool {
+    let v = value.trim().to_lowercase();
+    if v.is_empty() || v == "today" {
+        return true;
+    }
+    if let Some(day) = NAMED_DAYS.iter().find(|d| v.contains(*d)) {
+        return heard.iter().any(|w| same_word(w, day));
+    }
+    heard.iter().any(|w| {
+        w.chars().any(|c| c.is_ascii_digit() || c == '#')
+            || intent::word_number(w).is_some()
+            || ORDINALS.contains(&w.as_str())
+            || MONTHS.iter().any(|m| same_word(w, m))
+            || NAMED_DAYS.iter().any(|d| same_word(w, d))
+            || matches!(w.as_str(), "today" | "tonight" | "week" | "weekend")
+    })
+}
+
+/// Checks (and where harmless, trims) the arguments the LLM tier chose for `tool` against what
+/// the user said (`text`) and, for a message that refers back, the previous one (`previous`).
+///
+/// # Errors
+/// [`Ungrounded`]: the arguments are not the user's; nothing should run.
 pub fn check(
     tool: &str,
     args: &mut Value,
@@ -129,6 +207,11 @@ pub fn check(
             .is_none_or(|l| grounded(l, &heard));
         if !label_ok {
             obj.insert("label".into(), Value::String(String::new()));
+        }
+    }
+    if let Some(day) = obj.get("date").and_then(Value::as_str) {
+        if !day_said(day, &heard) {
+            return Err(Ungrounded::Day(day.into()));
         }
     }
     for key in FREE_TEXT {
@@ -205,6 +288,48 @@ mod tests {
         ];
         for (tool, args, text) in ok {
             assert_eq!(check_of(tool, args.clone(), text, None), Ok(args), "{text}");
+        }
+    }
+
+    /// Days the model made up (seen: a free-time search on "2023-01-01T00:00:00Z" for a "Yes."
+    /// that had nothing to answer; an appointment for "2023-05-15" when Friday was said).
+    #[test]
+    fn days_not_said_are_refused() {
+        for (tool, args, text) in [
+            (
+                "free_time",
+                json!({"date": "2023-01-01T00:00:00Z", "minutes": 1440}),
+                "Yes.",
+            ),
+            (
+                "add_event",
+                json!({"title": "Lament appointment", "date": "2023-05-15", "time": "14:00"}),
+                "Can you lament this appointment?",
+            ),
+            (
+                "list_events",
+                json!({"date": "friday"}),
+                "What's on tomorrow?",
+            ),
+        ] {
+            assert!(
+                matches!(check_of(tool, args, text, None), Err(Ungrounded::Day(_))),
+                "{text}"
+            );
+        }
+        for (args, text) in [
+            (json!({"date": "today"}), "What's on my calendar?"),
+            (
+                json!({"date": "2026-12-25"}),
+                "What do I have on the 25th of December?",
+            ),
+            (json!({"date": "Friday"}), "What do I come on Friday?"),
+        ] {
+            assert_eq!(
+                check_of("list_events", args.clone(), text, None),
+                Ok(args),
+                "{text}"
+            );
         }
     }
 
