@@ -170,6 +170,10 @@ pub struct Usage {
     pub time_to_first_token_ms: f64,
     pub prefill_tokens_per_s: f64,
     pub decode_tokens_per_s: f64,
+    /// Of `generated_tokens`, those that were the only continuation the grammar allowed (a tool
+    /// call's keys once its tool is named): computed in one batch, not decoded one by one.
+    #[serde(default)]
+    pub jumped_tokens: u32,
 }
 
 /// Final reply of `inference.chat`.

@@ -275,8 +275,9 @@ fn main() {
         );
         let t = &tool.usage;
         tools.push(format!(
-            "{name}: tool call under its grammar: {} tokens, decode {:.1} tok/s ({:.2}x the free decode above), TTFT {:.0} ms; {:?}",
+            "{name}: tool call under its grammar: {} tokens ({} of them the grammar's only continuation, computed in a batch), {:.1} tok/s out ({:.2}x the free decode above), TTFT {:.0} ms; {:?}",
             t.generated_tokens,
+            t.jumped_tokens,
             t.decode_tokens_per_s,
             t.decode_tokens_per_s / u.decode_tokens_per_s.max(0.001),
             t.time_to_first_token_ms,

@@ -578,6 +578,13 @@ impl Gen<'_> {
         let mut streamed = 0usize;
         let mut generated = 0usize;
         let mut first_token: Option<Instant> = None;
+        let mut jumped_tokens = 0usize;
+        let max_jump = constraint
+            .jumps
+            .iter()
+            .map(|j| j.text.len())
+            .max()
+            .unwrap_or(0);
         let finish = loop {
             let token = sampler.sample(&self.ctx);
             if first_token.is_none() {
@@ -603,6 +610,14 @@ impl Gen<'_> {
                     streamed = safe;
                 }
             }
+            // A tool call that is whole needs no end-of-generation token to be known as such.
+            if constraint.expects_tool_call
+                && pending.is_empty()
+                && text.trim_end().ends_with('}')
+                && serde_json::from_str::<serde_json::Value>(&text).is_ok()
+            {
+                break FinishReason::Stop;
+            }
             if generated >= max_new {
                 break FinishReason::Length;
             }
@@ -612,15 +627,56 @@ impl Gen<'_> {
             if Instant::now() >= deadline {
                 break FinishReason::Deadline;
             }
+            // What the grammar allows next may be known: computed with this token, in one batch.
+            let jump = if pending.is_empty() && text.len() < max_jump {
+                constraint
+                    .jumps
+                    .iter()
+                    .find(|j| {
+                        text.len() >= j.from
+                            && j.text.starts_with(text.as_str())
+                            && j.text.len() > text.len()
+                    })
+                    .map(|j| {
+                        self.model
+                            .vocab()
+                            .tokenize(&j.text.as_bytes()[text.len()..], false, false)
+                    })
+                    .filter(|tokens| tokens.len() < n_batch && sampler.jump(tokens))
+            } else {
+                None
+            };
             batch.clear();
+            let jumped = jump.as_deref().unwrap_or_default();
+            let pos = self.cached.len();
             batch
-                .add(token, self.cached.len() as i32, &[0], true)
+                .add(token, pos as i32, &[0], jumped.is_empty())
                 .map_err(|e| internal("batch", e.to_string()))?;
+            for (i, t) in jumped.iter().enumerate() {
+                batch
+                    .add(*t, (pos + 1 + i) as i32, &[0], i + 1 == jumped.len())
+                    .map_err(|e| internal("batch", e.to_string()))?;
+            }
             self.ctx
                 .decode(&mut batch)
                 .map_err(|e| internal("decode failed", e.to_string()))?;
             self.cached.push(token);
+            self.cached.extend_from_slice(jumped);
+            for t in jumped {
+                pending.extend(self.model.vocab().token_to_piece(*t, false, None));
+            }
+            take_utf8(&mut pending, &mut text);
+            // Output tokens like the others (for max_tokens and the rate), if not decoded.
+            generated += jumped.len();
+            jumped_tokens += jumped.len();
         };
+        if jumped_tokens > 0 {
+            tracing::debug!(
+                jumped_tokens,
+                generated,
+                "known continuation computed in a batch"
+            );
+        }
         if req.stream && text.len() > streamed {
             resp.partial(&ChatChunk {
                 text: text[streamed..].to_string(),
@@ -643,6 +699,7 @@ impl Gen<'_> {
                 } else {
                     0.0
                 },
+                jumped_tokens: jumped_tokens as u32,
             },
         })
     }
@@ -667,6 +724,23 @@ impl Sampler {
             return false;
         };
         tokens.iter().all(|t| grammar.try_accept(*t).is_ok())
+    }
+
+    /// Moves the grammar past `tokens` if it allows all of them (a continuation known from the
+    /// output so far); otherwise leaves it as it was and says no.
+    fn jump(&mut self, tokens: &[LlamaToken]) -> bool {
+        let Some(grammar) = &mut self.grammar else {
+            return false;
+        };
+        let mut trial = grammar.clone();
+        if !tokens.iter().all(|t| trial.try_accept(*t).is_ok()) {
+            return false;
+        }
+        *grammar = trial;
+        for t in tokens {
+            self.chain.accept(*t);
+        }
+        true
     }
 
     /// Picks the next token from the last decoded position's logits and accepts it.

@@ -19,6 +19,37 @@ pub struct Constraint {
     /// when one tool is forced). The engine puts it into the prompt, where it is computed in one
     /// batch, instead of decoding it token by token; it leads the reply's text.
     pub forced: String,
+    /// Outputs whose continuation is known once the model has written enough of them: when
+    /// the output so far is a prefix of `text` at least `from` bytes long, the rest of `text`
+    /// is the only thing the grammar allows next (up to whitespace, taken as the model writes
+    /// it). The engine computes that rest in one batch instead of decoding it token by token
+    /// ("jump forward"): once the model has named its tool, `", "parameters": {"first_key":`.
+    pub jumps: Vec<Jump>,
+}
+
+/// A known continuation: see [`Constraint::jumps`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jump {
+    pub text: String,
+    pub from: usize,
+}
+
+/// How the arguments of a tool call begin, as llama.cpp's grammar writes them: `{` and, when the
+/// schema requires properties, the first of them — the converter puts required properties first,
+/// in the schema's key order — with its colon. The value's own first token is left to the model
+/// (`: "` and `: 6` are single tokens it would not split).
+fn arguments_start(schema: &Value) -> String {
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let first = schema["properties"]
+        .as_object()
+        .and_then(|p| p.keys().find(|k| required.contains(&k.as_str())));
+    match first {
+        Some(k) => format!("{{{}:", Value::from(k.as_str())),
+        None => "{".into(),
+    }
 }
 
 fn bad(msg: String) -> ErrorBody {
@@ -111,20 +142,41 @@ pub fn constraint(req: &ChatRequest) -> Result<Constraint, ErrorBody> {
                 t.name, t.description, s
             ));
         }
-        let forced = if let ToolChoice::Tool(name) = &req.tool_choice {
-            text.push_str(&format!("Call `{name}`.\n"));
+        let opening = |name: &str, schema: &Value| {
             format!(
-                "{{\"name\": {}, \"parameters\": {{",
-                Value::from(name.as_str())
+                "{{\"name\": {}, \"parameters\": {}",
+                Value::from(name),
+                arguments_start(schema)
             )
+        };
+        let forced = "{\"name\": \"".to_string();
+        let (forced, jumps) = if let ToolChoice::Tool(name) = &req.tool_choice {
+            text.push_str(&format!("Call `{name}`.\n"));
+            let schema = calls.first().map_or(&Value::Null, |(_, s)| s);
+            (opening(name, schema), Vec::new())
         } else {
-            "{\"name\": \"".to_string()
+            // Once the model has written a tool's whole name (and no other tool's name goes on
+            // from there), the grammar allows one continuation up to the first argument's value.
+            let jumps = calls
+                .iter()
+                .map(|(t, s)| {
+                    let extended = calls
+                        .iter()
+                        .any(|(o, _)| o.name != t.name && o.name.starts_with(&t.name));
+                    Jump {
+                        from: forced.len() + t.name.len() + usize::from(extended),
+                        text: opening(&t.name, s),
+                    }
+                })
+                .collect();
+            (forced, jumps)
         };
         return Ok(Constraint {
             grammar: Some(grammar_for(&schema.to_string())?),
             system_addendum: Some(text),
             expects_tool_call: true,
             forced,
+            jumps,
         });
     }
     if let Some(format) = &req.response_format {
@@ -140,6 +192,7 @@ pub fn constraint(req: &ChatRequest) -> Result<Constraint, ErrorBody> {
             )),
             expects_tool_call: false,
             forced: String::new(),
+            jumps: Vec::new(),
         });
     }
     Ok(Constraint::default())
@@ -228,10 +281,42 @@ mod tests {
         assert!(f.starts_with(&a), "{f}");
         assert!(f.ends_with("Call `add_note`.\n"), "{f}");
         // Everything up to the arguments is known before the model runs.
-        assert_eq!(forced.forced, r#"{"name": "add_note", "parameters": {"#);
+        assert_eq!(
+            forced.forced,
+            r#"{"name": "add_note", "parameters": {"text":"#
+        );
+        assert!(forced.jumps.is_empty());
+        // Choosing among tools, the rest is known once a name is written in full.
+        let j = &all.jumps;
+        assert_eq!(j.len(), 2);
+        assert_eq!(
+            j[0].text,
+            r#"{"name": "set_timer", "parameters": {"minutes":"#
+        );
+        assert_eq!(&j[0].text[..j[0].from], r#"{"name": "set_timer"#);
+        assert_eq!(&j[1].text[..j[1].from], r#"{"name": "add_note"#);
         let g = forced.grammar.unwrap();
         assert!(g.contains("add_note") && !g.contains("set_timer"), "{g}");
         assert!(all.grammar.unwrap().contains("set_timer"));
+    }
+
+    #[test]
+    fn arguments_start_at_the_first_required_key_and_names_that_go_on_wait_for_their_quote() {
+        let mut list = timer();
+        list.name = "list".into();
+        list.parameters = r#"{"type":"object","properties":{"day":{"type":"string"}}}"#.into();
+        let mut lists = list.clone();
+        lists.name = "list_all".into();
+        let c = constraint(&req(vec![list, lists], ToolChoice::Required)).unwrap();
+        // No required argument: only the brace is known.
+        assert_eq!(c.jumps[0].text, r#"{"name": "list", "parameters": {"#);
+        // "list" may go on as "list_all": the jump waits for the closing quote.
+        assert_eq!(&c.jumps[0].text[..c.jumps[0].from], r#"{"name": "list""#);
+        assert_eq!(&c.jumps[1].text[..c.jumps[1].from], r#"{"name": "list_all"#);
+        // Required properties come first, in the schema's key order.
+        let s = json!({"type": "object", "properties": {"b": {}, "a": {}, "c": {}}, "required": ["c", "b"]});
+        let first = arguments_start(&s);
+        assert!(first == r#"{"b":"# || first == r#"{"c":"#, "{first}");
     }
 
     #[test]

@@ -283,6 +283,7 @@ async fn tool_calls_always_parse_and_validate() {
         .into_iter()
         .map(|t| (t.name.clone(), serde_json::from_str(&t.parameters).unwrap()))
         .collect();
+    let (mut jumped, mut generated) = (0, 0);
     for ask in asks {
         let mut req = ChatRequest::new(vec![ChatMessage::new("user", ask)]);
         req.tools = tools();
@@ -303,7 +304,25 @@ async fn tool_calls_always_parse_and_validate() {
         let args: Value = serde_json::from_str(&call.arguments).unwrap();
         validates(schema, &args)
             .unwrap_or_else(|e| panic!("{ask}: {} {}: {e}", call.name, call.arguments));
+        // Once the tool is named, its keys up to the first argument's value are the only thing
+        // the grammar allows: computed in one batch, not decoded (every test tool requires an
+        // argument). And the call ends at its closing brace, without an end token to decode.
+        assert!(
+            reply.usage.jumped_tokens >= 4,
+            "{ask}: {:?} {}",
+            reply.usage,
+            reply.text
+        );
+        assert!(
+            reply.text.ends_with('}') && reply.finish_reason == FinishReason::Stop,
+            "{ask}: {:?} {:?}",
+            reply.text,
+            reply.finish_reason
+        );
+        jumped += reply.usage.jumped_tokens;
+        generated += reply.usage.generated_tokens;
     }
+    println!("tool calls: {jumped} of {generated} output tokens computed in a batch, not decoded");
     // One tool forced (the agent's router chose it; the LLM fills its arguments): everything
     // up to the arguments is computed with the prompt, so only the arguments are decoded.
     let mut req = ChatRequest::new(vec![ChatMessage::new(
@@ -317,7 +336,7 @@ async fn tool_calls_always_parse_and_validate() {
     assert!(
         reply
             .text
-            .starts_with("{\"name\": \"set_timer\", \"parameters\": {"),
+            .starts_with("{\"name\": \"set_timer\", \"parameters\": {\"minutes\":"),
         "{}",
         reply.text
     );

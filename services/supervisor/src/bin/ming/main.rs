@@ -63,7 +63,8 @@ enum Cmd {
     Trace { utterance: Option<u64> },
     /// Talk to the agent: one message per line; actions are shown as they happen. Ctrl-D ends.
     Chat,
-    /// Ask the agent to do something, once (for scripts: exit status 0 when it acted).
+    /// Ask the agent to do something, once (for scripts: exit status 0 when it acted, 5 when it
+    /// did not: a question, a deletion waiting for a yes, a refusal).
     Ask {
         text: String,
         /// Confirm a destructive action (deleting notes…).
