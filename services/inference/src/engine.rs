@@ -628,20 +628,10 @@ impl Gen<'_> {
                 break FinishReason::Deadline;
             }
             // What the grammar allows next may be known: computed with this token, in one batch.
-            let jump = if pending.is_empty() && text.len() < max_jump {
+            let jump = if pending.is_empty() {
                 constraint
-                    .jumps
-                    .iter()
-                    .find(|j| {
-                        text.len() >= j.from
-                            && j.text.starts_with(text.as_str())
-                            && j.text.len() > text.len()
-                    })
-                    .map(|j| {
-                        self.model
-                            .vocab()
-                            .tokenize(&j.text.as_bytes()[text.len()..], false, false)
-                    })
+                    .continuation(&text)
+                    .map(|rest| self.model.vocab().tokenize(rest.as_bytes(), false, false))
                     .filter(|tokens| tokens.len() < n_batch && sampler.jump(tokens))
             } else {
                 None

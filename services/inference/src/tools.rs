@@ -25,6 +25,69 @@ pub struct Constraint {
     /// it). The engine computes that rest in one batch instead of decoding it token by token
     /// ("jump forward"): once the model has named its tool, `", "parameters": {"first_key":`.
     pub jumps: Vec<Jump>,
+    /// Each callable tool's required argument keys, in the grammar's order: after the comma
+    /// that ends one of them, the next key is the only continuation (`, "label":`).
+    pub keys: Vec<(String, Vec<String>)>,
+}
+
+impl Constraint {
+    /// What the grammar alone allows after `text` (the output so far), when that is known and
+    /// worth computing at once: the rest of a [`Jump`], or the next required argument's key.
+    pub fn continuation(&self, text: &str) -> Option<String> {
+        if let Some(j) = self
+            .jumps
+            .iter()
+            .find(|j| text.len() >= j.from && text.len() < j.text.len() && j.text.starts_with(text))
+        {
+            return Some(j.text[text.len()..].to_string());
+        }
+        self.next_key(text)
+    }
+
+    /// After `{"name": "<tool>", "parameters": {…,` the next required key of that tool, less
+    /// what of it the model already wrote.
+    fn next_key(&self, text: &str) -> Option<String> {
+        let rest = text.strip_prefix("{\"name\": \"")?;
+        let (name, rest) = rest.split_once('"')?;
+        let keys = &self.keys.iter().find(|(n, _)| n == name)?.1;
+        let body = rest.strip_prefix(", \"parameters\": {")?;
+        let (mut depth, mut in_string, mut escaped) = (0i32, false, false);
+        let (mut commas, mut last_comma) = (0usize, None);
+        for (i, c) in body.char_indices() {
+            if in_string {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match c {
+                '"' => in_string = true,
+                '{' | '[' => depth += 1,
+                '}' | ']' if depth == 0 => return None, // the arguments are closed
+                '}' | ']' => depth -= 1,
+                ',' if depth == 0 => {
+                    commas += 1;
+                    last_comma = Some(i);
+                }
+                _ => {}
+            }
+        }
+        let written = &body[last_comma? + 1..];
+        // Inside a string only when it is the key being written after that comma.
+        let writing_key =
+            written.trim_start().starts_with('"') && written.matches('"').count() == 1;
+        if depth != 0 || (in_string && !writing_key) {
+            return None;
+        }
+        let key = keys.get(commas)?;
+        let full = format!(" {}:", Value::from(key.as_str()));
+        full.strip_prefix(written)
+            .filter(|rest| !rest.is_empty())
+            .map(str::to_string)
+    }
 }
 
 /// A known continuation: see [`Constraint::jumps`].
@@ -34,19 +97,30 @@ pub struct Jump {
     pub from: usize,
 }
 
+/// The schema's required property keys in the order llama.cpp's grammar writes them: the
+/// properties' own order, required ones first.
+fn required_keys(schema: &Value) -> Vec<String> {
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    schema["properties"]
+        .as_object()
+        .map(|p| {
+            p.keys()
+                .filter(|k| required.contains(&k.as_str()))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// How the arguments of a tool call begin, as llama.cpp's grammar writes them: `{` and, when the
 /// schema requires properties, the first of them — the converter puts required properties first,
 /// in the schema's key order — with its colon. The value's own first token is left to the model
 /// (`: "` and `: 6` are single tokens it would not split).
 fn arguments_start(schema: &Value) -> String {
-    let required: Vec<&str> = schema["required"]
-        .as_array()
-        .map(|r| r.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let first = schema["properties"]
-        .as_object()
-        .and_then(|p| p.keys().find(|k| required.contains(&k.as_str())));
-    match first {
+    match required_keys(schema).first() {
         Some(k) => format!("{{{}:", Value::from(k.as_str())),
         None => "{".into(),
     }
@@ -177,6 +251,10 @@ pub fn constraint(req: &ChatRequest) -> Result<Constraint, ErrorBody> {
             expects_tool_call: true,
             forced,
             jumps,
+            keys: calls
+                .iter()
+                .map(|(t, s)| (t.name.clone(), required_keys(s)))
+                .collect(),
         });
     }
     if let Some(format) = &req.response_format {
@@ -193,6 +271,7 @@ pub fn constraint(req: &ChatRequest) -> Result<Constraint, ErrorBody> {
             expects_tool_call: false,
             forced: String::new(),
             jumps: Vec::new(),
+            keys: Vec::new(),
         });
     }
     Ok(Constraint::default())
@@ -317,6 +396,39 @@ mod tests {
         let s = json!({"type": "object", "properties": {"b": {}, "a": {}, "c": {}}, "required": ["c", "b"]});
         let first = arguments_start(&s);
         assert!(first == r#"{"b":"# || first == r#"{"c":"#, "{first}");
+    }
+
+    #[test]
+    fn the_next_required_key_follows_the_comma_that_ends_a_value() {
+        let mut event = timer();
+        event.name = "add_event".into();
+        event.parameters = r#"{"type":"object","properties":{"title":{"type":"string"},"date":{"type":"string"},"minutes":{"type":"integer"}},"required":["title","date"]}"#.into();
+        let c = constraint(&req(vec![timer(), event.clone()], ToolChoice::Required)).unwrap();
+        let cont = |t: &str| c.continuation(t);
+        // The keys in the grammar's order (the schema map's: sorted or as written, depending
+        // on serde_json's features in this build).
+        let keys = required_keys(&serde_json::from_str(&event.parameters).unwrap());
+        let (k1, k2) = (&keys[0], &keys[1]);
+        // The name's rest, then the first key.
+        assert_eq!(
+            cont(r#"{"name": "add_event"#),
+            Some(format!(r#"", "parameters": {{"{k1}":"#))
+        );
+        assert_eq!(
+            cont(r#"{"name": "add_ev"#),
+            None,
+            "the name is not whole yet"
+        );
+        // A comma inside the first value is not its end; the one after it is.
+        let start =
+            format!(r#"{{"name": "add_event", "parameters": {{"{k1}": "Lunch, with \"Sam\"""#);
+        assert_eq!(cont(&start), None);
+        assert_eq!(cont(&format!("{start},")), Some(format!(r#" "{k2}":"#)));
+        assert_eq!(cont(&format!("{start}, \"")), Some(format!(r#"{k2}":"#)));
+        assert_eq!(cont(&format!("{start}, \"{k2}\":")), None, "written");
+        // After the last required key the rest is the model's (an optional key, or the end).
+        assert_eq!(cont(&format!("{start}, \"{k2}\": \"friday\",")), None);
+        assert_eq!(cont(&format!("{start}, \"{k2}\": \"friday\"}}")), None);
     }
 
     #[test]
