@@ -579,12 +579,6 @@ impl Gen<'_> {
         let mut generated = 0usize;
         let mut first_token: Option<Instant> = None;
         let mut jumped_tokens = 0usize;
-        let max_jump = constraint
-            .jumps
-            .iter()
-            .map(|j| j.text.len())
-            .max()
-            .unwrap_or(0);
         let finish = loop {
             let token = sampler.sample(&self.ctx);
             if first_token.is_none() {
