@@ -15,14 +15,14 @@
 //! back ("search my notes for that too") may take its words from the previous message as well.
 //! A timer's length needs a number or a unit of time in the utterance; a timer label that does
 //! not come from it is dropped rather than refused. A day (`date`) must be one the user named:
-//! today is the tools' default; a weekday or "tomorrow" must be said; a calendar date needs a
-//! number, a month or a named day in the utterance (the model once answered "Yes." with a
-//! free-time search on 2023-01-01).
+//! today is the tools' default; a weekday or "tomorrow" must be said; a calendar date must be
+//! the date of a day the utterance names or, with none named, go with a number, month or
+//! ordinal said (the model once answered "Yes." with a free-time search on 2023-01-01).
 
 use ming_schemas::training::words;
 use serde_json::Value;
 
-use crate::intent;
+use crate::{intent, tools};
 
 /// Arguments that carry the user's words; checked against the utterance.
 const FREE_TEXT: [&str; 4] = ["query", "text", "title", "task"];
@@ -165,13 +165,40 @@ fn day_said(value: &str, heard: &[String]) -> bool {
     if let Some(day) = NAMED_DAYS.iter().find(|d| v.contains(*d)) {
         return heard.iter().any(|w| same_word(w, day));
     }
-    heard.iter().any(|w| {
+    let numbered = heard.iter().any(|w| {
         w.chars().any(|c| c.is_ascii_digit() || c == '#')
             || intent::word_number(w).is_some()
             || ORDINALS.contains(&w.as_str())
             || MONTHS.iter().any(|m| same_word(w, m))
-            || NAMED_DAYS.iter().any(|d| same_word(w, d))
-            || matches!(w.as_str(), "today" | "tonight" | "week" | "weekend")
+    });
+    // The days named in words, as dates: a calendar date must be one of them (the model wrote
+    // "2023-05-15" for "on Friday night") unless a month or an ordinal was said as well.
+    let named: Vec<_> = heard
+        .iter()
+        .filter(|w| *w == "today" || *w == "tonight" || NAMED_DAYS.contains(&w.as_str()))
+        .filter_map(|w| tools::resolve_date(if w == "tonight" { "today" } else { w }))
+        .collect();
+    // With a day named, a number is more likely the time ("on Friday at nine").
+    let dated = heard
+        .iter()
+        .any(|w| ORDINALS.contains(&w.as_str()) || MONTHS.iter().any(|m| same_word(w, m)));
+    match tools::resolve_date(&v) {
+        Some(d) if named.contains(&d) => true,
+        Some(_) if !named.is_empty() => dated,
+        Some(_) => numbered,
+        None => {
+            numbered || !named.is_empty() || heard.iter().any(|w| w == "week" || w == "weekend")
+        }
+    }
+}
+
+/// Whether `text` says a number (in digits or words, or an amount such as "half"): what a
+/// timer's length cannot do without. "Seconds" alone, or a misheard "well-hour", does not.
+pub fn says_a_number(text: &str) -> bool {
+    words(text).iter().any(|w| {
+        w.chars().any(|c| c.is_ascii_digit() || c == '#')
+            || (w != "a" && w != "an" && intent::word_number(w).is_some())
+            || AMOUNTS.contains(&w.as_str())
     })
 }
 
@@ -276,11 +303,6 @@ mod tests {
                 "Schedule a dentist appointment on Friday at nine.",
             ),
             (
-                "list_events",
-                json!({"date": "2026-12-04"}),
-                "What's on tomorrow?",
-            ),
-            (
                 "reply",
                 json!({"text": "Hello! How can I help?"}),
                 "hi there",
@@ -288,6 +310,32 @@ mod tests {
         ];
         for (tool, args, text) in ok {
             assert_eq!(check_of(tool, args.clone(), text, None), Ok(args), "{text}");
+        }
+        // The model writes "tomorrow" as its date.
+        let tomorrow = json!({"date": tools::today().add_days(1).iso()});
+        assert_eq!(
+            check_of("list_events", tomorrow.clone(), "What's on tomorrow?", None),
+            Ok(tomorrow)
+        );
+    }
+
+    #[test]
+    fn a_unit_alone_is_not_a_number() {
+        for t in [
+            "I'll do seconds.",
+            "Set a timer for well-hour.",
+            "Think me into hours",
+        ] {
+            assert!(!says_a_number(t), "{t}");
+            assert!(says_a_duration(t), "{t}");
+        }
+        for t in [
+            "for 5 minutes",
+            "seven minutes",
+            "half an hour",
+            "a couple of minutes",
+        ] {
+            assert!(says_a_number(t), "{t}");
         }
     }
 
@@ -310,6 +358,17 @@ mod tests {
                 "list_events",
                 json!({"date": "friday"}),
                 "What's on tomorrow?",
+            ),
+            // A calendar date that is not the day named.
+            (
+                "add_event",
+                json!({"title": "Dentist", "date": tools::today().add_days(8).iso(), "time": "09:00"}),
+                "Schedule a dentist appointment on Friday at nine.",
+            ),
+            (
+                "add_event",
+                json!({"title": "Appointment", "date": "2023-05-15", "time": "14:00"}),
+                "Can you lament this appointment on Friday night?",
             ),
         ] {
             assert!(

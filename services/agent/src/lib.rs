@@ -259,9 +259,10 @@ impl AgentService {
         if let Some(args) = router::slots(&p.label, text) {
             return Some(Decision::Act(Tier::Router, p.label, args));
         }
-        // A timer with nothing said of its length: ask for it, rather than wait a second for
-        // the local model to make one up (grounding.rs would refuse it anyway).
-        if p.label == "set_timer" && !grounding::says_a_duration(text) {
+        // A timer with no number said: ask for its length, rather than wait a second for the
+        // local model to make one up (the voice bench: "I'll do seconds" became 10 s, "Think me
+        // into hours" an hour).
+        if p.label == "set_timer" && !grounding::says_a_number(text) {
             return Some(Decision::Ask(
                 Tier::Router,
                 followup::Ask {
