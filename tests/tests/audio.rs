@@ -858,3 +858,71 @@ pcm.ming_speaker {{
     assert!(spoken.interrupted, "{spoken:?}");
     assert!(spoken.played_ms < spoken.audio_ms - 1000.0, "{spoken:?}");
 }
+
+/// Wake mode: speaking over an answer is speaking to MingLLM, so the "yes" said over "Shall I go
+/// ahead?" needs no wake phrase — the follow-up window opens at the barge-in, not only once the
+/// answer has been spoken to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_wake_mode_an_answer_said_over_the_question_needs_no_wake_phrase() {
+    let m = Mingd::start(
+        r#"
+[audio]
+input = "bus"
+output = "none"
+mode = "wake"
+"#,
+    );
+    m.wait_ready(&["audio", "agent"], Duration::from_secs(60))
+        .await;
+    let dir = m.dir.path();
+    let notes = dir.join("data/agent/notes.jsonl");
+    let (code, out) = m.ming(&["ask", "Take a note: buy oat milk"]);
+    assert_eq!(code, 0, "{out}");
+    // The voice conversation waits for a yes (asked here by text in the voice session, so that
+    // the test does not depend on Whisper hearing the wake phrase).
+    let (code, out) = m.ming(&[
+        "ask",
+        "--session",
+        "voice",
+        "delete the note containing milk",
+    ]);
+    assert!(code == 5 && out.contains("yes or no"), "{out}");
+    let mut events =
+        EventSubscriber::connect(&m.bus, &[kinds::EVENT_BARGE_IN, kinds::EVENT_SPEAKING]).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = m.client.clone();
+    let speaking = tokio::spawn(async move {
+        client
+            .request::<_, Spoken>(
+                "audio",
+                kinds::AUDIO_SPEAK,
+                &Speak {
+                    text: "This would delete one note: buy oat milk. Nothing was deleted yet. Shall I go ahead, yes or no?".into(),
+                    ..Default::default()
+                },
+                Duration::from_secs(60),
+            )
+            .await
+    });
+    next_speaking(&mut events, "started").await;
+    let (rate, pcm) = read_wav(&espeak(dir, "yes.wav", "Yes."));
+    let mut turn = vec![0i16; rate as usize / 5];
+    turn.extend_from_slice(&pcm);
+    turn.extend(std::iter::repeat_n(0, rate as usize));
+    feed_realtime(&m, rate, &turn).await;
+    let spoken = speaking.await.unwrap().expect("spoken");
+    assert!(spoken.interrupted, "{spoken:?}");
+    ming_tests::eventually(
+        Duration::from_secs(30),
+        "the note deleted by the yes",
+        || async {
+            (!std::fs::read_to_string(&notes)
+                .unwrap_or_default()
+                .contains("oat milk"))
+            .then_some(())
+        },
+    )
+    .await;
+    let log = interactions(&m).await;
+    assert!(log.contains("\"Yes.\" → Some(\"delete_note\")"), "{log}");
+}

@@ -364,7 +364,11 @@ async fn serve_live(
     let (onsets, _) = tokio::sync::watch::channel(0.0f64);
     while let Some(o) = rx.recv().await {
         if let Output::SpeechStarted(b) = &o {
-            speaker.speech_started(b.at_ms);
+            // Speaking over an answer is speaking to MingLLM (wake mode): the follow-up window
+            // opens now, so the "yes" said over "Shall I go ahead?" needs no wake phrase.
+            if speaker.speech_started(b.at_ms) {
+                live.answered();
+            }
             onsets.send_replace(b.at_ms);
         }
         publish(&events, &o);

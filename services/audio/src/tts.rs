@@ -191,13 +191,15 @@ impl Speaker {
         }
     }
 
-    /// Speech began on the live input: if speaking, stop (barge-in).
-    pub fn speech_started(&self, onset_ms: f64) {
-        if self.speaking.load(Ordering::Acquire) {
+    /// Speech began on the live input: if speaking, stop (barge-in); `true` if it was speaking.
+    pub fn speech_started(&self, onset_ms: f64) -> bool {
+        let speaking = self.speaking.load(Ordering::Acquire);
+        if speaking {
             self.barge_at_us
                 .store((onset_ms * 1e3).max(1.0) as u64, Ordering::Release);
             self.stop.store(true, Ordering::Release);
         }
+        speaking
     }
 
     /// Stops what is being spoken; `true` if something was.
