@@ -181,6 +181,37 @@ bin_dir = "{bin}"
         (out.status.code().unwrap_or(-1), text)
     }
 
+    /// The agent's interaction log from `since` (up to 100 entries).
+    pub async fn interactions(&self, since: u64) -> ming_schemas::agent::InteractionsPage {
+        self.client
+            .request(
+                "agent",
+                kinds::AGENT_INTERACTIONS,
+                &ming_schemas::agent::InteractionsRequest { since, limit: 100 },
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("agent.interactions: {e}"))
+    }
+
+    /// `audio.speak` of `text` in the background (it returns when the speech ends or is
+    /// interrupted).
+    pub fn speak_in_background(
+        &self,
+        text: &str,
+    ) -> tokio::task::JoinHandle<Result<ming_schemas::audio::Spoken, ming_bus::BusError>> {
+        let client = self.client.clone();
+        let req = ming_schemas::audio::Speak {
+            text: text.into(),
+            ..Default::default()
+        };
+        tokio::spawn(async move {
+            client
+                .request("audio", kinds::AUDIO_SPEAK, &req, Duration::from_secs(60))
+                .await
+        })
+    }
+
     /// `audio.listen` with `action` (`start`, `stop`, `status`): the live input's state.
     pub async fn listen(&self, action: &str) -> ming_schemas::audio::ListenState {
         self.client

@@ -68,19 +68,7 @@ async fn typed_commands_act_on_the_device() {
             && out.contains("replied"),
         "{out}"
     );
-    let page: ming_schemas::agent::InteractionsPage = m
-        .client
-        .request(
-            "agent",
-            kinds::AGENT_INTERACTIONS,
-            &ming_schemas::agent::InteractionsRequest {
-                since: 0,
-                limit: 100,
-            },
-            Duration::from_secs(2),
-        )
-        .await
-        .unwrap();
+    let page = m.interactions(0).await;
     let outcomes: Vec<&str> = page.items.iter().map(|i| i.outcome.as_str()).collect();
     assert_eq!(
         outcomes,
@@ -89,19 +77,7 @@ async fn typed_commands_act_on_the_device() {
         page.items
     );
     assert_eq!(page.next, 7);
-    let rest: ming_schemas::agent::InteractionsPage = m
-        .client
-        .request(
-            "agent",
-            kinds::AGENT_INTERACTIONS,
-            &ming_schemas::agent::InteractionsRequest {
-                since: 5,
-                limit: 100,
-            },
-            Duration::from_secs(2),
-        )
-        .await
-        .unwrap();
+    let rest = m.interactions(5).await;
     assert_eq!(rest.items.iter().map(|i| i.seq).collect::<Vec<_>>(), [5, 6]);
 }
 
@@ -551,19 +527,7 @@ async fn questions_are_answered_by_the_next_message_of_the_conversation() {
         .contains("buy bread"));
     let (_, out) = ask("list my notes");
     assert!(out.contains("no notes"), "{out}");
-    let page: ming_schemas::agent::InteractionsPage = m
-        .client
-        .request(
-            "agent",
-            kinds::AGENT_INTERACTIONS,
-            &ming_schemas::agent::InteractionsRequest {
-                since: 0,
-                limit: 100,
-            },
-            Duration::from_secs(2),
-        )
-        .await
-        .unwrap();
+    let page = m.interactions(0).await;
     let outcomes: Vec<&str> = page.items.iter().map(|i| i.outcome.as_str()).collect();
     assert_eq!(
         outcomes,

@@ -264,20 +264,7 @@ async fn speaking_barge_in_and_a_voice_turn_to_the_agent() {
     let mut events =
         EventSubscriber::connect(&m.bus, &[kinds::EVENT_BARGE_IN, kinds::EVENT_SPEAKING]).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await; // let the subscription reach the broker
-    let client = m.client.clone();
-    let speaking = tokio::spawn(async move {
-        client
-            .request::<_, Spoken>(
-                "audio",
-                kinds::AUDIO_SPEAK,
-                &Speak {
-                    text: "This is a long answer that goes on and on, so that there is time to interrupt it before it ends.".into(),
-                    ..Default::default()
-                },
-                Duration::from_secs(60),
-            )
-            .await
-    });
+    let speaking = m.speak_in_background("This is a long answer that goes on and on, so that there is time to interrupt it before it ends.");
     loop {
         let ev = tokio::time::timeout(Duration::from_secs(30), events.next())
             .await
@@ -514,19 +501,7 @@ async fn speaking_barge_in_and_a_voice_turn_to_the_agent() {
 
 /// The agent's interaction log, a line an utterance: what it heard, did, and how it ended.
 async fn interactions(m: &Mingd) -> String {
-    let page: ming_schemas::agent::InteractionsPage = m
-        .client
-        .request(
-            "agent",
-            kinds::AGENT_INTERACTIONS,
-            &ming_schemas::agent::InteractionsRequest {
-                since: 0,
-                limit: 100,
-            },
-            Duration::from_secs(2),
-        )
-        .await
-        .unwrap();
+    let page = m.interactions(0).await;
     page.items
         .iter()
         .map(|i| {
@@ -835,20 +810,7 @@ pcm.ming_speaker {{
     next_speaking(&mut speaking, "finished").await;
 
     // Barge-in from the microphone while a long reply plays on the speaker.
-    let client = m.client.clone();
-    let long = tokio::spawn(async move {
-        client
-            .request::<_, Spoken>(
-                "audio",
-                kinds::AUDIO_SPEAK,
-                &Speak {
-                    text: "This is a long answer that goes on and on, so that there is time to interrupt it before it ends.".into(),
-                    ..Default::default()
-                },
-                Duration::from_secs(60),
-            )
-            .await
-    });
+    let long = m.speak_in_background("This is a long answer that goes on and on, so that there is time to interrupt it before it ends.");
     next_speaking(&mut speaking, "started").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     say.lock()
@@ -890,20 +852,7 @@ mode = "wake"
     let mut events =
         EventSubscriber::connect(&m.bus, &[kinds::EVENT_BARGE_IN, kinds::EVENT_SPEAKING]).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let client = m.client.clone();
-    let speaking = tokio::spawn(async move {
-        client
-            .request::<_, Spoken>(
-                "audio",
-                kinds::AUDIO_SPEAK,
-                &Speak {
-                    text: "This would delete one note: buy oat milk. Nothing was deleted yet. Shall I go ahead, yes or no?".into(),
-                    ..Default::default()
-                },
-                Duration::from_secs(60),
-            )
-            .await
-    });
+    let speaking = m.speak_in_background("This would delete one note: buy oat milk. Nothing was deleted yet. Shall I go ahead, yes or no?");
     next_speaking(&mut events, "started").await;
     let (rate, pcm) = read_wav(&espeak(dir, "yes.wav", "Yes."));
     let mut turn = vec![0i16; rate as usize / 5];

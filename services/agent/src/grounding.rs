@@ -22,7 +22,7 @@
 use ming_schemas::training::words;
 use serde_json::Value;
 
-use crate::{intent, tools};
+use crate::{intent, router, tools};
 
 /// Arguments that carry the user's words; checked against the utterance.
 const FREE_TEXT: [&str; 4] = ["query", "text", "title", "task"];
@@ -45,17 +45,8 @@ const AMOUNTS: [&str; 7] = [
     "hundred", "half", "quarter", "couple", "few", "several", "dozen",
 ];
 
-/// Days said by name.
-const NAMED_DAYS: [&str; 8] = [
-    "tomorrow",
-    "monday",
-    "tuesday",
-    "wednesday",
-    "thursday",
-    "friday",
-    "saturday",
-    "sunday",
-];
+/// Days said by name (the router's slot days, less today: the tools' default).
+const NAMED_DAYS: &[&str] = router::DAYS.split_at(1).1;
 
 const MONTHS: [&str; 12] = [
     "january",

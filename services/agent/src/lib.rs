@@ -968,13 +968,12 @@ impl Handler for AgentService {
         let decided = match (direct, answered) {
             (Some((t, a)), _) => Ok(Decision::Act(Tier::Direct, t, a)),
             (None, Some((t, a))) => Ok(Decision::Act(Tier::Fast, t, a)),
-            (None, None) => match (
-                intent::understand(&msg.text),
-                followup::incomplete(&msg.text),
-            ) {
-                (Some(i), _) => Ok(Decision::Act(Tier::Fast, i.tool.to_string(), i.args)),
-                (None, Some(ask)) => Ok(Decision::Ask(Tier::Fast, ask)),
-                (None, None) => {
+            (None, None) => match intent::understand(&msg.text)
+                .map(|i| Decision::Act(Tier::Fast, i.tool.to_string(), i.args))
+                .or_else(|| followup::incomplete(&msg.text).map(|a| Decision::Ask(Tier::Fast, a)))
+            {
+                Some(d) => Ok(d),
+                None => {
                     // The slow tiers stop when the caller cancels (a barge-in on a voice turn,
                     // Ctrl-C): dropping their requests cancels the embedding and the local
                     // model's generation on the bus too.

@@ -131,7 +131,7 @@ fn after<'a>(text: &'a str, markers: &[&str]) -> Option<&'a str> {
 }
 
 /// The days a slot may name outright.
-const DAYS: [&str; 9] = [
+pub(crate) const DAYS: [&str; 9] = [
     "today",
     "tomorrow",
     "monday",
