@@ -872,6 +872,21 @@ mode = "wake"
         },
     )
     .await;
-    let log = interactions(&m).await;
-    assert!(log.contains("\"Yes.\" → Some(\"delete_note\")"), "{log}");
+    // The interaction is logged once the reply is made, just after the note file is written.
+    let mut log = String::new();
+    let answered_yes = |log: &str| {
+        log.lines().any(|l| {
+            l.to_lowercase().starts_with("\"yes")
+                && l.contains("Some(\"delete_note\")")
+                && l.ends_with("(done)")
+        })
+    };
+    for _ in 0..50 {
+        log = interactions(&m).await;
+        if answered_yes(&log) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered_yes(&log), "{log}");
 }
