@@ -13,8 +13,9 @@
 //! (stop words and numbers aside) are in the utterance, where a word also matches one that
 //! shares its first four letters ("Sarah" / "Sara", "notes" / "note"). A follow-up that refers
 //! back ("search my notes for that too") may take its words from the previous message as well.
-//! A timer's length needs a number or a unit of time in the utterance; a timer label that does
-//! not come from it is dropped rather than refused. A day (`date`) must be one the user named:
+//! A timer's length needs a number or a unit of time in the utterance: with a length said, the
+//! words' length replaces the model's; with only a unit ("I'll be seconds") the agent asks how
+//! long. A timer label that does not come from the utterance is dropped rather than refused. A day (`date`) must be one the user named:
 //! today is the tools' default; a weekday or "tomorrow" must be said; a calendar date must be
 //! the date of a day the utterance names or, with none named, go with a number, month or
 //! ordinal said (the model once answered "Yes." with a free-time search on 2023-01-01).
@@ -129,6 +130,10 @@ pub enum Ungrounded {
     Words { key: String, value: String },
     #[error("you did not say how long")]
     NoDuration,
+    /// A unit of time but no number ("I'll do seconds", "a timer for well-houred"): the
+    /// timer is what was meant, its length is what to ask for.
+    #[error("you did not say how many")]
+    NoNumber,
     #[error("its date \u{201c}{0}\u{201d} is not a day you said")]
     Day(String),
 }
@@ -218,6 +223,15 @@ pub fn check(
     if tool == "set_timer" {
         if !says_a_duration(text) {
             return Err(Ungrounded::NoDuration);
+        }
+        // The length is the words', not the model's: it turned "in 20 minutes" into 20 seconds
+        // and made up 30 seconds for "I'll be seconds".
+        match intent::parse_duration(text) {
+            Some(seconds) => {
+                obj.insert("seconds".into(), Value::from(seconds));
+            }
+            None if !says_a_number(text) => return Err(Ungrounded::NoNumber),
+            None => {}
         }
         let label_ok = obj
             .get("label")
@@ -460,6 +474,25 @@ mod tests {
             ),
             Ok(json!({"seconds": 7200, "label": "Laundry Timer"}))
         );
+        // The words decide the length (the voice bench: 20 seconds for "in 20 minutes").
+        assert_eq!(
+            check_of(
+                "set_timer",
+                json!({"seconds": 20, "label": "check the oven"}),
+                "Reminds me in 20 minutes to check the oven.",
+                None
+            ),
+            Ok(json!({"seconds": 1200, "label": "check the oven"}))
+        );
+        assert_eq!(
+            check_of(
+                "set_timer",
+                json!({"seconds": 4500, "label": ""}),
+                "Time at 4.5 minutes.",
+                None
+            ),
+            Ok(json!({"seconds": 270, "label": ""}))
+        );
         assert_eq!(
             check_of(
                 "set_timer",
@@ -476,13 +509,19 @@ mod tests {
             None
         )
         .is_ok());
-        // Heard in the voice bench for "Set a timer for one hour."
-        assert!(check_of(
-            "set_timer",
-            json!({"seconds": 3600, "label": ""}),
-            "Set a timer for well-houred",
-            None
-        )
-        .is_ok());
+        // Heard in the voice bench for "Set a timer for one hour." and "Count down ninety
+        // seconds.": a unit without a number is a timer whose length is to be asked for.
+        for heard in ["Set a timer for well-houred", "I'll be seconds."] {
+            assert_eq!(
+                check_of(
+                    "set_timer",
+                    json!({"seconds": 3600, "label": ""}),
+                    heard,
+                    None
+                ),
+                Err(Ungrounded::NoNumber),
+                "{heard}"
+            );
+        }
     }
 }

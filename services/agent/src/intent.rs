@@ -77,35 +77,39 @@ pub fn parse_duration(text: &str) -> Option<u64> {
     if t.contains("half an hour") || t.contains("half a hour") || t.contains("half hour") {
         return Some(1800);
     }
-    // Heard for "two": "a countdown to minutes", "in too hours".
+    // Heard for "two": "a countdown to minutes", "in too hours", "remind me into hours".
     static TWO: OnceLock<Regex> = OnceLock::new();
     let t = TWO
         .get_or_init(|| {
-            Regex::new(r"\b(?:to|too)\s+(hours?|minutes?|seconds?)\b")
+            Regex::new(r"\b(?:to|too|into)\s+(hours?|minutes?|seconds?)\b")
                 .unwrap_or_else(|_| unreachable!())
         })
         .replace_all(&t, "two $1")
         .into_owned();
     let part = PART.get_or_init(|| {
         Regex::new(&format!(
-            r"\b{NUM}\s*(hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)\b"
+            r"\b(\d+\.\d+|{NUM})\s*(hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)\b"
         ))
         .unwrap_or_else(|_| unreachable!())
     });
     let mut total = 0;
     let mut found = false;
     for c in part.captures_iter(&t) {
-        let unit = &c[2];
+        let unit = &c[3];
         // A one-letter unit only after digits ("5m", "1h30m"): "am" is not a minute, nor "ones"
         // a second ("Where am I free tomorrow?" was a 1-minute free slot).
         if unit.len() == 1 && !c[1].chars().all(|d| d.is_ascii_digit()) {
             continue;
         }
-        let n = word_number(&c[1])?;
-        total += n * match unit.chars().next() {
+        let scale = match unit.chars().next() {
             Some('h') => 3600,
             Some('m') => 60,
             _ => 1,
+        };
+        // Whisper writes "four and a half minutes" as "4.5 minutes".
+        total += match c[1].parse::<f64>() {
+            Ok(x) if c[1].contains('.') => (x * scale as f64).round() as u64,
+            _ => word_number(&c[1])? * scale,
         };
         found = true;
     }
@@ -419,6 +423,9 @@ mod tests {
             ("half a hour", 1800),
             ("a countdown to minutes", 120),
             ("in too hours", 7200),
+            ("remind me into hours", 7200),
+            ("4.5 minutes", 270),
+            ("1.5 hours", 5400),
         ] {
             assert_eq!(parse_duration(t), Some(s), "{t}");
         }

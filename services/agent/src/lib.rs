@@ -769,6 +769,42 @@ enum Undecided {
 }
 
 impl AgentService {
+    /// Asks for what a command lacks; with a session, its next message can answer.
+    fn ask(
+        &self,
+        resp: Responder,
+        mut record: ming_schemas::agent::Interaction,
+        msg: &Message,
+        tier: Tier,
+        ask: followup::Ask,
+        started: Instant,
+    ) {
+        record.tier = Some(tier);
+        record.tool = Some(ask.tool.to_string());
+        record.arguments = ask.args.to_string();
+        record.outcome = "asked".into();
+        let awaiting = msg.session.as_deref().map(|session| {
+            let q = followup::Question::Slot {
+                tool: ask.tool.to_string(),
+                args: ask.args.clone(),
+                slot: ask.slot,
+            };
+            let awaiting = q.awaiting().to_string();
+            self.questions.ask(session, q);
+            awaiting
+        });
+        let text = if awaiting.is_some() {
+            ask.question.to_string()
+        } else {
+            // No conversation to answer in (`ming ask` without `--session`).
+            format!(
+                "{} Please say the whole command again with it.",
+                ask.question
+            )
+        };
+        self.answer_only(resp, record, msg, &text, awaiting, started);
+    }
+
     /// Answers `text` without acting (a question, "OK, never mind"), logs the turn and keeps the
     /// exchange in the session's conversation.
     fn answer_only(
@@ -993,30 +1029,7 @@ impl Handler for AgentService {
         let (tier, tool, mut args) = match decided {
             Ok(Decision::Act(tier, tool, args)) => (tier, tool, args),
             Ok(Decision::Ask(tier, ask)) => {
-                record.tier = Some(tier);
-                record.tool = Some(ask.tool.to_string());
-                record.arguments = ask.args.to_string();
-                record.outcome = "asked".into();
-                let awaiting = msg.session.as_deref().map(|session| {
-                    let q = followup::Question::Slot {
-                        tool: ask.tool.to_string(),
-                        args: ask.args.clone(),
-                        slot: ask.slot,
-                    };
-                    let awaiting = q.awaiting().to_string();
-                    self.questions.ask(session, q);
-                    awaiting
-                });
-                let text = if awaiting.is_some() {
-                    ask.question.to_string()
-                } else {
-                    // No conversation to answer in (`ming ask` without `--session`).
-                    format!(
-                        "{} Please say the whole command again with it.",
-                        ask.question
-                    )
-                };
-                return self.answer_only(resp, record, &msg, &text, awaiting, started);
+                return self.ask(resp, record, &msg, tier, ask, started);
             }
             Err(Undecided::Cancelled) if now_ms() < req.envelope.deadline_ms => {
                 record.stages.push(ming_schemas::agent::Stage {
@@ -1072,11 +1085,32 @@ impl Handler for AgentService {
                 .as_deref()
                 .and_then(|s| self.conversations.history(s).pop())
                 .map(|e| e.user);
-            if let Err(e) = grounding::check(&tool, &mut args, &msg.text, previous.as_deref()) {
-                refusal = Some(("arguments not the user's", "unsure", format!(
-                    "I heard \u{201c}{}\u{201d} and am not sure what you want ({tool}? {e}); please say it again",
-                    msg.text.trim()
-                )));
+            match grounding::check(&tool, &mut args, &msg.text, previous.as_deref()) {
+                Ok(()) => {}
+                // A timer with a unit and no number: ask for its length, as the router does.
+                Err(grounding::Ungrounded::NoNumber) => {
+                    record.stages.push(ming_schemas::agent::Stage {
+                        name: "no number said".into(),
+                        at_ms: since(started),
+                    });
+                    let label = args
+                        .get("label")
+                        .and_then(|l| l.as_str())
+                        .unwrap_or_default();
+                    let ask = followup::Ask {
+                        tool: "set_timer",
+                        args: serde_json::json!({ "label": label }),
+                        slot: followup::Slot::Seconds,
+                        question: "For how long?",
+                    };
+                    return self.ask(resp, record, &msg, tier, ask, started);
+                }
+                Err(e) => {
+                    refusal = Some(("arguments not the user's", "unsure", format!(
+                        "I heard \u{201c}{}\u{201d} and am not sure what you want ({tool}? {e}); please say it again",
+                        msg.text.trim()
+                    )));
+                }
             }
         }
         if refusal.is_none() {
