@@ -182,6 +182,8 @@ struct Run {
     latency: Vec<f64>,
     to_transcript: Vec<f64>,
     transcript_to_action: Vec<f64>,
+    /// How long whisper took for the decode that became each final transcript.
+    decode: Vec<f64>,
     tiers: BTreeMap<String, usize>,
     /// Latency by tier.
     tier_ms: BTreeMap<String, Vec<f64>>,
@@ -228,9 +230,11 @@ impl Run {
         println!("{:<28} p50/p95 ms by tier: {}", "", by_tier.join(", "));
         if !self.to_transcript.is_empty() {
             println!(
-                "{:<28} end of speech → final transcript p50 {:.1} ms; transcript → action started p50 {:.1} ms",
+                "{:<28} end of speech → final transcript p50 {:.1} ms (its decode p50 {:.1} p95 {:.1} ms); transcript → action started p50 {:.1} ms",
                 "",
                 pct(&self.to_transcript, 0.5),
+                pct(&self.decode, 0.5),
+                pct(&self.decode, 0.95),
                 pct(&self.transcript_to_action, 0.5)
             );
         }
@@ -242,8 +246,8 @@ impl Run {
 #[derive(Default)]
 struct Seen {
     action: Option<(ActionStarted, Instant)>,
-    /// Text, confidence, arrival.
-    transcript: Option<(String, f32, Instant)>,
+    /// Text, confidence, arrival, decode time (ms).
+    transcript: Option<(String, f32, Instant, f64)>,
 }
 
 impl Seen {
@@ -258,7 +262,7 @@ impl Seen {
             tokio::select! {
                 e = transcripts.next() => if let Ok(e) = e {
                     if let Ok(t) = e.body::<ming_schemas::audio::Transcript>() {
-                        self.transcript.get_or_insert((t.text, t.confidence, Instant::now()));
+                        self.transcript.get_or_insert((t.text, t.confidence, Instant::now(), t.decode_ms));
                     }
                 },
                 e = actions.next() => if let Ok(e) = e {
@@ -273,7 +277,7 @@ impl Seen {
 }
 
 /// One spoken command: (action started, ms from the true end of speech), the split at the final
-/// transcript, and what was heard.
+/// transcript, and what was heard (text, confidence, decode ms).
 async fn voice_turn(
     m: &Mingd,
     rate: u32,
@@ -281,7 +285,7 @@ async fn voice_turn(
     end: usize,
     actions: &mut EventSubscriber,
     transcripts: &mut EventSubscriber,
-) -> (Option<(ActionStarted, f64, Option<f64>)>, String, f32) {
+) -> (Option<(ActionStarted, f64, Option<f64>)>, String, f32, f64) {
     m.listen("start").await;
     let pre = rate as usize / 5;
     let mut turn = vec![0i16; pre];
@@ -327,14 +331,20 @@ async fn voice_turn(
             -(eos.duration_since(t).as_secs_f64() * 1e3)
         }
     };
-    let (heard, confidence) = seen
+    let (heard, confidence, decode) = seen
         .transcript
         .as_ref()
-        .map_or((String::new(), 0.0), |(t, c, _)| (t.clone(), *c));
-    let got = seen
-        .action
-        .map(|(a, at)| (a, ms(at), seen.transcript.as_ref().map(|(_, _, t)| ms(*t))));
-    (got, heard, confidence)
+        .map_or((String::new(), 0.0, f64::NAN), |(t, c, _, d)| {
+            (t.clone(), *c, *d)
+        });
+    let got = seen.action.map(|(a, at)| {
+        (
+            a,
+            ms(at),
+            seen.transcript.as_ref().map(|(_, _, t, _)| ms(*t)),
+        )
+    });
+    (got, heard, confidence, decode)
 }
 
 async fn typed(
@@ -411,8 +421,11 @@ async fn pass(m: &Mingd, name: &str, corpus: &[Spoken]) {
     // The transcript's confidence for commands that ended in the right action, and the rest.
     let (mut sure_right, mut sure_wrong) = (Vec::new(), Vec::new());
     for (i, want, rate, pcm, end) in corpus {
-        let (got, heard, confidence) =
+        let (got, heard, confidence, decode) =
             voice_turn(m, *rate, pcm, *end, &mut actions, &mut transcripts).await;
+        if decode.is_finite() {
+            voice.decode.push(decode);
+        }
         if got.as_ref().is_some_and(|(a, _, _)| is_right(*want, a)) {
             sure_right.push(f64::from(confidence));
         } else {

@@ -136,6 +136,100 @@ pub enum Ungrounded {
     NoNumber,
     #[error("its date \u{201c}{0}\u{201d} is not a day you said")]
     Day(String),
+    #[error("nothing you said asks for it")]
+    NotAsked,
+}
+
+/// Words that ask for a tool whose arguments carry none of the user's words (by prefix, as
+/// [`same_word`] matches). The LLM tier answered garbled questions with such tools ("What now
+/// you did?" and "What's today's made?" listed the notes): arguments cannot show that a call is
+/// the user's, so a word of the utterance must.
+const CUES: [(&str, &[&str]); 6] = [
+    (
+        "list_notes",
+        &["note", "jot", "wrote", "written", "write", "memo"],
+    ),
+    (
+        "clock",
+        &[
+            "time", "date", "day", "clock", "o'clock", "today", "tonight", "zone", "hour", "year",
+            "month", "week",
+        ],
+    ),
+    (
+        "list_events",
+        &[
+            "calendar",
+            "schedule",
+            "event",
+            "busy",
+            "plan",
+            "plans",
+            "agenda",
+            "meeting",
+            "appointment",
+            "diary",
+            "happening",
+            "today",
+            "tomorrow",
+            "tonight",
+            "week",
+            "weekend",
+        ],
+    ),
+    (
+        "free_time",
+        &[
+            "free",
+            "busy",
+            "available",
+            "slot",
+            "time",
+            "hour",
+            "gap",
+            "when",
+        ],
+    ),
+    (
+        "summarize_mail",
+        &[
+            "mail",
+            "email",
+            "inbox",
+            "message",
+            "summary",
+            "summarize",
+            "summarise",
+            "letter",
+        ],
+    ),
+    (
+        "index_documents",
+        &["index", "reindex", "document", "file", "folder"],
+    ),
+];
+
+/// Whether `text` asks for `tool`, for the tools whose arguments cannot show it (see [`CUES`]);
+/// a calendar tool is asked for by a day named too. For the LLM tier only: the router tier
+/// learns the user's own idioms ("what's cooking" for the calendar).
+///
+/// # Errors
+/// [`Ungrounded::NotAsked`]: no word of `text` asks for `tool`.
+pub fn asked_for(tool: &str, text: &str) -> Result<(), Ungrounded> {
+    let Some((_, cues)) = CUES.iter().find(|(t, _)| *t == tool) else {
+        return Ok(());
+    };
+    let heard = words(text);
+    let cued = heard.iter().any(|w| cues.iter().any(|c| same_word(w, c)));
+    let calendar = matches!(tool, "list_events" | "free_time")
+        && heard
+            .iter()
+            .any(|w| NAMED_DAYS.contains(&w.as_str()) || MONTHS.iter().any(|m| same_word(w, m)));
+    if cued || calendar {
+        Ok(())
+    } else {
+        Err(Ungrounded::NotAsked)
+    }
 }
 
 /// Whether `text` has anything a timer's length could come from: a number, an amount ("half",
@@ -440,6 +534,42 @@ mod tests {
             ),
             Err(Ungrounded::NoDuration)
         );
+    }
+
+    #[test]
+    fn a_tool_without_the_users_words_must_be_asked_for() {
+        // The voice bench's commands for these tools, as typed.
+        for (tool, text) in [
+            ("list_notes", "List my notes."),
+            ("list_notes", "Read back everything I noted."),
+            ("list_notes", "What did I write down?"),
+            ("clock", "What time is it?"),
+            ("clock", "What day is it?"),
+            ("clock", "What's today's date?"),
+            ("list_events", "What do I have on Friday?"),
+            ("list_events", "What's my schedule for Monday?"),
+            ("list_events", "Am I busy on Saturday?"),
+            ("free_time", "When am I free tomorrow?"),
+            ("summarize_mail", "Summarise my inbox"),
+            ("index_documents", "Index my documents"),
+            // Tools with the user's words in their arguments are checked by `check`.
+            ("search_notes", "What now you did?"),
+        ] {
+            assert_eq!(asked_for(tool, text), Ok(()), "{tool}: {text}");
+        }
+        // Heard in the voice bench, and what the LLM tier made of it.
+        for (tool, text) in [
+            ("list_notes", "What now you did?"),
+            ("list_notes", "What's today's made?"),
+            ("list_events", "What now you did?"),
+            ("clock", "Bring me a coffee"),
+        ] {
+            assert_eq!(
+                asked_for(tool, text),
+                Err(Ungrounded::NotAsked),
+                "{tool}: {text}"
+            );
+        }
     }
 
     #[test]

@@ -1085,7 +1085,14 @@ impl Handler for AgentService {
                 .as_deref()
                 .and_then(|s| self.conversations.history(s).pop())
                 .map(|e| e.user);
-            match grounding::check(&tool, &mut args, &msg.text, previous.as_deref()) {
+            let asked = if tier == Tier::Llm {
+                grounding::asked_for(&tool, &msg.text)
+            } else {
+                Ok(())
+            };
+            match asked
+                .and_then(|()| grounding::check(&tool, &mut args, &msg.text, previous.as_deref()))
+            {
                 Ok(()) => {}
                 // A timer with a unit and no number: ask for its length, as the router does.
                 Err(grounding::Ungrounded::NoNumber) => {
