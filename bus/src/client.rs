@@ -124,6 +124,7 @@ impl BusClient {
         let frame = env.encode();
         if frame.len() > self.max_frame {
             return Err(BusError::Remote {
+                from: String::new(),
                 code: ming_schemas::ErrorCode::TooLarge,
                 message: format!(
                     "request of {} bytes is larger than the bus frame limit of {} bytes",
@@ -185,7 +186,7 @@ impl ReplyStream {
                     self.finish();
                 }
                 if env.flow == Flow::Error {
-                    Some(Err(env.error_body().into()))
+                    Some(Err(BusError::remote(env.sender.clone(), env.error_body())))
                 } else {
                     Some(Ok(env))
                 }

@@ -40,7 +40,13 @@ pub fn context() -> &'static zmq::Context {
 pub enum BusError {
     /// The remote side (broker or service) answered with an error.
     #[error("{code}: {message}")]
-    Remote { code: ErrorCode, message: String },
+    Remote {
+        code: ErrorCode,
+        message: String,
+        /// Who answered: the envelope's sender (`broker`, or the service); empty when the
+        /// error was made on this side (a request too large to send).
+        from: String,
+    },
     /// The deadline passed before a final answer arrived.
     #[error("Timeout: no answer from {target} within {waited_ms} ms")]
     Timeout { target: String, waited_ms: u64 },
@@ -85,12 +91,26 @@ impl BusError {
     }
 }
 
-impl From<ErrorBody> for BusError {
-    fn from(e: ErrorBody) -> Self {
+impl BusError {
+    /// An error answered by `from` (an envelope's sender).
+    pub fn remote(from: impl Into<String>, e: ErrorBody) -> Self {
         Self::Remote {
             code: e.code,
             message: e.message,
+            from: from.into(),
         }
+    }
+
+    /// Whether the broker itself answered (the service is stopped, failed or gone, the request
+    /// was refused on the way), rather than the service or this side.
+    pub fn from_broker(&self) -> bool {
+        matches!(self, Self::Remote { from, .. } if from == broker::BROKER)
+    }
+}
+
+impl From<ErrorBody> for BusError {
+    fn from(e: ErrorBody) -> Self {
+        Self::remote(String::new(), e)
     }
 }
 

@@ -159,6 +159,12 @@ async fn request_reply_and_builtin_ping() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Unsupported);
+    // The service said so, not the broker.
+    assert!(
+        matches!(&err, ming_bus::BusError::Remote { from, .. } if from == "echo")
+            && !err.from_broker(),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,6 +276,7 @@ async fn unknown_service_is_unavailable_at_once() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::ServiceUnavailable, "{err}");
+    assert!(err.from_broker(), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(1));
 }
 

@@ -183,6 +183,7 @@ impl AgentService {
             )
             .await?;
         let call = reply.tool_call.ok_or_else(|| BusError::Remote {
+            from: "inference".into(),
             code: ErrorCode::Internal,
             message: format!(
                 "the model gave no usable tool call ({:?})",

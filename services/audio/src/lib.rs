@@ -302,13 +302,12 @@ pub fn spoken_error(e: &BusError) -> Option<String> {
             code: ErrorCode::Cancelled,
             ..
         } => None,
+        // The broker's answer: the agent is stopped, failed or stopped heartbeating (the
+        // agent's own ServiceUnavailable is about a service it needs, and says so).
         BusError::Remote {
             code: ErrorCode::ServiceUnavailable,
-            message,
-            // The broker's words: "`agent` is stopped", "worker … (pid …) stopped heartbeating".
-        } if message.starts_with("`agent`") || message.starts_with("worker ") => {
-            Some("The agent is not running, so I cannot act on that.".into())
-        }
+            ..
+        } if e.from_broker() => Some("The agent is not running, so I cannot act on that.".into()),
         BusError::Remote { message, .. } => Some(message.clone()),
         BusError::Timeout { .. } => Some("The agent did not answer in time.".into()),
         _ => Some("I could not reach the agent.".into()),
@@ -565,6 +564,7 @@ mod tests {
         let remote = |code, message: &str| BusError::Remote {
             code,
             message: message.into(),
+            from: "agent".into(),
         };
         let unsure = "I heard \u{201c}What's the maze made?\u{201d} and am not sure what you want";
         assert_eq!(
@@ -580,8 +580,13 @@ mod tests {
             "`agent` is stopped",
             "worker a1 (pid 7) stopped heartbeating",
         ] {
+            let from_broker = BusError::Remote {
+                code: ErrorCode::ServiceUnavailable,
+                message: down.into(),
+                from: "broker".into(),
+            };
             assert_eq!(
-                spoken_error(&remote(ErrorCode::ServiceUnavailable, down)).as_deref(),
+                spoken_error(&from_broker).as_deref(),
                 Some("The agent is not running, so I cannot act on that."),
                 "{down}"
             );
