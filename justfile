@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR := env("CARGO_TARGET_DIR", if `id -u` == "0" { "/var/cac
 export CARGO_TERM_COLOR := "never"
 
 # Debian packages the build, the services and the tests need.
-apt_packages := "build-essential pkg-config cmake clang libclang-dev libasound2-dev espeak-ng sox tzdata python3 python3-pip python3-zmq python3-msgpack python3-numpy git ca-certificates curl"
+apt_packages := "build-essential pkg-config cmake clang libclang-dev libasound2-dev espeak-ng sox tzdata python3 python3-pip python3-venv python3-zmq python3-msgpack python3-numpy git ca-certificates curl"
 
 # List the recipes.
 default:

@@ -189,6 +189,33 @@ def ensure(model, model_dir, cache_dir, check_only):
     return True
 
 
+def ensure_runtime(rt, model_dir, cache_dir, check_only):
+    """A virtual environment in the model dir with one pinned package (no dependencies)."""
+    env = os.path.join(model_dir, rt["dir"])
+    python = os.path.join(env, "bin", "python3")
+    version = rt["package"].split("==")[1]
+    probe = "import %s, sys; sys.exit(%s.__version__ != %r)" % (rt["module"], rt["module"], version)
+    if os.path.exists(python) and subprocess.run([python, "-c", probe], capture_output=True).returncode == 0:
+        say("%s: present (%s)" % (rt["name"], env))
+        return True
+    if check_only:
+        say("%s: missing (run `just models`)" % rt["name"])
+        return False
+    say("%s: installing %s for %s" % (rt["name"], rt["package"], rt["for"]))
+    wheel = wheel_for(rt["package"], cache_dir)
+    r = subprocess.run([sys.executable, "-m", "venv", "--clear", "--system-site-packages", env],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("cannot create %s (Debian: python3-venv):\n%s" % (env, r.stdout.strip()))
+    r = subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                        "--disable-pip-version-check", wheel],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0 or subprocess.run([python, "-c", probe], capture_output=True).returncode != 0:
+        raise RuntimeError("cannot install %s in %s:\n%s" % (rt["package"], env, r.stdout.strip()))
+    say("%s: installed in %s" % (rt["name"], env))
+    return True
+
+
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", default=os.path.join(HERE, "manifest.toml"))
@@ -200,7 +227,7 @@ def main(argv):
     with open(args.manifest, "rb") as f:
         manifest = tomllib.load(f)
     models = manifest.get("model", [])
-    known = {m["name"] for m in models}
+    known = {m["name"] for m in models} | {r["name"] for r in manifest.get("runtime", [])}
     unknown = [n for n in args.names if n not in known]
     if unknown:
         say("unknown model(s) %s; the manifest has: %s" % (", ".join(unknown), ", ".join(sorted(known))))
@@ -215,6 +242,14 @@ def main(argv):
             ok = ensure(m, args.model_dir, args.cache_dir, args.check) and ok
         except (RuntimeError, OSError) as e:
             say("%s: FAILED: %s" % (m["name"], e))
+            ok = False
+    for rt in manifest.get("runtime", []):
+        if args.names and rt["name"] not in args.names:
+            continue
+        try:
+            ok = ensure_runtime(rt, args.model_dir, args.cache_dir, args.check) and ok
+        except (RuntimeError, OSError) as e:
+            say("%s: FAILED: %s" % (rt["name"], e))
             ok = False
     return 0 if ok else 1
 

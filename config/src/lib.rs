@@ -215,9 +215,14 @@ pub struct AudioSettings {
     pub partial_interval_ms: u32,
     /// Longest utterance; longer speech is cut into turns of this length (ms).
     pub max_utterance_ms: u32,
-    /// Text-to-speech engine (`espeak-ng`, run as a separate process), voice and words/minute.
+    /// Text-to-speech engine: `espeak-ng` or `piper` (each a separate process).
+    pub tts_engine: String,
+    /// espeak-ng's command and voice.
     pub tts_command: String,
     pub tts_voice: String,
+    /// The Piper voice: a manifest model of role `tts` (its config: `<name>-config`).
+    pub tts_piper_voice: String,
+    /// Speaking rate, words per minute (Piper: 175 is its natural pace).
     pub tts_rate: u32,
     /// Longest text `audio.speak` takes, in bytes.
     pub max_speak_bytes: u32,
@@ -778,6 +783,12 @@ impl Config {
             "between 0 and 600",
         );
         check(
+            matches!(a.tts_engine.as_str(), "espeak-ng" | "piper"),
+            "audio.tts_engine",
+            a.tts_engine.clone(),
+            "\"espeak-ng\" or \"piper\"",
+        );
+        check(
             (80..=500).contains(&a.tts_rate),
             "audio.tts_rate",
             a.tts_rate.to_string(),
@@ -1062,6 +1073,16 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.problems[0].key, "services.agent.restart");
         assert!(err.problems[0].expected.contains("on-failure"), "{}", err);
+    }
+
+    #[test]
+    fn an_unknown_speech_engine_names_the_two() {
+        let err =
+            Config::from_toml_over_defaults("[audio]\ntts_engine = \"festival\"\n").unwrap_err();
+        assert_eq!(err.problems[0].key, "audio.tts_engine");
+        assert!(err.problems[0].expected.contains("piper"), "{err}");
+        let cfg = Config::from_toml_over_defaults("[audio]\ntts_engine = \"piper\"\n").unwrap();
+        assert_eq!(cfg.audio.tts_piper_voice, "piper-joe-us");
     }
 
     #[test]

@@ -890,3 +890,49 @@ mode = "wake"
     }
     assert!(answered_yes(&log), "{log}");
 }
+
+/// The Piper voice by config: `ming say` speaks with it through the audio service, and what it
+/// said is transcribed back over the bus word for word; the service's status names the engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_piper_voice_by_config_speaks_what_whisper_hears() {
+    let m = Mingd::start(
+        r#"
+[audio]
+input = "none"
+output = "none"
+tts_engine = "piper"
+"#,
+    );
+    m.wait_ready(&["audio"], Duration::from_secs(60)).await;
+    let st: ming_schemas::control::ServiceStatus = m
+        .client
+        .request(
+            "audio",
+            kinds::STATUS,
+            &ming_schemas::control::Empty {},
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(
+        st.detail.contains("tts piper en_US-joe-medium.onnx"),
+        "{}",
+        st.detail
+    );
+    let wav = m.dir.path().join("piper.wav");
+    let (code, out) = m.ming(&[
+        "say",
+        "Your timer for the pasta is done.",
+        "--wav",
+        wav.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let (rate, pcm) = read_wav(&wav);
+    assert_eq!(rate, 22_050);
+    assert!(pcm.len() > rate as usize, "{} samples", pcm.len());
+    let (code, out) = m.ming(&["transcribe", wav.to_str().unwrap()]);
+    assert!(
+        code == 0 && out.contains("Your timer for the pasta is done."),
+        "{out}"
+    );
+}

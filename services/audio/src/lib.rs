@@ -62,6 +62,9 @@ pub enum StartError {
     Stt(#[from] SttError),
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The configured text-to-speech engine cannot run (a Piper voice or its runtime missing).
+    #[error("{0}")]
+    Tts(String),
 }
 
 /// The pipeline settings of `[audio]`.
@@ -493,7 +496,7 @@ impl Handler for AudioService {
         format!(
             "stt {} · vad silero · tts {} · output {} · frame limit {} B",
             self.engine.stt.model,
-            self.settings.tts_command,
+            self.speaker.engine_name(),
             self.speaker.output_name(),
             self.max_frame
         )
@@ -521,7 +524,16 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     opts.drain_grace = Duration::from_millis(cfg.supervisor.drain_grace_ms);
     let events = Arc::new(EventPublisher::connect(&bus, opts.service.clone())?);
     let client = Arc::new(BusClient::connect(&bus, opts.service.clone())?);
-    let speaker = Arc::new(tts::Speaker::new(&cfg.audio));
+    let tts_engine = tts::Engine::from_config(&cfg.audio, &Paths::resolve(&cfg.paths).model_dir)
+        .map_err(StartError::Tts)?;
+    // A Piper voice loads its network in a helper process: start it now, not at the first reply.
+    let warming = tts_engine.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = warming.warm() {
+            tracing::warn!(error = %e, "the text-to-speech engine could not start; replies will try again");
+        }
+    });
+    let speaker = Arc::new(tts::Speaker::new(&cfg.audio, tts_engine));
     let (live_tx, live_rx) = tokio::sync::mpsc::unbounded_channel();
     let live = live::Live::start(&engine, &cfg.audio, live_tx);
     let live_task = tokio::spawn(serve_live(

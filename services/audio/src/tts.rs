@@ -1,13 +1,15 @@
-//! Speech out: espeak-ng synthesises (a separate process, so its GPL stays out of our
-//! binaries), the [`Speaker`] plays it — to the output device, or, with none, to a sink that
+//! Speech out: espeak-ng or a Piper voice synthesises (each a separate process: espeak-ng's GPL
+//! stays out of our binaries, Piper's network runs in ONNX Runtime under Python — the helper is
+//! `piper.py`, built into this binary), the [`Speaker`] plays it — to the output device, or, with none, to a sink that
 //! takes samples at the device's pace so that speaking lasts as long as it would be heard —
 //! and stops within one 10 ms block when told to: by `audio.stop`, or by barge-in (speech on
 //! the live input while speaking).
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ming_bus::events::EventPublisher;
@@ -49,6 +51,246 @@ impl SpeakError {
     }
 }
 
+/// The Piper helper, run as `python3 -c`.
+const PIPER_PY: &str = include_str!("piper.py");
+/// Piper's natural pace, in words per minute (its length scale 1.0).
+const PIPER_WPM: f64 = 175.0;
+/// The runtime (in the model dir) that runs Piper voices: `[[runtime]]` in models/manifest.toml.
+pub const ONNX_RUNTIME_DIR: &str = "onnxruntime";
+
+/// What synthesises speech (`audio.tts_engine`).
+#[derive(Debug, Clone)]
+pub enum Engine {
+    /// espeak-ng: `command` with its voice (`audio.tts_voice`, or the request's).
+    Espeak { command: String, voice: String },
+    /// A Piper voice (the model and its config), served by a helper process that `python` runs
+    /// with ONNX Runtime, started at the first use (or [`Engine::warm`]) and kept.
+    Piper {
+        python: PathBuf,
+        model: PathBuf,
+        config: PathBuf,
+        helper: Arc<Mutex<Option<PiperHelper>>>,
+    },
+}
+
+/// The Piper helper process (`piper.py --serve`): the network loaded once, a request per reply.
+#[derive(Debug)]
+pub struct PiperHelper {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+}
+
+/// What became of one request to the helper.
+enum Asked {
+    Wav(Vec<u8>),
+    /// The helper answered with an error (it goes on serving).
+    Refused(String),
+    /// The helper is gone or was stopped for taking too long.
+    Gone(String),
+}
+
+impl PiperHelper {
+    fn start(python: &Path, model: &Path, config: &Path) -> Result<Self, SpeakError> {
+        let mut child = Command::new(python)
+            .arg("-c")
+            .arg(PIPER_PY)
+            .arg(model)
+            .arg(config)
+            .arg("--serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| SpeakError::Engine {
+                command: python.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        match (child.stdin.take(), child.stdout.take()) {
+            (Some(stdin), Some(stdout)) => Ok(Self {
+                child,
+                stdin,
+                stdout,
+            }),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(SpeakError::Failed("the Piper helper has no pipes".into()))
+            }
+        }
+    }
+
+    /// One request; the helper is killed if it takes longer than `limit`.
+    fn ask(&mut self, text: &str, length_scale: f64, limit: Duration) -> Asked {
+        let line = serde_json::json!({"text": text, "length_scale": length_scale}).to_string();
+        if let Err(e) = writeln!(self.stdin, "{line}").and_then(|()| self.stdin.flush()) {
+            return Asked::Gone(e.to_string());
+        }
+        let pid = self.child.id() as libc::pid_t;
+        let (done, watch) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if watch.recv_timeout(limit).is_err() {
+                // SAFETY: kill(2) on our own child, not yet reaped (it is reaped only once it
+                // is dropped, after this thread has been joined).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                true
+            } else {
+                false
+            }
+        });
+        let mut head = [0u8; 6];
+        let read = self.stdout.read_exact(&mut head).and_then(|()| {
+            let len = u32::from_be_bytes([head[2], head[3], head[4], head[5]]) as usize;
+            let mut body = vec![0u8; len];
+            self.stdout.read_exact(&mut body).map(|()| body)
+        });
+        let _ = done.send(());
+        if watchdog.join().unwrap_or(false) {
+            return Asked::Gone(format!("took longer than {} s", limit.as_secs()));
+        }
+        match read {
+            Ok(body) if &head[..2] == b"OK" => Asked::Wav(body),
+            Ok(body) => Asked::Refused(String::from_utf8_lossy(&body).into_owned()),
+            Err(e) => Asked::Gone(format!("its answer broke off: {e}")),
+        }
+    }
+}
+
+impl Drop for PiperHelper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Engine {
+    /// The engine `[audio]` names, its files resolved in `model_dir`.
+    ///
+    /// # Errors
+    /// A message naming what is missing and the command that installs it.
+    pub fn from_config(a: &AudioSettings, model_dir: &Path) -> Result<Self, String> {
+        if a.tts_engine != "piper" {
+            return Ok(Self::Espeak {
+                command: a.tts_command.clone(),
+                voice: a.tts_voice.clone(),
+            });
+        }
+        let name = &a.tts_piper_voice;
+        let (_, model) = ming_config::models::resolve(name, "tts", model_dir)
+            .map_err(|e| format!("audio.tts_piper_voice: {e}"))?;
+        let (_, config) =
+            ming_config::models::resolve(&format!("{name}-config"), "tts-config", model_dir)
+                .map_err(|e| format!("audio.tts_piper_voice: {e}"))?;
+        let python = model_dir.join(ONNX_RUNTIME_DIR).join("bin/python3");
+        if !python.exists() {
+            return Err(format!(
+                "audio.tts_engine = \"piper\" needs ONNX Runtime in {}: run `just models`",
+                python.display()
+            ));
+        }
+        Ok(Self::Piper {
+            python,
+            model,
+            config,
+            helper: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// Starts what the engine keeps running (the Piper helper, which loads its network), so that
+    /// the first reply does not wait for it.
+    ///
+    /// # Errors
+    /// [`SpeakError`] when the helper cannot start.
+    pub fn warm(&self) -> Result<(), SpeakError> {
+        if let Self::Piper {
+            python,
+            model,
+            config,
+            helper,
+        } = self
+        {
+            let mut h = helper.lock().unwrap_or_else(|p| p.into_inner());
+            if h.is_none() {
+                *h = Some(PiperHelper::start(python, model, config)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The pid of the running Piper helper, if one runs.
+    pub fn helper_pid(&self) -> Option<u32> {
+        match self {
+            Self::Piper { helper, .. } => helper
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|h| h.child.id()),
+            Self::Espeak { .. } => None,
+        }
+    }
+
+    /// In words, for status lines.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Espeak { command, voice } => format!("{command} {voice}"),
+            Self::Piper { model, .. } => format!(
+                "piper {}",
+                model.file_name().unwrap_or_default().to_string_lossy()
+            ),
+        }
+    }
+
+    /// Speech for `text` (rate, mono samples) at `wpm`; `voice` overrides espeak-ng's voice
+    /// (a Piper model is one voice).
+    ///
+    /// # Errors
+    /// [`SpeakError`] when the engine is missing, fails, or times out.
+    pub fn synthesize(
+        &self,
+        voice: Option<&str>,
+        wpm: u32,
+        text: &str,
+    ) -> Result<(u32, Vec<f32>), SpeakError> {
+        match self {
+            Self::Espeak {
+                command,
+                voice: default,
+            } => synthesize(command, voice.unwrap_or(default), wpm, text),
+            Self::Piper {
+                python,
+                model,
+                config,
+                helper,
+            } => {
+                let limit = Duration::from_secs(20) + Duration::from_millis(text.len() as u64 * 5);
+                let length_scale = PIPER_WPM / f64::from(wpm.max(1));
+                let mut h = helper.lock().unwrap_or_else(|p| p.into_inner());
+                // A helper that died (or hung and was stopped) is started again, once.
+                for attempt in 0..2 {
+                    let running = match h.as_mut() {
+                        Some(running) => running,
+                        None => h.insert(PiperHelper::start(python, model, config)?),
+                    };
+                    match running.ask(text, length_scale, limit) {
+                        Asked::Wav(wav) => return read_wav_bytes(&wav),
+                        Asked::Refused(why) => return Err(SpeakError::Failed(why)),
+                        Asked::Gone(why) => {
+                            *h = None;
+                            tracing::warn!(attempt, reason = %why, "the Piper helper stopped");
+                            if attempt == 1 {
+                                return Err(SpeakError::Failed(format!(
+                                    "the Piper helper stopped: {why}"
+                                )));
+                            }
+                        }
+                    }
+                }
+                Err(SpeakError::Failed("the Piper helper stopped".into()))
+            }
+        }
+    }
+}
+
 /// Runs espeak-ng and returns its speech (rate, mono samples).
 ///
 /// # Errors
@@ -59,12 +301,24 @@ pub fn synthesize(
     rate: u32,
     text: &str,
 ) -> Result<(u32, Vec<f32>), SpeakError> {
+    let mut cmd = Command::new(command);
+    cmd.args(["--stdout", "--stdin", "-v", voice, "-s", &rate.to_string()]);
+    run_engine(cmd, command, text, Duration::from_secs(10))
+}
+
+/// Runs a text-to-speech program: `text` on its stdin, a WAV on its stdout, killed when it takes
+/// longer than `base` and 5 ms a byte of text.
+fn run_engine(
+    mut cmd: Command,
+    command: &str,
+    text: &str,
+    base: Duration,
+) -> Result<(u32, Vec<f32>), SpeakError> {
     let engine_err = |reason: String| SpeakError::Engine {
         command: command.into(),
         reason,
     };
-    let mut child = Command::new(command)
-        .args(["--stdout", "--stdin", "-v", voice, "-s", &rate.to_string()])
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -86,7 +340,7 @@ pub fn synthesize(
         .ok_or_else(|| engine_err("no stdout".into()))?;
     // A watchdog: an engine that hangs is killed (its output then ends and the read returns).
     let pid = child.id() as libc::pid_t;
-    let limit = Duration::from_secs(10) + Duration::from_millis(text_len as u64 * 5);
+    let limit = base + Duration::from_millis(text_len as u64 * 5);
     let (done, watch) = std::sync::mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {
         if watch.recv_timeout(limit).is_err() {
@@ -118,7 +372,12 @@ pub fn synthesize(
     if !status.success() {
         return Err(SpeakError::Failed(format!("{status}: {}", err.trim())));
     }
-    let mut r = PcmReader::wav(&wav[..])?;
+    read_wav_bytes(&wav)
+}
+
+/// A whole WAV in memory → (rate, mono samples).
+fn read_wav_bytes(wav: &[u8]) -> Result<(u32, Vec<f32>), SpeakError> {
+    let mut r = PcmReader::wav(wav)?;
     let rate = r.format.rate;
     let mut all = Vec::new();
     let mut block = Vec::new();
@@ -142,8 +401,7 @@ const LEAD_MS: u64 = 60;
 
 /// Plays one thing at a time and can be stopped.
 pub struct Speaker {
-    command: String,
-    voice: String,
+    engine: Engine,
     rate: u32,
     sink: Sink,
     /// Serialises playback.
@@ -155,7 +413,7 @@ pub struct Speaker {
 }
 
 impl Speaker {
-    pub fn new(a: &AudioSettings) -> Self {
+    pub fn new(a: &AudioSettings, engine: Engine) -> Self {
         let sink = match a.output.as_str() {
             "none" => Sink::Paced {
                 why: "audio.output = \"none\"".to_string(),
@@ -172,8 +430,7 @@ impl Speaker {
             },
         };
         Self {
-            command: a.tts_command.clone(),
-            voice: a.tts_voice.clone(),
+            engine,
             rate: a.tts_rate,
             sink,
             playing: Mutex::new(()),
@@ -181,6 +438,11 @@ impl Speaker {
             stop: AtomicBool::new(false),
             barge_at_us: AtomicU64::new(0),
         }
+    }
+
+    /// The text-to-speech engine, in words.
+    pub fn engine_name(&self) -> String {
+        self.engine.describe()
     }
 
     /// Where playback goes, in words.
@@ -218,10 +480,8 @@ impl Speaker {
     /// [`SpeakError`].
     pub fn speak(&self, req: &Speak, events: &EventPublisher) -> Result<Spoken, SpeakError> {
         let asked = Instant::now();
-        let voice = req.voice.as_deref().unwrap_or(&self.voice);
-        let (rate, samples) = synthesize(
-            &self.command,
-            voice,
+        let (rate, samples) = self.engine.synthesize(
+            req.voice.as_deref(),
             req.rate.unwrap_or(self.rate),
             &req.text,
         )?;
