@@ -5,9 +5,14 @@
 //! router and with the seed-trained personal router, side by side; the share of each tier,
 //! action accuracy (right tool and arguments), and the RSS of all services.
 //!
+//! The figures are espeak-ng's. As a reference beside them, the same commands spoken by the
+//! Piper voice (`piper.py` run once per command with the model dir's ONNX Runtime), with the
+//! router: how the system does on speech closer to a person's than formant synthesis.
+//!
 //! Release binaries (`cargo build --release --workspace --bins`, done by `just bench`). Env:
-//! `MING_BENCH_VOICE_N` (commands, default all), `MING_BENCH_VOICE_SKIP_ROUTER=1`,
-//! `MING_BENCH_KEEP=<dir>` (copy the services' logs and the interaction log there at the end).
+//! `MING_BENCH_VOICE_N` (commands, default all), `MING_BENCH_VOICE_SKIP_ROUTER=1` (and with it
+//! the Piper pass), `MING_BENCH_VOICE_SKIP_PIPER=1`, `MING_BENCH_KEEP=<dir>` (copy the
+//! services' logs and the interaction log there at the end).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -154,7 +159,35 @@ const VOICES: [(&str, u32); 4] = [
 fn speak(dir: &Path, i: usize, text: &str) -> (u32, Vec<i16>, usize) {
     let (voice, speed) = VOICES[i % VOICES.len()];
     let path = espeak_voice(dir, &format!("c{i}.wav"), text, voice, speed);
-    let (rate, pcm) = read_wav(&path);
+    with_end(&path)
+}
+
+/// The Piper voice's samples for `text` (the audio service's helper, run once), with the true
+/// end of speech; `None` when the voice or its runtime is not installed (`just models`).
+fn piper(dir: &Path, i: usize, text: &str) -> Option<(u32, Vec<i16>, usize)> {
+    use std::io::Write;
+    let models = ming_tests::model_dir();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../services/audio/src/piper.py"
+    );
+    let path = dir.join(format!("p{i}.wav"));
+    let mut child = std::process::Command::new(models.join("onnxruntime/bin/python3"))
+        .arg(script)
+        .arg(models.join("en_US-joe-medium.onnx"))
+        .arg(models.join("en_US-joe-medium.onnx.json"))
+        .arg("1.0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(&path).ok()?)
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(text.as_bytes()).ok()?;
+    child.wait().ok()?.success().then(|| with_end(&path))
+}
+
+/// A WAV's rate and samples, and the sample after the last voiced one.
+fn with_end(path: &Path) -> (u32, Vec<i16>, usize) {
+    let (rate, pcm) = read_wav(path);
     let end = pcm
         .iter()
         .rposition(|s| s.unsigned_abs() > 300)
@@ -528,6 +561,22 @@ async fn main() {
             t.agent_loaded
         );
         pass(&m, "seed-trained router", &corpus).await;
+        if std::env::var_os("MING_BENCH_VOICE_SKIP_PIPER").is_none() {
+            let spoken: Option<Vec<Spoken>> = CORPUS[..n]
+                .iter()
+                .enumerate()
+                .map(|(i, c)| piper(&dir, i, c.0).map(|(rate, pcm, end)| (i, *c, rate, pcm, end)))
+                .collect();
+            match spoken {
+                Some(spoken) => {
+                    println!("reference: the same commands in the Piper voice (en_US joe), with the router");
+                    pass(&m, "Piper voice, router", &spoken).await;
+                }
+                None => println!(
+                    "the Piper voice is not installed (`just models`): its pass is skipped"
+                ),
+            }
+        }
     }
     let st = m.status().await.expect("status");
     let mut total = 0.0;
