@@ -7,6 +7,10 @@ dir only when the sha256 matches. A file already in place is trusted when its `.
 (size, mtime, sha256) still matches it, so a second run is a quick no-op; anything else is hashed
 again, and a mismatch deletes the file and says so.
 
+Runtimes (`[[runtime]]`: ONNX Runtime for the Piper voice) are virtual environments in the model
+dir, with the system's site packages, holding one pinned wheel installed without dependencies;
+one whose module imports at the pinned version is left alone.
+
     fetch.py [--model-dir DIR] [--cache-dir DIR] [--check] [NAME ...]
 
 Exit status: 0 every requested model is present and verified; 1 something failed (said why).
