@@ -420,8 +420,8 @@ fn bench_size(embedder: &Embedder, n: usize) {
     // "after an embedding" times that (each query embedded, then searched).
     let mut backend = backend;
     for ef in [64usize, 128, 256] {
+        backend.set_ef(ef);
         for quantized in [false, true] {
-            backend.set_ef(ef);
             backend.set_quantized(quantized);
             let mut found = 0;
             let mut search_ms = Vec::new();
