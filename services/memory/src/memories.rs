@@ -335,22 +335,43 @@ impl Memories {
             .embed(vec![req.query.clone()])
             .map(|mut v| (v.pop(), ms_since(t)))?;
         let query_vec = query_vec.ok_or(MemoryError::Embed(EmbedError::Stopped))?;
+        // Expiry is checked here, not by the store: qdrant checks a filter on every point a
+        // search visits, and this one (`expires` after now) cost 0.25 ms of a 40-deep dense
+        // search and 0.18 ms of a BM25 search at 100k. Expired memories are purged in the
+        // background, so one is rarely among the results; a list that holds one is searched
+        // again with the filter, so what comes back is what a filtered search gives.
+        let open = Selection {
+            filter: sel.filter.clone(),
+            live_at: None,
+        };
+        let live = |m: &Memory| m.expires_ms.is_none_or(|e| e > now);
+        let dense = || {
+            let found = self.backend.dense(&query_vec, &open, depth)?;
+            if found.iter().all(|s| live(&s.memory)) {
+                return Ok(found);
+            }
+            self.backend.dense(&query_vec, &sel, depth)
+        };
         // The keyword and phrase searches need no embedding: they can run beside the dense
         // search.
         let lexical = || {
-            Ok::<_, StoreError>((
-                self.backend.keyword(&req.query, &sel, depth)?,
-                self.backend.phrase(req.query.trim(), &sel, depth)?,
-            ))
+            let mut keyword = self.backend.keyword(&req.query, &open, depth)?;
+            if !keyword.iter().all(|s| live(&s.memory)) {
+                keyword = self.backend.keyword(&req.query, &sel, depth)?;
+            }
+            let mut phrase = self.backend.phrase(req.query.trim(), &open, depth)?;
+            if !phrase.iter().all(live) {
+                phrase = self.backend.phrase(req.query.trim(), &sel, depth)?;
+            }
+            Ok::<_, StoreError>((keyword, phrase))
         };
         let (dense, lexical) = if beside {
             std::thread::scope(|s| {
                 let lexical = s.spawn(lexical);
-                let dense = self.backend.dense(&query_vec, &sel, depth);
-                (dense, joined(lexical))
+                (dense(), joined(lexical))
             })
         } else {
-            (self.backend.dense(&query_vec, &sel, depth), lexical())
+            (dense(), lexical())
         };
         let (dense, (keyword, phrase)) = (dense?, lexical?);
 
