@@ -27,7 +27,9 @@ use ming_memory::memories::{Clock, Memories, Settings, SystemClock};
 use ming_memory::store::{Backend, EdgeBackend, Selection};
 use ming_memory::MemoryService;
 use ming_schemas::kinds;
-use ming_schemas::memory::{Memory, MemoryKind, NewMemory, Recall, Recalled, Remember, Remembered};
+use ming_schemas::memory::{
+    Embed, Embedded, Memory, MemoryKind, NewMemory, Recall, Recalled, Remember, Remembered,
+};
 use qdrant_edge::external::uuid::Uuid;
 
 const PEOPLE: &[&str] = &[
@@ -612,6 +614,48 @@ fn bench_size(embedder: &Embedder, n: usize) {
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
         times.sort_by(f64::total_cmp);
+        // Where the bus's share goes: the same recall in this process, the query's embedding
+        // alone over the bus, and a request that does no work (`memory.embed` of no text),
+        // alternating on the same queries.
+        let mut parts: [Vec<f64>; 3] = Default::default();
+        for q in &queries {
+            parts[0].push(tokio::task::block_in_place(|| {
+                ms(|| memories.recall(recall(q)).expect("recall"))
+            }));
+            let t = Instant::now();
+            let _: Embedded = client
+                .request(
+                    "memory",
+                    kinds::MEMORY_EMBED,
+                    &Embed {
+                        texts: vec![q.clone()],
+                    },
+                    Duration::from_secs(5),
+                )
+                .await
+                .expect("embed");
+            parts[1].push(t.elapsed().as_secs_f64() * 1e3);
+            // No texts: answered at once (with whatever the service says about it).
+            let t = Instant::now();
+            let _: Result<Embedded, _> = client
+                .request(
+                    "memory",
+                    kinds::MEMORY_EMBED,
+                    &Embed { texts: vec![] },
+                    Duration::from_secs(5),
+                )
+                .await;
+            parts[2].push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        for p in &mut parts {
+            p.sort_by(f64::total_cmp);
+        }
+        println!(
+            "bus share    p50 recall in this process {:.2} ms; over the bus: embedding alone {:.2} ms, a request doing nothing (embed no text) {:.2} ms",
+            pct(&parts[0], 0.5),
+            pct(&parts[1], 0.5),
+            pct(&parts[2], 0.5)
+        );
         let t = Instant::now();
         let mut stored = 0;
         for b in 0..10 {
