@@ -91,7 +91,15 @@ fn main() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cfg = BusConfig::in_dir(dir.path());
+    let mut cfg = BusConfig::in_dir(dir.path());
+    // `bus.broker_spin_us` (default 200); `MING_BENCH_BROKER_SPIN_US=0` measures the broker
+    // that sleeps as soon as it has nothing to do.
+    if let Some(us) = std::env::var("MING_BENCH_BROKER_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        cfg.broker_spin = Duration::from_micros(us);
+    }
     let _broker = BrokerHandle::start(&cfg, ["echo".to_string()], None).unwrap();
     // The worker in its own process, as a service is.
     let mut worker = std::process::Command::new(std::env::current_exe().unwrap())
@@ -241,7 +249,8 @@ fn main() {
     });
 
     println!(
-        "bus benchmark (ipc, {frame_len}-byte request frames, {ROUND_TRIPS} round trips each)"
+        "bus benchmark (ipc, {frame_len}-byte request frames, {ROUND_TRIPS} round trips each; the broker polls {} µs after each message)",
+        cfg.broker_spin.as_micros()
     );
     println!("| path | p50 µs | p99 µs | p50 vs raw |");
     println!("|---|---:|---:|---:|");

@@ -128,6 +128,8 @@ pub struct BusConfig {
     pub liveness: u32,
     pub default_timeout: std::time::Duration,
     pub queue_limit: usize,
+    /// How long the broker keeps polling after a message before it sleeps.
+    pub broker_spin: std::time::Duration,
 }
 
 impl BusConfig {
@@ -143,6 +145,7 @@ impl BusConfig {
             liveness: 3,
             default_timeout: std::time::Duration::from_secs(5),
             queue_limit: 1024,
+            broker_spin: std::time::Duration::from_micros(200),
         }
     }
 }

@@ -257,6 +257,7 @@ pub struct BusSettings {
     pub liveness: u32,
     pub default_timeout_ms: u64,
     pub queue_limit: u32,
+    pub broker_spin_us: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -554,6 +555,12 @@ impl Config {
             "bus.default_timeout_ms",
             b.default_timeout_ms.to_string(),
             "more than 0",
+        );
+        check(
+            b.broker_spin_us <= 10_000,
+            "bus.broker_spin_us",
+            b.broker_spin_us.to_string(),
+            "between 0 and 10000",
         );
         let s = &self.supervisor;
         check(
@@ -1014,7 +1021,7 @@ mod tests {
     #[test]
     fn every_problem_is_reported_with_its_key() {
         let err = Config::from_toml_over_defaults(
-            "[bus]\nheartbeat_ms = 1\nliveness = 0\n[supervisor]\nbackoff_initial_ms = 9000\n",
+            "[bus]\nheartbeat_ms = 1\nliveness = 0\nbroker_spin_us = 20000\n[supervisor]\nbackoff_initial_ms = 9000\n",
         )
         .unwrap_err();
         let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
@@ -1023,6 +1030,7 @@ mod tests {
             [
                 "bus.heartbeat_ms",
                 "bus.liveness",
+                "bus.broker_spin_us",
                 "supervisor.backoff_initial_ms"
             ]
         );
