@@ -18,7 +18,7 @@ use ming_schemas::ErrorCode;
 use qdrant_edge::external::uuid::Uuid;
 
 use crate::embed::{dot, EmbedError, Embedder};
-use crate::store::{Backend, Selection, StoreError};
+use crate::store::{Backend, Scored, Selection, StoreError};
 
 /// The most memories one `remember` or `import` may carry, and texts one `embed`.
 pub const MAX_BATCH: usize = 256;
@@ -344,25 +344,29 @@ impl Memories {
             filter: sel.filter.clone(),
             live_at: None,
         };
-        let live = |m: &Memory| m.expires_ms.is_none_or(|e| e > now);
         let dense = || {
-            let found = self.backend.dense(&query_vec, &open, depth)?;
-            if found.iter().all(|s| live(&s.memory)) {
-                return Ok(found);
-            }
-            self.backend.dense(&query_vec, &sel, depth)
+            unless_expired(
+                self.backend.dense(&query_vec, &open, depth)?,
+                |s: &Scored| &s.memory,
+                now,
+                || self.backend.dense(&query_vec, &sel, depth),
+            )
         };
         // The keyword and phrase searches need no embedding: they can run beside the dense
         // search.
         let lexical = || {
-            let mut keyword = self.backend.keyword(&req.query, &open, depth)?;
-            if !keyword.iter().all(|s| live(&s.memory)) {
-                keyword = self.backend.keyword(&req.query, &sel, depth)?;
-            }
-            let mut phrase = self.backend.phrase(req.query.trim(), &open, depth)?;
-            if !phrase.iter().all(live) {
-                phrase = self.backend.phrase(req.query.trim(), &sel, depth)?;
-            }
+            let keyword = unless_expired(
+                self.backend.keyword(&req.query, &open, depth)?,
+                |s: &Scored| &s.memory,
+                now,
+                || self.backend.keyword(&req.query, &sel, depth),
+            )?;
+            let phrase = unless_expired(
+                self.backend.phrase(req.query.trim(), &open, depth)?,
+                |m: &Memory| m,
+                now,
+                || self.backend.phrase(req.query.trim(), &sel, depth),
+            )?;
             Ok::<_, StoreError>((keyword, phrase))
         };
         let (dense, lexical) = if beside {
@@ -725,6 +729,24 @@ impl Memories {
 }
 
 /// A search thread's result (a panic there becomes an error, not a crash).
+/// `found`, unless it holds a memory expired at `now`: then the same search with the store's
+/// expiry filter (`filtered`).
+fn unless_expired<T>(
+    found: Vec<T>,
+    memory: impl Fn(&T) -> &Memory,
+    now: i64,
+    filtered: impl FnOnce() -> Result<Vec<T>, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    if found
+        .iter()
+        .all(|x| memory(x).expires_ms.is_none_or(|e| e > now))
+    {
+        Ok(found)
+    } else {
+        filtered()
+    }
+}
+
 fn joined<T>(h: std::thread::ScopedJoinHandle<'_, Result<T, StoreError>>) -> Result<T, StoreError> {
     h.join()
         .unwrap_or_else(|_| Err(StoreError::Op("a search thread panicked".into())))
