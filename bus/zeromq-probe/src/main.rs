@@ -19,6 +19,28 @@ fn stats(mut v: Vec<Duration>) -> (f64, f64) {
     (p(0.5), p(0.99))
 }
 
+/// N timed round trips (after WARM untimed ones) from a DEALER on its own thread and runtime.
+fn round_trips(endpoint: String, payload: Vec<u8>) -> Vec<Duration> {
+    std::thread::spawn(move || {
+        rt().block_on(async move {
+            let mut d = DealerSocket::new();
+            d.connect(&endpoint).await.unwrap();
+            let mut t = Vec::new();
+            for i in 0..N + WARM {
+                let s = Instant::now();
+                d.send(ZmqMessage::from(payload.clone())).await.unwrap();
+                let _ = d.recv().await.unwrap();
+                if i >= WARM {
+                    t.push(s.elapsed());
+                }
+            }
+            t
+        })
+    })
+    .join()
+    .unwrap()
+}
+
 fn main() {
     let dir = std::env::temp_dir().join(format!("zmqx-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -39,26 +61,7 @@ fn main() {
         })
     });
     rx.recv().unwrap();
-    let p2 = payload.clone();
-    let raw = std::thread::spawn(move || {
-        rt().block_on(async move {
-            let mut d = DealerSocket::new();
-            d.connect(&ep).await.unwrap();
-            let mut t = Vec::new();
-            for i in 0..N + WARM {
-                let s = Instant::now();
-                d.send(ZmqMessage::from(p2.clone())).await.unwrap();
-                let _ = d.recv().await.unwrap();
-                if i >= WARM {
-                    t.push(s.elapsed());
-                }
-            }
-            t
-        })
-    })
-    .join()
-    .unwrap();
-    let (a, b) = stats(raw);
+    let (a, b) = stats(round_trips(ep, payload.clone()));
     println!(
         "zeromq raw DEALER/ROUTER echo (2 threads, own runtimes): p50 {a:.1} us p99 {b:.1} us"
     );
@@ -122,25 +125,7 @@ fn main() {
         })
     });
     std::thread::sleep(Duration::from_millis(200));
-    let brk = std::thread::spawn(move || {
-        rt().block_on(async move {
-            let mut d = DealerSocket::new();
-            d.connect(&front).await.unwrap();
-            let mut t = Vec::new();
-            for i in 0..N + WARM {
-                let s = Instant::now();
-                d.send(ZmqMessage::from(payload.clone())).await.unwrap();
-                let _ = d.recv().await.unwrap();
-                if i >= WARM {
-                    t.push(s.elapsed());
-                }
-            }
-            t
-        })
-    })
-    .join()
-    .unwrap();
-    let (c, d) = stats(brk);
+    let (c, d) = stats(round_trips(front, payload));
     println!("zeromq through a relay broker (client, broker, worker: 3 threads, own runtimes): p50 {c:.1} us p99 {d:.1} us ({:.2}x raw)", c / a);
     let _ = std::fs::remove_dir_all(&dir);
 }
