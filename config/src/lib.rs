@@ -209,6 +209,9 @@ pub struct AudioSettings {
     pub early_hangover_ms: u32,
     /// The longer silence that ends a turn whose transcript trails off ("set a timer for") (ms).
     pub incomplete_hangover_ms: u32,
+    /// Quiet sound (ms) after which the speculative decode starts, before Silero pauses; 0: at
+    /// Silero's pause.
+    pub early_decode_ms: u32,
     /// Audio kept before the detected start of speech (ms).
     pub preroll_ms: u32,
     /// New audio between partial transcripts while the user speaks (ms); 0: none.
@@ -763,6 +766,12 @@ impl Config {
             "hangover_ms between 64 and 3000, early_hangover_ms between 32 and hangover_ms",
         );
         check(
+            a.early_decode_ms == 0 || (32..=a.hangover_ms).contains(&a.early_decode_ms),
+            "audio.early_decode_ms",
+            a.early_decode_ms.to_string(),
+            "0 (off) or between 32 and hangover_ms",
+        );
+        check(
             (a.hangover_ms..=5000).contains(&a.incomplete_hangover_ms),
             "audio.incomplete_hangover_ms",
             a.incomplete_hangover_ms.to_string(),
@@ -1081,6 +1090,20 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.problems[0].key, "services.agent.restart");
         assert!(err.problems[0].expected.contains("on-failure"), "{}", err);
+    }
+
+    #[test]
+    fn an_early_decode_longer_than_the_hangover_is_refused_and_zero_turns_it_off() {
+        let err = Config::from_toml_over_defaults("[audio]\nearly_decode_ms = 500\n").unwrap_err();
+        assert_eq!(err.problems[0].key, "audio.early_decode_ms");
+        assert!(
+            err.to_string().contains(
+                "`audio.early_decode_ms` = 500: expected 0 (off) or between 32 and hangover_ms"
+            ),
+            "{err}"
+        );
+        let cfg = Config::from_toml_over_defaults("[audio]\nearly_decode_ms = 0\n").unwrap();
+        assert_eq!(cfg.audio.early_decode_ms, 0);
     }
 
     #[test]

@@ -110,13 +110,16 @@ struct Setting {
     margin: u32,
     hangover_ms: u32,
     early_ms: u32,
+    /// `audio.early_decode_ms`: the decode starts after this much quiet sound (0: at Silero's
+    /// pause).
+    early_decode_ms: u32,
 }
 
 impl Setting {
     fn name(&self) -> String {
         format!(
-            "{}-m{}-h{}-e{}",
-            self.model, self.margin, self.hangover_ms, self.early_ms
+            "{}-m{}-h{}-e{}-d{}",
+            self.model, self.margin, self.hangover_ms, self.early_ms, self.early_decode_ms
         )
     }
 }
@@ -160,12 +163,13 @@ fn start(rt: &tokio::runtime::Runtime, dir: &std::path::Path, s: &Setting) -> Bu
     std::fs::write(
         &file,
         format!(
-            "[paths]\nruntime_dir = \"{}\"\n[audio]\ninput = \"bus\"\noutput = \"none\"\nmode = \"wake\"\nstt_model = \"{}\"\nstt_ctx_margin = {}\nhangover_ms = {}\nearly_hangover_ms = {}\n",
+            "[paths]\nruntime_dir = \"{}\"\n[audio]\ninput = \"bus\"\noutput = \"none\"\nmode = \"wake\"\nstt_model = \"{}\"\nstt_ctx_margin = {}\nhangover_ms = {}\nearly_hangover_ms = {}\nearly_decode_ms = {}\n",
             run.display(),
             s.model,
             s.margin,
             s.hangover_ms,
-            s.early_ms
+            s.early_ms,
+            s.early_decode_ms
         ),
     )
     .unwrap();
@@ -247,18 +251,21 @@ fn main() {
         gapped.len()
     );
     let only = std::env::var("MING_BENCH_AUDIO_SETTINGS").unwrap_or_default();
-    let setting = |model, margin, hangover_ms, early_ms| Setting {
+    let setting = |model, margin, hangover_ms, early_ms, early_decode_ms| Setting {
         model,
         margin,
         hangover_ms,
         early_ms,
+        early_decode_ms,
     };
     let all = [
-        setting("whisper-tiny.en", 128, 200, 96),
-        setting("whisper-tiny.en-q8", 64, 200, 96),
-        setting("whisper-tiny.en-q8", 64, 200, 200),
-        setting("whisper-tiny.en-q8", 64, 150, 64),
-        setting("whisper-tiny.en-q8", 64, 300, 96),
+        setting("whisper-tiny.en", 128, 200, 96, 48),
+        setting("whisper-tiny.en-q8", 64, 200, 96, 48),
+        setting("whisper-tiny.en-q8", 64, 200, 200, 48),
+        setting("whisper-tiny.en-q8", 64, 150, 64, 48),
+        setting("whisper-tiny.en-q8", 64, 300, 96, 48),
+        // The defaults, with the decode started at Silero's pause (as before early_decode_ms).
+        setting("whisper-tiny.en", 128, 200, 96, 0),
     ];
     let settings: Vec<&Setting> = all
         .iter()
@@ -335,11 +342,12 @@ fn main() {
                 }
             }
             println!(
-                "{:<18} margin {:>3}, hangover {:>3} ms, early {:>3} ms: end of speech → final transcript p50 {:>4.0} ms, p95 {:>4.0} ms ({} turns; ended by {:?}); WER {:.1}%; false cut-offs {}/{}",
+                "{:<18} margin {:>3}, hangover {:>3} ms, early {:>3} ms, early decode {:>2} ms: end of speech → final transcript p50 {:>4.0} ms, p95 {:>4.0} ms ({} turns; ended by {:?}); WER {:.1}%; false cut-offs {}/{}",
                 s.model,
                 s.margin,
                 s.hangover_ms,
                 s.early_ms,
+                s.early_decode_ms,
                 pct(&lat, 0.5),
                 pct(&lat, 0.95),
                 lat.len(),

@@ -81,6 +81,7 @@ pub fn pipeline_config(a: &AudioSettings) -> PipelineConfig {
         },
         preroll_ms: a.preroll_ms,
         partial_interval_ms: a.partial_interval_ms,
+        early_decode_ms: a.early_decode_ms,
         ctx_margin: a.stt_ctx_margin,
     }
 }

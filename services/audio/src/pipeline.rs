@@ -6,6 +6,9 @@
 //! pause is decoded *speculatively*: if the turn then ends at that pause — after the hangover,
 //! or sooner because that transcript reads as a complete command — the speculative decode is
 //! the final transcript and nothing is left to decode; if the user goes on, it was a partial.
+//! Silero's probability falls 15–130 ms after the voice stops, so in real time that decode
+//! starts sooner still: once the sound itself has been quiet for `early_decode_ms`; the pause
+//! Silero then finds at that spot takes the decode over (and voice coming back aborts it).
 //!
 //! Decodes run on the STT thread. In real-time use ([`Mode::Live`]) the pipeline never waits
 //! for them: results come back as [`Input::Stt`]. Reading a file as fast as possible
@@ -32,6 +35,9 @@ pub struct PipelineConfig {
     pub preroll_ms: u32,
     /// New audio between two partial decodes while the user speaks (0: no partials).
     pub partial_interval_ms: u32,
+    /// Quiet sound (ms) after which the speculative decode starts while Silero still says
+    /// speech (live only); 0: at Silero's pause.
+    pub early_decode_ms: u32,
     /// Encoder frames added to the audio's own length.
     pub ctx_margin: u32,
 }
@@ -42,6 +48,7 @@ impl Default for PipelineConfig {
             turn: TurnConfig::default(),
             preroll_ms: 192,
             partial_interval_ms: 600,
+            early_decode_ms: 48,
             ctx_margin: 128,
         }
     }
@@ -106,9 +113,32 @@ struct Turn {
     last_partial: u64,
     /// A speculative transcript up to a pause at this sample.
     spec: Option<(u64, Decoded)>,
+    /// The speculative decode started where the sound stopped, before Silero paused.
+    early: Option<Early>,
     /// The turn is over; waiting for the decode that covers `end`.
     ended: Option<(u64, &'static str)>,
 }
+
+/// Where the sound of an utterance stopped while Silero still said speech, and the level
+/// that counted as voice there (louder audio after it means the user went on).
+#[derive(Debug, Clone, Copy)]
+struct Early {
+    end: u64,
+    level: f32,
+}
+
+/// How far apart (samples) the sound's end and the end refined from Silero's pause may be for
+/// the pause to take over the early decode: three 10 ms windows.
+const EARLY_SLACK: u64 = 480;
+/// Speech shorter than this (samples) starts no early decode: 160 ms.
+const EARLY_MIN_SPEECH: u64 = 2560;
+/// Silero's probability at or above which no early decode starts. Through the closure of a
+/// stop consonant inside a word it stays on its plateau (≥ 0.9995) though the sound is quiet;
+/// where speech really ended it has begun to fall by then (0.51–0.99 in the latency bench's
+/// 20 commands, whose quiet stops set off 20 decodes in vain without this check).
+const EARLY_MAX_P: f32 = 0.998;
+/// How far back (samples) the sound's level is judged: 480 ms.
+const EARLY_LOOK: u64 = 7680;
 
 pub struct Pipeline {
     cfg: PipelineConfig,
@@ -244,6 +274,7 @@ impl Pipeline {
             if let Some(ev) = self.turn.frame(at, p, reading) {
                 self.on_turn(ev, at + FRAME as u64, out);
             }
+            self.maybe_early(out);
             self.maybe_partial(out);
         }
         self.pending.drain(..off);
@@ -368,19 +399,29 @@ impl Pipeline {
                     }],
                     last_partial: sample,
                     spec: None,
+                    early: None,
                     ended: None,
                 });
                 out.push(Output::SpeechStarted(b));
             }
             TurnEvent::Paused { sample } => {
                 let sample = self.refine_end(sample);
-                self.turn.set_pause(sample);
-                // Decode what was said up to here, in case this pause ends the turn.
-                self.submit(JobKind::Speculative, sample, now, out);
+                let early = self.cur.as_ref().and_then(|t| t.early).map(|e| e.end);
+                match early.filter(|e| e.abs_diff(sample) <= EARLY_SLACK) {
+                    // The decode that started where the sound stopped covers this pause.
+                    Some(end) => self.turn.set_pause(end),
+                    None => {
+                        self.drop_early();
+                        self.turn.set_pause(sample);
+                        // Decode what was said up to here, in case this pause ends the turn.
+                        self.submit(JobKind::Speculative, sample, now, out);
+                    }
+                }
             }
             TurnEvent::Resumed => {
                 if let Some(t) = self.cur.as_mut() {
                     t.spec = None;
+                    t.early = None;
                 }
             }
             TurnEvent::Ended { sample, reason } => {
@@ -407,6 +448,56 @@ impl Pipeline {
                         self.submit_samples(JobKind::Final, sample, samples, out);
                     }
                 }
+            }
+        }
+    }
+
+    /// In real time, while Silero still says speech: starts the speculative decode once the
+    /// sound has been quiet for `early_decode_ms`, and aborts it if the voice comes back.
+    fn maybe_early(&mut self, out: &mut Vec<Output>) {
+        let quiet = u64::from(self.cfg.early_decode_ms) * 16;
+        if quiet == 0 || self.mode != Mode::Live || !self.turn.speaking() {
+            return;
+        }
+        let now = self.pending_at;
+        let Some(t) = self.cur.as_ref().filter(|t| t.ended.is_none()) else {
+            return;
+        };
+        if let Some(e) = t.early {
+            if self.levels(e.end, now).iter().any(|r| r.1 >= e.level) {
+                self.drop_early();
+            }
+            return;
+        }
+        if now < t.start + EARLY_MIN_SPEECH || self.turn.last_p() >= EARLY_MAX_P {
+            return;
+        }
+        let levels = self.levels(now.saturating_sub(EARLY_LOOK).max(t.start), now);
+        let level = Self::voice_level(&levels);
+        let Some(last) = levels.iter().rev().find(|r| r.1 >= level) else {
+            return;
+        };
+        let end = last.0 + 160;
+        if now.saturating_sub(end) < quiet {
+            return;
+        }
+        if let Some(t) = self.cur.as_mut() {
+            t.early = Some(Early { end, level });
+        }
+        self.submit(JobKind::Speculative, end, now, out);
+    }
+
+    /// Forgets the early decode of the turn being spoken, aborting it if it still runs.
+    fn drop_early(&mut self) {
+        let Some(t) = self.cur.as_mut() else { return };
+        let Some(e) = t.early.take() else { return };
+        if t.spec.as_ref().is_some_and(|(end, _)| *end == e.end) {
+            t.spec = None;
+        }
+        let utterance = t.utterance;
+        for j in &self.inflight {
+            if j.utterance == utterance && j.kind == JobKind::Speculative && j.end == e.end {
+                j.abort.store(true, Ordering::Relaxed);
             }
         }
     }
@@ -562,10 +653,15 @@ impl Pipeline {
             return;
         };
         out.push(Output::Partial(self.transcript(t, &d, job.end, false, "")));
-        if job.kind == JobKind::Speculative && self.turn.paused_at() == Some(job.end) {
+        let paused_here = self.turn.paused_at() == Some(job.end);
+        // An early decode that finishes before Silero pauses is kept for that pause.
+        let early_here = t.early.is_some_and(|e| e.end == job.end);
+        if job.kind == JobKind::Speculative && (paused_here || early_here) {
             if let Some(t) = self.cur.as_mut() {
                 t.spec = Some((job.end, d));
             }
+        }
+        if job.kind == JobKind::Speculative && paused_here {
             let reading = self.complete_hint();
             if let Some(ev) = self.turn.recheck(reading) {
                 let now = self.pending_at;
@@ -645,6 +741,110 @@ mod tests {
     use ming_config::{Config, LoadOptions};
 
     use super::*;
+
+    /// In real time the speculative decode starts where the sound stops, not where Silero's
+    /// probability falls (15–130 ms later), and the pause Silero then finds takes it over:
+    /// one decode, started within `early_decode_ms` and a frame of the true end of speech,
+    /// makes the final. Real models, espeak-ng speech fed in 20 ms blocks.
+    #[test]
+    fn the_speculative_decode_starts_where_the_sound_stops_and_becomes_the_final() {
+        let cfg = Config::load(&LoadOptions {
+            file: None,
+            skip_system_and_user: true,
+        })
+        .expect("default config");
+        let engine = crate::load_engine(&cfg).expect("the audio models (run `just models`)");
+        let early_ms = u64::from(cfg.audio.early_decode_ms);
+        assert!(early_ms > 0, "early decoding is on by default");
+        let mut before_silero = 0;
+        let phrases = [
+            ("Set a timer for seven minutes.", "timer"),
+            ("What is on my calendar tomorrow?", "calendar"),
+            ("Remember that my car is parked on level three.", "level"),
+        ];
+        for (text, word) in phrases {
+            let (rate, speech) =
+                crate::tts::synthesize("espeak-ng", "en-us", 175, text).expect("espeak-ng");
+            let lead = rate as usize / 2;
+            let voiced = speech
+                .iter()
+                .rposition(|x| x.abs() > 0.003)
+                .map_or(speech.len(), |i| i + 1);
+            let true_end = ((lead + voiced) as u64) * 16_000 / u64::from(rate);
+            let mut audio = vec![0.0f32; lead];
+            audio.extend_from_slice(&speech);
+            audio.extend(vec![0.0f32; rate as usize * 2]);
+
+            let (tx, rx) = mpsc::channel::<Input>();
+            let mut p = engine.pipeline(Mode::Live, rate, tx);
+            let mut out = Vec::new();
+            // Each speculative decode: (audio fed when it was queued, whether Silero still
+            // said speech, the end it decodes up to).
+            let mut specs: Vec<(u64, u64, bool, u64)> = Vec::new();
+            for c in audio.chunks(rate as usize / 50) {
+                p.handle(Input::Audio(c.to_vec()), &mut out);
+                for j in p.inflight.iter().filter(|j| j.kind == JobKind::Speculative) {
+                    if !specs.iter().any(|s| s.0 == j.id) {
+                        specs.push((j.id, p.pending_at, p.turn.speaking(), j.end));
+                    }
+                }
+            }
+            p.handle(Input::End, &mut out);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !out.iter().any(|o| matches!(o, Output::Final(_))) && Instant::now() < deadline {
+                if let Ok(input) = rx.recv_timeout(Duration::from_millis(500)) {
+                    p.handle(input, &mut out);
+                }
+            }
+            let finals: Vec<&Transcript> = out
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Final(t) => Some(t),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(finals.len(), 1, "{text}: {finals:?}");
+            let f = finals[0];
+            // The decode the final came from: the last one up to its end.
+            let &(_, queued_at, speaking, end) = specs
+                .iter()
+                .rev()
+                .find(|s| s.3 == f.end_sample)
+                .unwrap_or_else(|| panic!("{text}: no speculative decode made the final"));
+            eprintln!(
+                "{text}: decode queued {:+} ms from the true end ({}), up to {:+} ms; {} speculative decodes in all",
+                (queued_at as i64 - true_end as i64) / 16,
+                if speaking { "before Silero paused" } else { "at Silero's pause" },
+                (end as i64 - true_end as i64) / 16,
+                specs.len()
+            );
+            assert!(
+                queued_at <= true_end + (early_ms + 32 + 10) * 16,
+                "{text}: decode queued {} ms after the true end",
+                (queued_at as i64 - true_end as i64) / 16
+            );
+            assert!(
+                end.abs_diff(true_end) <= 480,
+                "{text}: decoded up to {} ms from the true end",
+                (end as i64 - true_end as i64) / 16
+            );
+            before_silero += usize::from(speaking);
+            assert!(
+                f.text.to_lowercase().contains(word),
+                "{text}: heard {:?}",
+                f.text
+            );
+            assert!(
+                !f.stages.iter().any(|s| s.name == "decode_started:final"),
+                "{text}: the speculative decode was the final, nothing else was decoded: {:?}",
+                f.stages
+            );
+        }
+        assert!(
+            before_silero > 0,
+            "Silero paused first on every phrase: nothing here shows the early start"
+        );
+    }
 
     /// The race CI's barge-in test once lost: a turn ends while its speculative decode is still
     /// running, the next turn starts, and then that decode comes back aborted (or failed). The

@@ -110,6 +110,16 @@ impl TurnDetector {
         self.state != State::Silence
     }
 
+    /// The speech probability of the last frame fed.
+    pub fn last_p(&self) -> f32 {
+        self.last.map_or(0.0, |l| l.1)
+    }
+
+    /// Speaking: in a turn and not pausing.
+    pub fn speaking(&self) -> bool {
+        self.state == State::Speech
+    }
+
     /// Where the current turn's speech started.
     pub fn start(&self) -> u64 {
         self.start
