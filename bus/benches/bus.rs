@@ -100,6 +100,14 @@ fn main() {
     {
         cfg.broker_spin = Duration::from_micros(us);
     }
+    // `bus.client_spin_us` (default 200) for the async BusClient; `MING_BENCH_CLIENT_SPIN_US=0`
+    // measures the client that sleeps as soon as its request is out.
+    if let Some(us) = std::env::var("MING_BENCH_CLIENT_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        cfg.client_spin = Duration::from_micros(us);
+    }
     let _broker = BrokerHandle::start(&cfg, ["echo".to_string()], None).unwrap();
     // The worker in its own process, as a service is.
     let mut worker = std::process::Command::new(std::env::current_exe().unwrap())
@@ -249,8 +257,9 @@ fn main() {
     });
 
     println!(
-        "bus benchmark (ipc, {frame_len}-byte request frames, {ROUND_TRIPS} round trips each; the broker polls {} µs after each message)",
-        cfg.broker_spin.as_micros()
+        "bus benchmark (ipc, {frame_len}-byte request frames, {ROUND_TRIPS} round trips each; the broker polls {} µs after each message, the async client {} µs after each request)",
+        cfg.broker_spin.as_micros(),
+        cfg.client_spin.as_micros()
     );
     println!("| path | p50 µs | p99 µs | p50 vs raw |");
     println!("|---|---:|---:|---:|");

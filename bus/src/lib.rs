@@ -130,6 +130,8 @@ pub struct BusConfig {
     pub queue_limit: usize,
     /// How long the broker keeps polling after a message before it sleeps.
     pub broker_spin: std::time::Duration,
+    /// How long a [`BusClient`] keeps polling for an answer after it sent a request.
+    pub client_spin: std::time::Duration,
 }
 
 impl BusConfig {
@@ -146,6 +148,7 @@ impl BusConfig {
             default_timeout: std::time::Duration::from_secs(5),
             queue_limit: 1024,
             broker_spin: std::time::Duration::from_micros(200),
+            client_spin: std::time::Duration::from_micros(200),
         }
     }
 }

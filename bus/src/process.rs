@@ -67,6 +67,7 @@ impl BusConfig {
             default_timeout: Duration::from_millis(cfg.bus.default_timeout_ms),
             queue_limit: cfg.bus.queue_limit as usize,
             broker_spin: Duration::from_micros(cfg.bus.broker_spin_us),
+            client_spin: Duration::from_micros(cfg.bus.client_spin_us),
         }
     }
 }

@@ -69,6 +69,28 @@ impl AsyncSocket {
         &self.sock
     }
 
+    /// Takes one multipart message if one is waiting; never waits.
+    ///
+    /// # Errors
+    /// When libzmq reports an error other than "nothing yet".
+    pub fn try_recv(&self) -> BusResult<Option<Vec<Vec<u8>>>> {
+        let events = self
+            .sock
+            .get_events()
+            .map_err(BusError::zmq("get ZMQ_EVENTS"))?;
+        if !events.contains(zmq::POLLIN) {
+            return Ok(None);
+        }
+        match self.sock.recv_multipart(zmq::DONTWAIT) {
+            Ok(parts) => Ok(Some(parts)),
+            Err(zmq::Error::EAGAIN) => Ok(None),
+            Err(e) => Err(BusError::Zmq {
+                op: "recv",
+                source: e,
+            }),
+        }
+    }
+
     /// Receives one multipart message. Cancel-safe: nothing is consumed until it returns.
     ///
     /// # Errors

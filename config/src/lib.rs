@@ -261,6 +261,7 @@ pub struct BusSettings {
     pub default_timeout_ms: u64,
     pub queue_limit: u32,
     pub broker_spin_us: u64,
+    pub client_spin_us: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -563,6 +564,12 @@ impl Config {
             b.broker_spin_us <= 10_000,
             "bus.broker_spin_us",
             b.broker_spin_us.to_string(),
+            "between 0 and 10000",
+        );
+        check(
+            b.client_spin_us <= 10_000,
+            "bus.client_spin_us",
+            b.client_spin_us.to_string(),
             "between 0 and 10000",
         );
         let s = &self.supervisor;
@@ -1030,7 +1037,7 @@ mod tests {
     #[test]
     fn every_problem_is_reported_with_its_key() {
         let err = Config::from_toml_over_defaults(
-            "[bus]\nheartbeat_ms = 1\nliveness = 0\nbroker_spin_us = 20000\n[supervisor]\nbackoff_initial_ms = 9000\n",
+            "[bus]\nheartbeat_ms = 1\nliveness = 0\nbroker_spin_us = 20000\nclient_spin_us = 10001\n[supervisor]\nbackoff_initial_ms = 9000\n",
         )
         .unwrap_err();
         let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
@@ -1040,6 +1047,7 @@ mod tests {
                 "bus.heartbeat_ms",
                 "bus.liveness",
                 "bus.broker_spin_us",
+                "bus.client_spin_us",
                 "supervisor.backoff_initial_ms"
             ]
         );
