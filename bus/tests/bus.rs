@@ -593,3 +593,70 @@ async fn a_service_marked_down_fails_at_once_and_waiting_requests_are_released()
     let (_h, _stop, _t) = spawn_worker(&b.cfg, "1");
     assert_eq!(served.await.unwrap().unwrap().text, "z");
 }
+
+/// A client that polls for its answers after each request (`bus.client_spin_us`) gets exactly
+/// what one that sleeps at once gets: quick answers (taken while it polls), answers that come
+/// after the poll has given up, streams, and several requests in flight at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polling_client_and_a_sleeping_one_get_the_same_answers() {
+    let bus = bus();
+    let (_h, _stop, _task) = spawn_worker(&bus.cfg, "w1");
+    for spin in [
+        Duration::ZERO,
+        Duration::from_micros(200),
+        Duration::from_millis(10),
+    ] {
+        let mut cfg = bus.cfg.clone();
+        cfg.client_spin = spin;
+        let client = BusClient::connect(&cfg, format!("poll-{}", spin.as_micros())).unwrap();
+        wait_registered(&client, 1).await;
+        let ask = |text: &str, parts: u32, sleep_ms: u64| {
+            let client = client.clone();
+            let e = Echo {
+                text: text.into(),
+                parts,
+                sleep_ms,
+            };
+            async move {
+                let body = ming_schemas::to_body(&e).unwrap();
+                let env = client.envelope("echo", "test.echo", body, Duration::from_secs(5));
+                let mut s = client.stream(env).unwrap();
+                let mut frames = Vec::new();
+                while let Some(f) = s.next().await {
+                    let f = f.unwrap();
+                    frames.push((f.flow, f.body::<Echo>().unwrap().text));
+                }
+                frames
+            }
+        };
+        // Quick, after the poll window (30 ms), within a 10 ms window (5 ms), and a stream.
+        let (quick, late, mid, stream) = tokio::join!(
+            ask("quick", 0, 0),
+            ask("late", 0, 30),
+            ask("mid", 0, 5),
+            ask("stream", 3, 30)
+        );
+        let reply = |t: &str| vec![(Flow::Reply, t.to_string())];
+        assert_eq!(quick, reply("quick"), "spin {spin:?}");
+        assert_eq!(late, reply("late"), "spin {spin:?}");
+        assert_eq!(mid, reply("mid"), "spin {spin:?}");
+        let mut want: Vec<(Flow, String)> = (0..3)
+            .map(|i| (Flow::Partial, format!("part {i}")))
+            .collect();
+        want.push((Flow::Reply, "stream".into()));
+        assert_eq!(stream, want, "spin {spin:?}");
+        // One after another, each quick: every one answered while the client polls.
+        for i in 0..50 {
+            let e: Echo = client
+                .request(
+                    "echo",
+                    "test.echo",
+                    &echo(&format!("n{i}")),
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap();
+            assert_eq!(e.text, format!("n{i}"));
+        }
+    }
+}

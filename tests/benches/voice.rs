@@ -12,7 +12,8 @@
 //! Release binaries (`cargo build --release --workspace --bins`, done by `just bench`). Env:
 //! `MING_BENCH_VOICE_N` (commands, default all), `MING_BENCH_VOICE_SKIP_ROUTER=1` (and with it
 //! the Piper pass), `MING_BENCH_VOICE_SKIP_PIPER=1`, `MING_BENCH_KEEP=<dir>` (copy the
-//! services' logs and the interaction log there at the end).
+//! services' logs and the interaction log there at the end), `MING_BENCH_VOICE_AUDIO` (more
+//! `[audio]` settings, e.g. `early_decode_ms = 0`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -513,9 +514,12 @@ async fn pass(m: &Mingd, name: &str, corpus: &[Spoken]) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     // The product's own chat model and context (the tests use a smaller one).
-    let m = Mingd::start(
-        "[audio]\ninput = \"bus\"\noutput = \"none\"\n[inference]\nmodel = \"qwen2.5-coder-0.5b-instruct\"\ncontext_tokens = 4096\n",
-    );
+    // `MING_BENCH_VOICE_AUDIO`: more `[audio]` settings, one `key = value` per line, to compare
+    // (the services do not see MING_* variables: each test's mingd has its own config).
+    let extra = std::env::var("MING_BENCH_VOICE_AUDIO").unwrap_or_default();
+    let m = Mingd::start(&format!(
+        "[audio]\ninput = \"bus\"\noutput = \"none\"\n{extra}\n[inference]\nmodel = \"qwen2.5-coder-0.5b-instruct\"\ncontext_tokens = 4096\n",
+    ));
     m.wait_ready(&SERVICES, Duration::from_secs(120)).await;
     let n = std::env::var("MING_BENCH_VOICE_N")
         .ok()

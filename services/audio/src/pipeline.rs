@@ -135,7 +135,7 @@ const EARLY_MIN_SPEECH: u64 = 2560;
 /// Silero's probability at or above which no early decode starts. Through the closure of a
 /// stop consonant inside a word it stays on its plateau (≥ 0.9995) though the sound is quiet;
 /// where speech really ended it has begun to fall by then (0.51–0.99 in the latency bench's
-/// 20 commands, whose quiet stops set off 20 decodes in vain without this check).
+/// 20 commands, whose quiet stops set off 27 decodes in vain without this check, 6 with it).
 const EARLY_MAX_P: f32 = 0.998;
 /// How far back (samples) the sound's level is judged: 480 ms.
 const EARLY_LOOK: u64 = 7680;
@@ -653,15 +653,19 @@ impl Pipeline {
             return;
         };
         out.push(Output::Partial(self.transcript(t, &d, job.end, false, "")));
+        if job.kind != JobKind::Speculative {
+            return;
+        }
         let paused_here = self.turn.paused_at() == Some(job.end);
         // An early decode that finishes before Silero pauses is kept for that pause.
         let early_here = t.early.is_some_and(|e| e.end == job.end);
-        if job.kind == JobKind::Speculative && (paused_here || early_here) {
-            if let Some(t) = self.cur.as_mut() {
-                t.spec = Some((job.end, d));
-            }
+        if !(paused_here || early_here) {
+            return;
         }
-        if job.kind == JobKind::Speculative && paused_here {
+        if let Some(t) = self.cur.as_mut() {
+            t.spec = Some((job.end, d));
+        }
+        if paused_here {
             let reading = self.complete_hint();
             if let Some(ev) = self.turn.recheck(reading) {
                 let now = self.pending_at;
