@@ -66,7 +66,11 @@ fn wav_bytes(rate: u32, samples: &[f32]) -> Vec<u8> {
     v
 }
 
-fn transcribe_wav(wav: Vec<u8>, realtime: bool) -> (Vec<Output>, source::RunStats) {
+fn transcribe_wav_with(
+    engine: &ming_audio::source::Engine,
+    wav: Vec<u8>,
+    realtime: bool,
+) -> (Vec<Output>, source::RunStats) {
     let req = Transcribe {
         wav: Some(serde_bytes::ByteBuf::from(wav)),
         realtime,
@@ -75,14 +79,9 @@ fn transcribe_wav(wav: Vec<u8>, realtime: bool) -> (Vec<Output>, source::RunStat
     };
     let src = source::open(&req).expect("open");
     let mut out = Vec::new();
-    let stats = source::run(
-        &engine(),
-        src,
-        realtime,
-        true,
-        &AtomicBool::new(false),
-        |o| out.push(o),
-    );
+    let stats = source::run(engine, src, realtime, true, &AtomicBool::new(false), |o| {
+        out.push(o)
+    });
     (out, stats)
 }
 
@@ -157,8 +156,9 @@ fn our_silero_matches_onnx_runtime() {
     );
 }
 
-#[test]
-fn commands_in_several_voices_transcribe_with_a_low_word_error_rate_and_exact_boundaries() {
+/// Every command of `COMMANDS` in its voice through the pipeline (as a file, as fast as
+/// possible): checks each utterance's boundaries and returns the word error rate.
+fn word_error_rate(engine: &ming_audio::source::Engine) -> f64 {
     assert!(has_espeak(), "espeak-ng is needed (just setup installs it)");
     let (mut errors, mut total) = (0usize, 0usize);
     let mut worst_boundary = 0.0f64;
@@ -171,7 +171,7 @@ fn commands_in_several_voices_transcribe_with_a_low_word_error_rate_and_exact_bo
         let pad = (0.6 * f64::from(rate)) as usize;
         let true_start_ms = (pad + a) as f64 * 1e3 / f64::from(rate);
         let true_end_ms = (pad + b) as f64 * 1e3 / f64::from(rate);
-        let (out, _) = transcribe_wav(wav_bytes(rate, &audio), false);
+        let (out, _) = transcribe_wav_with(engine, wav_bytes(rate, &audio), false);
         let f = finals(&out);
         let got = f
             .iter()
@@ -218,12 +218,40 @@ fn commands_in_several_voices_transcribe_with_a_low_word_error_rate_and_exact_bo
     }
     let wer = errors as f64 / total as f64;
     println!("{n} utterances, {total} words, {errors} errors: WER {:.1}%, worst boundary {worst_boundary:.0} ms", wer * 100.0);
+    wer
+}
+
+#[test]
+fn commands_in_several_voices_transcribe_with_a_low_word_error_rate_and_exact_boundaries() {
+    let wer = word_error_rate(&engine());
     // The issue asks for 10%. Whisper tiny.en on espeak-ng's formant speech measured 11.6–15%
-    // for these voices whatever the decoding settings (see ARCHITECTURE.md), so this holds the
-    // line that is met today, and the gap is open work.
+    // for these voices whatever the decoding settings, and the reference implementation
+    // (faster-whisper over the same CTranslate2 weights, the full 30 s window) 12.7% greedy,
+    // 11.6% with beam 5 (see ARCHITECTURE.md): the model's limit, not the pipeline's. This
+    // holds the line that is met today; `whisper-base` below meets the 10%.
     assert!(
         wer <= 0.15,
         "word error rate {:.1}% is over 15%",
+        wer * 100.0
+    );
+}
+
+/// `audio.stt_model = "whisper-base"`: the larger model of the registry packages, converted by
+/// the same converter from its two-part package, hears espeak-ng's speech within the issue's
+/// 10% (at about 2.5x tiny.en's decode time: the choice for a machine with cores to spare).
+/// Base wants more room after short speech than tiny.en: 128 frames of margin measured 10.1%
+/// here, 256 frames 8.5%.
+#[test]
+fn the_base_model_transcribes_the_commands_within_ten_percent() {
+    let mut cfg = config();
+    cfg.audio.stt_model = "whisper-base".into();
+    cfg.audio.stt_ctx_margin = 256;
+    let engine = ming_audio::load_engine(&cfg).expect("the audio models (run `just models`)");
+    assert_eq!(engine.stt.model, "whisper-base");
+    let wer = word_error_rate(&engine);
+    assert!(
+        wer <= 0.10,
+        "word error rate {:.1}% is over 10%",
         wer * 100.0
     );
 }
