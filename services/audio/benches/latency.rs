@@ -266,6 +266,9 @@ fn main() {
         setting("whisper-tiny.en-q8", 64, 300, 96, 48),
         // The defaults, with the decode started at Silero's pause (as before early_decode_ms).
         setting("whisper-tiny.en", 128, 200, 96, 0),
+        // The larger model, f16 and 8-bit, with the margin its test uses (256 frames).
+        setting("whisper-base", 256, 200, 96, 48),
+        setting("whisper-base-q8", 256, 200, 96, 48),
     ];
     let settings: Vec<&Setting> = all
         .iter()
