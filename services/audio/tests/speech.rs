@@ -238,7 +238,8 @@ fn commands_in_several_voices_transcribe_with_a_low_word_error_rate_and_exact_bo
 
 /// `audio.stt_model = "whisper-base"`: the larger model of the registry packages, converted by
 /// the same converter from its two-part package, hears espeak-ng's speech within the issue's
-/// 10% (at about 2.5x tiny.en's decode time: the choice for a machine with cores to spare).
+/// 10% (its end-of-speech to final transcript is about 3x tiny.en's on two cores: the choice for a
+/// machine with cores to spare).
 /// Base wants more room after short speech than tiny.en: 128 frames of margin measured 10.1%
 /// here, 256 frames 8.5%.
 #[test]
