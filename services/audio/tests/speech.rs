@@ -5,6 +5,7 @@
 mod common;
 
 use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, MutexGuard};
 
 use common::*;
 use ming_audio::pipeline::Output;
@@ -60,6 +61,15 @@ const VOICES: &[(&str, u32)] = &[
     ("en-us+m1", 165),
 ];
 
+/// Whisper's threads use every core and ggml's workers spin while they wait: two decoders at once
+/// on two cores slow each other down many times over (the tiny.en and base tests measured 45 s
+/// and 79 s apart, 972 s together). The tests that decode take turns.
+fn one_decoder_at_a_time() -> MutexGuard<'static, ()> {
+    static DECODER: Mutex<()> = Mutex::new(());
+    // A test that failed while holding it leaves nothing behind that the next one needs.
+    DECODER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn wav_bytes(rate: u32, samples: &[f32]) -> Vec<u8> {
     let mut v = Vec::new();
     write_wav16(&mut v, rate, samples).unwrap();
@@ -96,6 +106,7 @@ fn finals(out: &[Output]) -> Vec<ming_schemas::audio::Transcript> {
 
 #[test]
 fn the_converted_model_transcribes_a_known_recording() {
+    let _turn = one_decoder_at_a_time();
     // espeak-ng en-us, 175 wpm, resampled to 16 kHz by sox, 0.5 s of silence either side.
     let (rate, samples) = data_wav("calendar-16k.wav");
     assert_eq!(rate, 16_000);
@@ -159,6 +170,7 @@ fn our_silero_matches_onnx_runtime() {
 /// Every command of `COMMANDS` in its voice through the pipeline (as a file, as fast as
 /// possible): checks each utterance's boundaries and returns the word error rate.
 fn word_error_rate(engine: &ming_audio::source::Engine) -> f64 {
+    let _turn = one_decoder_at_a_time();
     assert!(has_espeak(), "espeak-ng is needed (just setup installs it)");
     let (mut errors, mut total) = (0usize, 0usize);
     let mut worst_boundary = 0.0f64;
@@ -263,6 +275,7 @@ fn the_base_model_transcribes_the_commands_within_ten_percent() {
 /// a word may differ between runs: at most one in twenty.
 #[test]
 fn the_piper_voice_is_heard_back_by_whisper() {
+    let _turn = one_decoder_at_a_time();
     let cfg = config();
     let mut a = cfg.audio.clone();
     a.tts_engine = "piper".into();
