@@ -61,9 +61,10 @@ const VOICES: &[(&str, u32)] = &[
     ("en-us+m1", 165),
 ];
 
-/// Whisper's threads use every core and ggml's workers spin while they wait: two decoders at once
-/// on two cores slow each other down many times over (the tiny.en and base tests measured 45 s
-/// and 79 s apart, 972 s together). The tests that decode take turns.
+/// ggml's workers meet at a spinning barrier after every operation, and a decode sizes its
+/// threads by what *other processes* leave idle, so two decoders in this one test process each
+/// take both cores and stall each other (the tiny.en and base tests measured 45 s and 79 s apart,
+/// 972 s together). The tests that decode take turns.
 fn one_decoder_at_a_time() -> MutexGuard<'static, ()> {
     static DECODER: Mutex<()> = Mutex::new(());
     // A test that failed while holding it leaves nothing behind that the next one needs.
