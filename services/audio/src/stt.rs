@@ -209,6 +209,12 @@ fn decode(
     p.set_suppress_blank(true);
     p.set_suppress_nst(true);
     p.set_temperature(0.0);
+    // The VAD has already said this is speech. whisper.cpp's own no-speech gate (probability
+    // of its no-speech token > 0.6 with an average log-probability < -1) dropped whole
+    // commands without a word: "Jot down call the bank tomorrow." in espeak-ng's voice came
+    // back empty when the file began with it. Never drop: a doubtful reading still comes
+    // back with its low confidence, and the agent says what it heard.
+    p.set_no_speech_thold(1.0);
     p.set_temperature_inc(0.0);
     if input.len() <= 30 * 16_000 {
         p.set_audio_ctx(audio_ctx as i32);
@@ -259,6 +265,7 @@ fn decode(
         }
     }
     let min_word_p = min_word_p.min(last_word_p);
+    tracing::debug!(raw = %text, audio_ctx, "whisper's text");
     Ok(Decoded {
         last_word_p,
         min_word_p,
