@@ -272,7 +272,13 @@ fn day_said(value: &str, heard: &[String]) -> bool {
     let dated = heard
         .iter()
         .any(|w| ORDINALS.contains(&w.as_str()) || MONTHS.iter().any(|m| same_word(w, m)));
-    match tools::resolve_date(&v) {
+    // A date with a time after it ("2023-01-01T00:00:00Z", which the model writes) is its date.
+    let resolved = tools::resolve_date(&v).or_else(|| {
+        v.get(..10)
+            .filter(|d| v.len() > 10 && d.as_bytes()[4] == b'-')
+            .and_then(tools::resolve_date)
+    });
+    match resolved {
         Some(d) if named.contains(&d) => true,
         Some(_) if !named.is_empty() => dated,
         Some(_) => numbered,
@@ -468,6 +474,12 @@ mod tests {
                 "add_event",
                 json!({"title": "Appointment", "date": "2023-05-15", "time": "14:00"}),
                 "Can you lament this appointment on Friday night?",
+            ),
+            // A date and time the model made up, with a day named.
+            (
+                "free_time",
+                json!({"date": "2023-01-01T00:00:00Z", "minutes": 1234}),
+                "What do I come on Friday?",
             ),
         ] {
             assert!(

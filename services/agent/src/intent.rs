@@ -307,7 +307,7 @@ fn rules() -> &'static [Rule] {
                 build: |c| Some(Intent { tool: "list_events", args: json!({"date": c["day"].trim().trim_start_matches("on ").to_lowercase()}) }),
             },
             Rule {
-                re: r(r"^\s*(?:am i busy|do i have anything|have i got anything|is there anything)(?: on)?\s*(?P<day>today|tomorrow|(?:on\s+)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|\d{4}-\d{2}-\d{2})[?.!]?\s*$"),
+                re: r(r"^\s*(?:am i busy|do i have anything|have i got anything|is there anything|what do i have|what have i got)(?: on)?\s*(?P<day>today|tomorrow|(?:on\s+)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|\d{4}-\d{2}-\d{2})[?.!]?\s*$"),
                 build: |c| Some(Intent { tool: "list_events", args: json!({"date": c["day"].trim().trim_start_matches("on ").to_lowercase()}) }),
             },
             Rule {
@@ -568,6 +568,16 @@ mod tests {
                 "Am I busy on Saturday",
                 "list_events",
                 json!({"date": "saturday"}),
+            ),
+            (
+                "What do I have on Friday?",
+                "list_events",
+                json!({"date": "friday"}),
+            ),
+            (
+                "What have I got tomorrow?",
+                "list_events",
+                json!({"date": "tomorrow"}),
             ),
             (
                 "Add lunch with Sarah tomorrow at 1 p.m.",
