@@ -184,6 +184,11 @@ pub struct AudioSettings {
     /// Encoder frames (20 ms each) beyond the audio's own length: more is more accurate and
     /// slower.
     pub stt_ctx_margin: u32,
+    /// A second speech-to-text model (role `stt`) that hears a live voice turn again when the
+    /// agent could not act on the first model's transcript; empty: none.
+    pub stt_second_model: String,
+    /// `stt_ctx_margin` for the second model.
+    pub stt_second_ctx_margin: u32,
     /// Live input: `default` (the default capture device), a device name, `bus` (PCM sent with
     /// `audio.feed`), or `none`.
     pub input: String,
@@ -737,6 +742,12 @@ impl Config {
             a.stt_ctx_margin <= 1500,
             "audio.stt_ctx_margin",
             a.stt_ctx_margin.to_string(),
+            "at most 1500 (whisper's whole window)",
+        );
+        check(
+            a.stt_second_ctx_margin <= 1500,
+            "audio.stt_second_ctx_margin",
+            a.stt_second_ctx_margin.to_string(),
             "at most 1500 (whisper's whole window)",
         );
         check(

@@ -936,3 +936,65 @@ tts_engine = "piper"
         "{out}"
     );
 }
+
+/// A live turn the agent cannot act on is heard again by the second model
+/// (`audio.stt_second_model`, whisper-base-q8 by default), and the agent acts on that reading.
+/// Whisper tiny.en hears espeak-ng's fast American "What do I have on Friday?" as "What do I
+/// come on Friday?", which the agent cannot act on; base hears it right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_the_agent_cannot_act_on_is_heard_again_by_the_second_model() {
+    let m = Mingd::start(CONFIG);
+    m.wait_ready(&["audio", "agent"], Duration::from_secs(60))
+        .await;
+    let dir = m.dir.path();
+    let mut events = EventSubscriber::connect(
+        &m.bus,
+        &[kinds::EVENT_ACTION_STARTED, kinds::EVENT_TRANSCRIPT],
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = m.listen("start").await;
+    assert!(st.listening && st.input_ok, "{st:?}");
+    let wav =
+        ming_tests::espeak_voice(dir, "friday.wav", "What do I have on Friday?", "en-us", 200);
+    let (rate, pcm) = read_wav(&wav);
+    let mut turn = vec![0i16; rate as usize / 5];
+    turn.extend_from_slice(&pcm);
+    turn.extend(std::iter::repeat_n(0, rate as usize));
+    feed_realtime(&m, rate, &turn).await;
+    let mut transcripts = Vec::new();
+    let action = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(60), events.next())
+            .await
+            .unwrap_or_else(|_| panic!("no action; transcripts {transcripts:?}"))
+            .unwrap();
+        if ev.kind == kinds::EVENT_TRANSCRIPT {
+            let t: ming_schemas::audio::Transcript = ev.body().unwrap();
+            transcripts.push(t);
+        } else {
+            break ev.body::<ming_schemas::agent::ActionStarted>().unwrap();
+        }
+    };
+    assert_eq!(
+        action.tool, "list_events",
+        "{action:?} after {transcripts:?}"
+    );
+    assert!(action.arguments.contains("friday"), "{action:?}");
+    // Two readings of the one utterance: tiny.en's, then the second model's.
+    assert_eq!(transcripts.len(), 2, "{transcripts:?}");
+    assert_eq!(transcripts[0].utterance, transcripts[1].utterance);
+    assert_ne!(transcripts[0].text, transcripts[1].text);
+    let second = &transcripts[1];
+    assert!(
+        second.stages.iter().any(|s| s.name == "second_transcript"),
+        "{second:?}"
+    );
+    println!(
+        "first {:?} ({:.2}), second {:?} ({:.2}) in {:.0} ms",
+        transcripts[0].text,
+        transcripts[0].confidence,
+        second.text,
+        second.confidence,
+        second.decode_ms
+    );
+}

@@ -109,9 +109,25 @@ pub fn load_engine(cfg: &Config) -> Result<Engine, StartError> {
             prompt: cfg.audio.stt_prompt.clone(),
         },
     )?;
+    let second = if cfg.audio.stt_second_model.is_empty() {
+        None
+    } else {
+        let (model, path) = models::resolve(&cfg.audio.stt_second_model, "stt", &paths.model_dir)?;
+        let stt = Stt::start(
+            &model.name,
+            &path,
+            stt::SttOptions {
+                threads,
+                beam: cfg.audio.stt_beam,
+                prompt: cfg.audio.stt_prompt.clone(),
+            },
+        )?;
+        Some((stt, cfg.audio.stt_second_ctx_margin))
+    };
     Ok(Engine {
         vad,
         stt,
+        second,
         pipeline: pipeline_config(&cfg.audio),
         utterances: Arc::new(AtomicU64::new(1)),
     })
@@ -349,6 +365,84 @@ async fn ask_agent(
     }
 }
 
+/// Asks the agent to act on a live turn's transcript. When it cannot — it did not understand,
+/// refused what it understood, or its local model failed on it — and a second model is
+/// configured, that model
+/// hears the turn's audio again; a reading that differs goes to the agent in its place (the
+/// same utterance, its stages extended with `second_decode_started` / `second_transcript`,
+/// published as a transcript event too). The answer to the last reading is returned.
+async fn ask_agent_twice(
+    bus: &BusClient,
+    live: &live::Live,
+    events: &EventPublisher,
+    second: Option<(Stt, u32)>,
+    text: String,
+    t: Transcript,
+) -> Result<ming_schemas::agent::Reply, BusError> {
+    let audio = second.as_ref().and(live.take_turn_audio(t.utterance));
+    let first = ask_agent(bus, text, t.clone()).await;
+    let (Err(e), Some((stt, margin)), Some(audio)) = (&first, second, audio) else {
+        return first;
+    };
+    // The agent's own answer that it did not act (not understood, refused, or the local model
+    // failed on it); not a cancel, a timeout or a stopped agent.
+    let agent_could_not = matches!(e, BusError::Remote { code, .. } if *code != ErrorCode::Cancelled)
+        && !e.from_broker();
+    if !agent_could_not {
+        return first;
+    }
+    let started = mono_ms();
+    let samples = audio.to_vec();
+    let decoded = tokio::task::spawn_blocking(move || stt.decode_blocking(samples, margin)).await;
+    let d = match decoded {
+        Ok(Ok(d)) => d,
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "the second model could not hear the turn again");
+            return first;
+        }
+        Err(_) => return first,
+    };
+    let words = |s: &str| -> Vec<String> {
+        s.split_whitespace()
+            .map(|w| {
+                w.chars()
+                    .filter(|c| c.is_alphanumeric())
+                    .collect::<String>()
+                    .to_lowercase()
+            })
+            .filter(|w| !w.is_empty())
+            .collect()
+    };
+    tracing::info!(
+        utterance = t.utterance,
+        first = %t.text,
+        second = %d.text,
+        decode_ms = d.decode_ms,
+        "a second hearing of a turn the agent could not act on"
+    );
+    if words(&d.text) == words(&t.text) {
+        return first;
+    }
+    let Some(text) = live.reroute(&d.text) else {
+        return first;
+    };
+    let mut t2 = t;
+    t2.text = d.text.clone();
+    t2.confidence = d.min_word_p;
+    t2.decode_ms = d.decode_ms;
+    t2.audio_ctx = d.audio_ctx;
+    t2.stages.push(ming_schemas::audio::Stage {
+        name: "second_decode_started".into(),
+        at_ms: started,
+    });
+    t2.stages.push(ming_schemas::audio::Stage {
+        name: "second_transcript".into(),
+        at_ms: mono_ms(),
+    });
+    events.publish(kinds::EVENT_TRANSCRIPT, &t2);
+    ask_agent(bus, text, t2).await
+}
+
 /// The live input's outputs: events, barge-in, and voice turns for the agent, whose answers
 /// are spoken.
 ///
@@ -362,6 +456,7 @@ async fn serve_live(
     events: Arc<EventPublisher>,
     bus: Arc<BusClient>,
     speaker: Arc<tts::Speaker>,
+    second: Option<(Stt, u32)>,
 ) {
     // Speech onsets on the live input (monotonic ms of the latest), for the turns in flight.
     let (onsets, _) = tokio::sync::watch::channel(0.0f64);
@@ -387,10 +482,11 @@ async fn serve_live(
         );
         let mut barge = onsets.subscribe();
         barge.mark_unchanged();
+        let second = second.clone();
         tokio::spawn(async move {
             let utterance = t.utterance;
             let reply = tokio::select! {
-                r = ask_agent(&bus, text, t) => r,
+                r = ask_agent_twice(&bus, &live, &events, second, text, t) => r,
                 Ok(()) = barge.changed() => {
                     // Dropping the request cancels it on the bus.
                     let onset = *barge.borrow();
@@ -543,6 +639,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         Arc::clone(&events),
         Arc::clone(&client),
         Arc::clone(&speaker),
+        engine.second.clone(),
     ));
     tracing::info!(
         service = %opts.service,

@@ -19,7 +19,7 @@ use ming_schemas::audio::ListenState;
 
 use crate::device::Capture;
 use crate::mono_ms;
-use crate::pipeline::{Input, Mode, Output};
+use crate::pipeline::{Input, Mode, Output, TurnAudio};
 use crate::resample::Resampler;
 use crate::source::Engine;
 use crate::wav::from_i16le;
@@ -54,6 +54,8 @@ pub struct Live {
     feed_resampler: Mutex<Option<(u32, Resampler)>>,
     /// The capture device, when the live input is one (kept open for the service's life).
     capture: Option<Capture>,
+    /// The latest turns' audio, when a second model may hear them again.
+    turn_audio: Option<TurnAudio>,
 }
 
 impl Live {
@@ -69,6 +71,11 @@ impl Live {
         let mut p = engine
             .pipeline(Mode::Live, 16_000, tx.clone())
             .with_armed(Arc::clone(&armed));
+        // With a second model, each turn's audio is kept for it a little while.
+        let turn_audio = engine.second.as_ref().map(|_| TurnAudio::default());
+        if let Some(keep) = &turn_audio {
+            p = p.with_turn_audio(keep.clone());
+        }
         let spawned = std::thread::Builder::new()
             .name("live-audio".into())
             .spawn(move || {
@@ -121,7 +128,14 @@ impl Live {
             }),
             feed_resampler: Mutex::new(None),
             capture,
+            turn_audio,
         })
+    }
+
+    /// The audio of a finished turn (16 kHz, with its pre-roll), taken: kept only with a
+    /// second model, for the latest few turns.
+    pub fn take_turn_audio(&self, utterance: u64) -> Option<Arc<[f32]>> {
+        self.turn_audio.as_ref()?.take(utterance)
     }
 
     fn send(&self, input: Input) {
@@ -238,6 +252,20 @@ impl Live {
             );
         }
         strip_wake(text, &self.settings.wake_phrase)
+    }
+
+    /// Another reading of a turn [`Live::route`] already gave the agent: its text for the
+    /// agent (the wake phrase removed, if this reading has it); `None` when it is empty.
+    pub fn reroute(&self, text: &str) -> Option<String> {
+        if text.trim().is_empty() {
+            return None;
+        }
+        if self.settings.mode == "push_to_talk" {
+            return Some(text.trim().to_string());
+        }
+        Some(
+            strip_wake(text, &self.settings.wake_phrase).unwrap_or_else(|| text.trim().to_string()),
+        )
     }
 
     /// The agent answered a voice turn: open the follow-up window (wake mode).

@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 
 use ming_schemas::audio::{Boundary, Stage, Transcript};
 
@@ -26,6 +26,40 @@ use crate::resample::Resampler;
 use crate::stt::{Decoded, Job, Stt, SttError};
 use crate::turn::{reads_complete, Reading, TurnConfig, TurnDetector, TurnEvent};
 use crate::vad::{SileroModel, Vad, FRAME};
+
+/// The audio of the latest finished turns, kept for a second hearing (see
+/// `audio.stt_second_model`): utterance id → its 16 kHz samples, from its start less the
+/// pre-roll to its end. Shared between the pipeline's thread, which puts, and whoever takes.
+#[derive(Clone, Default)]
+pub struct TurnAudio(Arc<Mutex<VecDeque<KeptTurn>>>);
+
+/// A finished turn's utterance id and audio.
+type KeptTurn = (u64, Arc<[f32]>);
+
+impl TurnAudio {
+    /// Turns kept: a turn's audio is taken within seconds of its final, or not at all.
+    const KEEP: usize = 4;
+
+    fn put(&self, utterance: u64, samples: Vec<f32>) {
+        if let Ok(mut q) = self.0.lock() {
+            if q.len() == Self::KEEP {
+                q.pop_front();
+            }
+            q.push_back((utterance, samples.into()));
+        }
+    }
+
+    /// Takes the audio of `utterance`, if it is still kept.
+    pub fn take(&self, utterance: u64) -> Option<Arc<[f32]>> {
+        let mut q = self.0.lock().ok()?;
+        let i = q.iter().position(|(u, _)| *u == utterance)?;
+        q.remove(i).map(|(_, a)| a)
+    }
+}
+
+/// Frames of history kept before the frame being scored beyond the pre-roll, while no turn is
+/// open: the frames the VAD needs to call a start plus the look-back of `refine_start`, with room.
+const LOOKBACK_FRAMES: u64 = 8;
 
 /// Settings (from `[audio]`).
 #[derive(Debug, Clone)]
@@ -166,6 +200,8 @@ pub struct Pipeline {
     /// Whether turns are transcribed at all (live input when nobody listens: boundaries only,
     /// for barge-in, and finals with no text).
     armed: Arc<AtomicBool>,
+    /// Where a finished turn's audio goes (live input with a second model), if anywhere.
+    turn_audio: Option<TurnAudio>,
     /// Milliseconds spent decoding (for the real-time factor).
     pub stt_ms: f64,
     /// 16 kHz samples taken in.
@@ -201,6 +237,7 @@ impl Pipeline {
             next_job: 1,
             results,
             armed: Arc::new(AtomicBool::new(true)),
+            turn_audio: None,
             stt_ms: 0.0,
             samples: 0,
         }
@@ -209,6 +246,12 @@ impl Pipeline {
     /// Shares the switch that says whether turns are transcribed.
     pub fn with_armed(mut self, armed: Arc<AtomicBool>) -> Self {
         self.armed = armed;
+        self
+    }
+
+    /// Keeps each finished turn's audio in `turn_audio`.
+    pub fn with_turn_audio(mut self, turn_audio: TurnAudio) -> Self {
+        self.turn_audio = Some(turn_audio);
         self
     }
 
@@ -317,7 +360,14 @@ impl Pipeline {
         // final empty — seen once in CI's barge-in test).
         let keep_from = match self.ending.as_ref().or(self.cur.as_ref()) {
             Some(t) => t.start.saturating_sub(self.preroll()),
-            None => self.pending_at.saturating_sub(self.preroll()),
+            // No turn yet: one may start in the frames already scored, and its start is then
+            // moved back to where the sound begins (up to three frames) — its pre-roll must
+            // still be here. Trimming at the pre-roll alone cut 28 ms of the 192 off a live
+            // turn's lead-in, and whisper reads a command differently for less ("What do I
+            // have on Friday?" heard as "… come …" by base).
+            None => self
+                .pending_at
+                .saturating_sub(self.preroll() + LOOKBACK_FRAMES * FRAME as u64),
         };
         while self.hist_at < keep_from && !self.hist.is_empty() {
             self.hist.pop_front();
@@ -709,6 +759,11 @@ impl Pipeline {
         });
         for j in self.inflight.iter().filter(|j| j.utterance == t.utterance) {
             j.abort.store(true, Ordering::Relaxed);
+        }
+        if let Some(keep) = &self.turn_audio {
+            if !d.text.is_empty() {
+                keep.put(t.utterance, self.utterance_audio(t.start, end));
+            }
         }
         out.push(Output::Final(self.transcript(&t, &d, end, true, reason)));
         self.trim_history();

@@ -75,6 +75,9 @@ pub struct RunStats {
 pub struct Engine {
     pub vad: Arc<SileroModel>,
     pub stt: Stt,
+    /// The model that hears a live turn again when the agent could not act on it
+    /// (`audio.stt_second_model`), with its encoder margin.
+    pub second: Option<(Stt, u32)>,
     pub pipeline: PipelineConfig,
     pub utterances: Arc<std::sync::atomic::AtomicU64>,
 }
