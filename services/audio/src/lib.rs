@@ -100,28 +100,17 @@ pub fn load_engine(cfg: &Config) -> Result<Engine, StartError> {
     } else {
         cfg.audio.threads
     };
-    let stt = Stt::start(
-        &stt_model.name,
-        &stt_path,
-        stt::SttOptions {
-            threads,
-            beam: cfg.audio.stt_beam,
-            prompt: cfg.audio.stt_prompt.clone(),
-        },
-    )?;
+    let opts = stt::SttOptions {
+        threads,
+        beam: cfg.audio.stt_beam,
+        prompt: cfg.audio.stt_prompt.clone(),
+    };
+    let stt = Stt::start(&stt_model.name, &stt_path, opts.clone())?;
     let second = if cfg.audio.stt_second_model.is_empty() {
         None
     } else {
         let (model, path) = models::resolve(&cfg.audio.stt_second_model, "stt", &paths.model_dir)?;
-        let stt = Stt::start(
-            &model.name,
-            &path,
-            stt::SttOptions {
-                threads,
-                beam: cfg.audio.stt_beam,
-                prompt: cfg.audio.stt_prompt.clone(),
-            },
-        )?;
+        let stt = Stt::start(&model.name, &path, opts.clone())?;
         Some((stt, cfg.audio.stt_second_ctx_margin))
     };
     Ok(Engine {
@@ -367,10 +356,10 @@ async fn ask_agent(
 
 /// Asks the agent to act on a live turn's transcript. When it cannot — it did not understand,
 /// refused what it understood, or its local model failed on it — and a second model is
-/// configured, that model
-/// hears the turn's audio again; a reading that differs goes to the agent in its place (the
-/// same utterance, its stages extended with `second_decode_started` / `second_transcript`,
-/// published as a transcript event too). The answer to the last reading is returned.
+/// configured, that model hears the turn's audio again; a reading that differs goes to the
+/// agent in its place (the same utterance, its stages extended with `second_decode_started` /
+/// `second_transcript`, published as a transcript event too). The answer to the last reading
+/// is returned.
 async fn ask_agent_twice(
     bus: &BusClient,
     live: &live::Live,
@@ -379,7 +368,8 @@ async fn ask_agent_twice(
     text: String,
     t: Transcript,
 ) -> Result<ming_schemas::agent::Reply, BusError> {
-    let audio = second.as_ref().and(live.take_turn_audio(t.utterance));
+    // Kept only with a second model; taken now, so that it does not outlive the turn.
+    let audio = live.take_turn_audio(t.utterance);
     let first = ask_agent(bus, text, t.clone()).await;
     let (Err(e), Some((stt, margin)), Some(audio)) = (&first, second, audio) else {
         return first;
@@ -392,8 +382,7 @@ async fn ask_agent_twice(
         return first;
     }
     let started = mono_ms();
-    let samples = audio.to_vec();
-    let decoded = tokio::task::spawn_blocking(move || stt.decode_blocking(samples, margin)).await;
+    let decoded = tokio::task::spawn_blocking(move || stt.decode_blocking(audio, margin)).await;
     let d = match decoded {
         Ok(Ok(d)) => d,
         Ok(Err(err)) => {
@@ -404,12 +393,7 @@ async fn ask_agent_twice(
     };
     let words = |s: &str| -> Vec<String> {
         s.split_whitespace()
-            .map(|w| {
-                w.chars()
-                    .filter(|c| c.is_alphanumeric())
-                    .collect::<String>()
-                    .to_lowercase()
-            })
+            .map(stt::word_key)
             .filter(|w| !w.is_empty())
             .collect()
     };

@@ -134,7 +134,7 @@ impl Live {
 
     /// The audio of a finished turn (16 kHz, with its pre-roll), taken: kept only with a
     /// second model, for the latest few turns.
-    pub fn take_turn_audio(&self, utterance: u64) -> Option<Arc<[f32]>> {
+    pub fn take_turn_audio(&self, utterance: u64) -> Option<Vec<f32>> {
         self.turn_audio.as_ref()?.take(utterance)
     }
 
@@ -280,10 +280,7 @@ impl Live {
 /// The text after the wake phrase, if the transcript starts with it (case, punctuation and a
 /// leading "hey"/"ok" ignored); `None` otherwise or when nothing follows it.
 pub fn strip_wake(text: &str, phrase: &str) -> Option<String> {
-    let norm = |w: &str| {
-        w.trim_matches(|c: char| !c.is_alphanumeric())
-            .to_lowercase()
-    };
+    let norm = crate::stt::word_key;
     let want: Vec<String> = phrase
         .split_whitespace()
         .map(norm)

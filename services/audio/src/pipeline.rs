@@ -34,7 +34,7 @@ use crate::vad::{SileroModel, Vad, FRAME};
 pub struct TurnAudio(Arc<Mutex<VecDeque<KeptTurn>>>);
 
 /// A finished turn's utterance id and audio.
-type KeptTurn = (u64, Arc<[f32]>);
+type KeptTurn = (u64, Vec<f32>);
 
 impl TurnAudio {
     /// Turns kept: a turn's audio is taken within seconds of its final, or not at all.
@@ -45,12 +45,12 @@ impl TurnAudio {
             if q.len() == Self::KEEP {
                 q.pop_front();
             }
-            q.push_back((utterance, samples.into()));
+            q.push_back((utterance, samples));
         }
     }
 
     /// Takes the audio of `utterance`, if it is still kept.
-    pub fn take(&self, utterance: u64) -> Option<Arc<[f32]>> {
+    pub fn take(&self, utterance: u64) -> Option<Vec<f32>> {
         let mut q = self.0.lock().ok()?;
         let i = q.iter().position(|(u, _)| *u == utterance)?;
         q.remove(i).map(|(_, a)| a)

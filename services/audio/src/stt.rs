@@ -300,15 +300,18 @@ pub fn clean(text: &str) -> String {
     collapse_repeats(&text)
 }
 
+/// A word as compared between transcripts: without case or the punctuation around it.
+pub fn word_key(w: &str) -> String {
+    w.trim_matches(|c: char| !c.is_alphanumeric())
+        .to_lowercase()
+}
+
 /// Whisper's known failure on short windows: the utterance again and again until the token
 /// limit ("Open the list. Open the list. Open the"). Keeps the first of consecutive repeated
 /// phrases (compared without case or punctuation), and drops a trailing piece that only
 /// starts the phrase once more.
 pub fn collapse_repeats(text: &str) -> String {
-    let key = |w: &str| {
-        w.trim_matches(|c: char| !c.is_alphanumeric())
-            .to_lowercase()
-    };
+    let key = word_key;
     let words: Vec<&str> = text.split_whitespace().collect();
     let keys: Vec<String> = words.iter().map(|w| key(w)).collect();
     let n = words.len();

@@ -105,6 +105,15 @@ fn finals(out: &[Output]) -> Vec<ming_schemas::audio::Transcript> {
         .collect()
 }
 
+/// The finals' texts, one after the other.
+fn joined(finals: &[ming_schemas::audio::Transcript]) -> String {
+    finals
+        .iter()
+        .map(|t| t.text.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[test]
 fn the_converted_model_transcribes_a_known_recording() {
     let _turn = one_decoder_at_a_time();
@@ -148,11 +157,7 @@ fn a_command_from_the_first_sample_is_not_dropped() {
     let (rate, speech) = speech("Jot down call the bank tomorrow.", "en-gb+f3", 180);
     let (out, _) = transcribe_wav_with(&engine(), wav_bytes(rate, &speech), false);
     let f = finals(&out);
-    let got = f
-        .iter()
-        .map(|t| t.text.as_str())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let got = joined(&f);
     assert!(
         got.to_lowercase().contains("call the bank"),
         "heard {got:?} in {} final(s)",
@@ -208,11 +213,7 @@ fn word_error_rate(engine: &ming_audio::source::Engine) -> f64 {
         let true_end_ms = (pad + b) as f64 * 1e3 / f64::from(rate);
         let (out, _) = transcribe_wav_with(engine, wav_bytes(rate, &audio), false);
         let f = finals(&out);
-        let got = f
-            .iter()
-            .map(|t| t.text.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let got = joined(&f);
         let (r, h) = (words(text), words(&got));
         let e = edit_distance(&r, &h);
         errors += e;
