@@ -27,6 +27,14 @@ pub struct Message {
     /// position and stage times (absent for typed messages, and then not encoded at all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voice: Option<crate::audio::Transcript>,
+    /// Understand it without the local model: the rules, the answer to a pending question, the
+    /// learned router when it needs no LLM for the arguments. When those do not understand it,
+    /// nothing is done or logged and the reply says so (`needs_llm`). The audio service sends a
+    /// voice turn's first reading so when it can hear the turn again with a second model: the
+    /// LLM, given a misheard command, acted on the wrong words far more often than not. Absent
+    /// (false): every tier.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_llm: bool,
 }
 
 /// Which tier understood the utterance.
@@ -74,6 +82,10 @@ pub struct Reply {
     /// (`seconds`, `text`, `query`). Absent when nothing waits (and then not encoded at all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awaiting: Option<String>,
+    /// A `skip_llm` message that only the local model could understand: nothing was done, and
+    /// `text` says so. Absent (false) otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub needs_llm: bool,
 }
 
 /// Event `agent.action_started`.

@@ -210,6 +210,7 @@ fn service_bodies() {
             tool: None,
             arguments: None,
             voice: None,
+            skip_llm: false,
         })
         .unwrap(),
     );
@@ -228,6 +229,7 @@ fn service_bodies() {
             decided_ms: 0.25,
             action_started_ms: Some(0.5),
             awaiting: None,
+            needs_llm: false,
         })
         .unwrap(),
     );

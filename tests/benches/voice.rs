@@ -393,6 +393,7 @@ async fn typed(
         tool: None,
         arguments: None,
         voice: None,
+        skip_llm: false,
     };
     let start = Instant::now();
     let req = m.client.request::<_, ming_schemas::agent::Reply>(

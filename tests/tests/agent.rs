@@ -106,6 +106,47 @@ async fn without_inference_the_fast_path_acts_and_the_rest_fails_clearly() {
         "{:?}",
         started.elapsed()
     );
+    // A message that may skip the LLM (the audio service's first reading of a voice turn,
+    // when it can hear the turn again): one the rules know acts without inference; one only
+    // the LLM could understand is answered with `needs_llm` (inference is down: nothing waited
+    // for it), with nothing done and nothing logged.
+    let logged = m.interactions(0).await.items.len();
+    let skip = |text: &str| ming_schemas::agent::Message {
+        text: text.into(),
+        session: Some("voice".into()),
+        confirm: false,
+        tool: None,
+        arguments: None,
+        voice: None,
+        skip_llm: true,
+    };
+    let ask = |msg: ming_schemas::agent::Message| {
+        let client = &m.client;
+        async move {
+            client
+                .request::<_, ming_schemas::agent::Reply>(
+                    "agent",
+                    kinds::AGENT_MESSAGE,
+                    &msg,
+                    Duration::from_secs(5),
+                )
+                .await
+        }
+    };
+    let r = ask(skip("Tell me the time.")).await.expect("the rules act");
+    assert!(
+        !r.needs_llm && r.action.as_ref().is_some_and(|a| a.tool == "clock"),
+        "{r:?}"
+    );
+    let r = ask(skip("Tell me a joke about penguins"))
+        .await
+        .expect("answered");
+    assert!(r.needs_llm && r.action.is_none(), "{r:?}");
+    assert_eq!(
+        m.interactions(0).await.items.len(),
+        logged + 1,
+        "only the clock was logged"
+    );
     // Back: the LLM tier answers again (with some tool, or `reply`; or with arguments the
     // user did not give, which the agent names and does not act on — grounding.rs).
     let (code, out) = m.ming(&["start", "inference"]);

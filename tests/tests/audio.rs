@@ -937,10 +937,10 @@ tts_engine = "piper"
     );
 }
 
-/// A live turn the agent cannot act on is heard again by the second model
-/// (`audio.stt_second_model`, whisper-base-q8 by default), and the agent acts on that reading.
-/// Whisper tiny.en hears espeak-ng's fast American "What do I have on Friday?" as "What do I
-/// come on Friday?", which the agent cannot act on; base hears it right.
+/// A live turn the agent cannot act on without the LLM is heard again by the second model
+/// (`audio.stt_second_model`, whisper-base-q8 by default) before the LLM is asked, and the agent
+/// acts on that reading. Whisper tiny.en hears espeak-ng's fast American "What do I have on
+/// Friday?" as "What do I come on Friday?", which the rules do not know; base hears it right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_the_agent_cannot_act_on_is_heard_again_by_the_second_model() {
     let m = Mingd::start(CONFIG);
@@ -989,6 +989,18 @@ async fn a_turn_the_agent_cannot_act_on_is_heard_again_by_the_second_model() {
         second.stages.iter().any(|s| s.name == "second_transcript"),
         "{second:?}"
     );
+    // The first reading went to the rules only (`skip_llm`): not to the LLM, and not logged.
+    let page = m.interactions(0).await;
+    assert_eq!(
+        page.items
+            .iter()
+            .map(|i| i.text.as_str())
+            .collect::<Vec<_>>(),
+        [second.text.trim()],
+        "{:?}",
+        page.items
+    );
+    assert_eq!(page.items[0].tier, Some(ming_schemas::agent::Tier::Fast));
     println!(
         "first {:?} ({:.2}), second {:?} ({:.2}) in {:.0} ms",
         transcripts[0].text,

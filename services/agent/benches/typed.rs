@@ -66,6 +66,7 @@ fn main() {
             tool: None,
             arguments: None,
             voice: None,
+            skip_llm: false,
         };
         while client
             .request::<_, Reply>(

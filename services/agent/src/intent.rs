@@ -223,7 +223,7 @@ fn rules() -> &'static [Rule] {
                 build: |c| note(&c["text"]),
             },
             Rule {
-                re: r(r"^\s*(?:please\s+)?(?:list|show|read|display|give)(?: me)?(?: back)?(?: all)?(?: of)?(?: my| the)? notes[.?!]?\s*$|^\s*(?:please\s+)?(?:read|show|list|tell)(?: me)?(?: back)? (?:everything|all|what) i(?:'ve| have)? (?:noted|noted down|wrote down|written down)[.?!]?\s*$"),
+                re: r(r"^\s*(?:please\s+)?(?:list|show|read|display|give)(?: me)?(?: back)?(?: all)?(?: of)?(?: my| the)? notes?[.?!]?\s*$|^\s*(?:please\s+)?(?:read|show|list|tell)(?: me)?(?: back)? (?:everything|all|what) i(?:'ve| have)? (?:noted|noted down|wrote down|written down)[.?!]?\s*$"),
                 build: |_| Some(Intent { tool: "list_notes", args: json!({}) }),
             },
             Rule {
@@ -674,6 +674,7 @@ mod tests {
             ("Tell me the date", "clock", json!({"what": "date"})),
             ("Show all the notes.", "list_notes", json!({})),
             ("read back my notes", "list_notes", json!({})),
+            ("Show me my note.", "list_notes", json!({})),
             ("Read back everything I noted.", "list_notes", json!({})),
             (
                 "Look for messages from the bank.",

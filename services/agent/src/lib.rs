@@ -227,6 +227,7 @@ impl AgentService {
         deadline_ms: u64,
         stages: &mut Vec<ming_schemas::agent::Stage>,
         started: Instant,
+        llm: bool,
     ) -> Option<Decision> {
         let router = self.router.get()?;
         let (model, sha, vector) = match self.embed(text, Duration::from_millis(300)).await {
@@ -273,6 +274,9 @@ impl AgentService {
                     question: "For how long?",
                 },
             ));
+        }
+        if !llm {
+            return None;
         }
         match self.ask_llm(text, None, deadline_ms, Some(&p.label)).await {
             Ok((tool, args)) => Some(Decision::Act(Tier::Router, tool, args)),
@@ -826,6 +830,7 @@ impl AgentService {
             decided_ms,
             action_started_ms: None,
             awaiting,
+            needs_llm: false,
         });
         record.stages.push(ming_schemas::agent::Stage {
             name: "replied".into(),
@@ -837,6 +842,22 @@ impl AgentService {
         }
     }
 
+    /// A `skip_llm` message the tiers without the local model did not understand: nothing is
+    /// done or logged, and the sender (the audio service, with another reading of the voice
+    /// turn) decides what comes next.
+    fn needs_llm(resp: Responder, utterance: u64, started: Instant) {
+        tracing::info!(utterance, "not understood without the local model");
+        resp.reply(&Reply {
+            utterance,
+            text: "I could not understand that without the local model.".into(),
+            action: None,
+            decided_ms: started.elapsed().as_secs_f64() * 1000.0,
+            action_started_ms: None,
+            awaiting: None,
+            needs_llm: true,
+        });
+    }
+
     /// The tiers after the rules: the learned router, then the local LLM.
     async fn understand_slow(
         &self,
@@ -845,7 +866,10 @@ impl AgentService {
         stages: &mut Vec<ming_schemas::agent::Stage>,
         started: Instant,
     ) -> Result<Decision, BusError> {
-        if let Some(d) = self.route(&msg.text, deadline_ms, stages, started).await {
+        if let Some(d) = self
+            .route(&msg.text, deadline_ms, stages, started, true)
+            .await
+        {
             return Ok(d);
         }
         let (tool, args) = self
@@ -1010,6 +1034,21 @@ impl Handler for AgentService {
                 .or_else(|| followup::incomplete(&msg.text).map(|a| Decision::Ask(Tier::Fast, a)))
             {
                 Some(d) => Ok(d),
+                None if msg.skip_llm => {
+                    match self
+                        .route(
+                            &msg.text,
+                            req.envelope.deadline_ms,
+                            &mut record.stages,
+                            started,
+                            false,
+                        )
+                        .await
+                    {
+                        Some(d) => Ok(d),
+                        None => return Self::needs_llm(resp, utterance, started),
+                    }
+                }
                 None => {
                     // The slow tiers stop when the caller cancels (a barge-in on a voice turn,
                     // Ctrl-C): dropping their requests cancels the embedding and the local
@@ -1260,6 +1299,7 @@ impl Handler for AgentService {
             decided_ms,
             action_started_ms: Some(action_started_ms),
             awaiting,
+            needs_llm: false,
         });
         record.stages.push(ming_schemas::agent::Stage {
             name: "replied".into(),

@@ -299,7 +299,7 @@ fn listen_code(e: &live::ListenError) -> ErrorCode {
 /// Hands a final transcript to the agent as a voice turn; `true` when the agent answered.
 async fn send_to_agent(bus: Arc<BusClient>, t: Transcript) -> bool {
     let text = t.text.clone();
-    ask_agent(&bus, text, t).await.is_ok()
+    ask_agent(&bus, text, t, false).await.is_ok()
 }
 
 /// What the user hears when the agent did not act on a voice turn: the agent's own reason
@@ -328,6 +328,7 @@ async fn ask_agent(
     bus: &BusClient,
     text: String,
     t: Transcript,
+    skip_llm: bool,
 ) -> Result<ming_schemas::agent::Reply, BusError> {
     let msg = ming_schemas::agent::Message {
         text,
@@ -336,6 +337,7 @@ async fn ask_agent(
         tool: None,
         arguments: None,
         voice: Some(t),
+        skip_llm,
     };
     match bus
         .request::<_, ming_schemas::agent::Reply>(
@@ -354,12 +356,18 @@ async fn ask_agent(
     }
 }
 
-/// Asks the agent to act on a live turn's transcript. When it cannot — it did not understand,
-/// refused what it understood, or its local model failed on it — and a second model is
-/// configured, that model hears the turn's audio again; a reading that differs goes to the
-/// agent in its place (the same utterance, its stages extended with `second_decode_started` /
-/// `second_transcript`, published as a transcript event too). The answer to the last reading
-/// is returned.
+/// Asks the agent to act on a live turn's transcript, with a second hearing when a second model
+/// is configured. The first reading goes with `skip_llm`: when only the local model could
+/// understand it, or the agent cannot act on it (it did not understand, refused what it
+/// understood, or its local model failed on it), the second model hears the turn's audio
+/// again, and a reading that differs goes to the agent in its place, to every tier (the same
+/// utterance, its stages extended with `second_decode_started` / `second_transcript`,
+/// published as a transcript event too). A second reading that is the same, or none, sends the
+/// first to the LLM after all. The answer to the last reading is returned.
+///
+/// Why before the LLM: in the voice bench, the LLM tier acted on the wrong words for 11 of the
+/// 13 voice turns the rules did not understand (misheard commands, which it took literally),
+/// and the second model's reading of such a turn is often one the rules know.
 async fn ask_agent_twice(
     bus: &BusClient,
     live: &live::Live,
@@ -370,16 +378,31 @@ async fn ask_agent_twice(
 ) -> Result<ming_schemas::agent::Reply, BusError> {
     // Kept only with a second model; taken now, so that it does not outlive the turn.
     let audio = live.take_turn_audio(t.utterance);
-    let first = ask_agent(bus, text, t.clone()).await;
-    let (Err(e), Some((stt, margin)), Some(audio)) = (&first, second, audio) else {
-        return first;
+    let (Some((stt, margin)), Some(audio)) = (second, audio) else {
+        return ask_agent(bus, text, t, false).await;
     };
+    let first = ask_agent(bus, text.clone(), t.clone(), true).await;
+    let deferred = matches!(&first, Ok(r) if r.needs_llm);
     // The agent's own answer that it did not act (not understood, refused, or the local model
     // failed on it); not a cancel, a timeout or a stopped agent.
-    let agent_could_not = matches!(e, BusError::Remote { code, .. } if *code != ErrorCode::Cancelled)
-        && !e.from_broker();
-    if !agent_could_not {
+    let agent_could_not = matches!(&first, Err(e @ BusError::Remote { code, .. })
+        if *code != ErrorCode::Cancelled && !e.from_broker());
+    if !deferred && !agent_could_not {
         return first;
+    }
+    // Without a different second reading: the first goes to the LLM if it has not been yet.
+    async fn fallback(
+        bus: &BusClient,
+        first: Result<ming_schemas::agent::Reply, BusError>,
+        deferred: bool,
+        text: String,
+        t: Transcript,
+    ) -> Result<ming_schemas::agent::Reply, BusError> {
+        if deferred {
+            ask_agent(bus, text, t, false).await
+        } else {
+            first
+        }
     }
     let started = mono_ms();
     let decoded = tokio::task::spawn_blocking(move || stt.decode_blocking(audio, margin)).await;
@@ -387,9 +410,9 @@ async fn ask_agent_twice(
         Ok(Ok(d)) => d,
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "the second model could not hear the turn again");
-            return first;
+            return fallback(bus, first, deferred, text, t).await;
         }
-        Err(_) => return first,
+        Err(_) => return fallback(bus, first, deferred, text, t).await,
     };
     let words = |s: &str| -> Vec<String> {
         s.split_whitespace()
@@ -402,13 +425,14 @@ async fn ask_agent_twice(
         first = %t.text,
         second = %d.text,
         decode_ms = d.decode_ms,
-        "a second hearing of a turn the agent could not act on"
+        before_llm = deferred,
+        "a second hearing of a turn the agent could not act on without the LLM or at all"
     );
-    if words(&d.text) == words(&t.text) {
-        return first;
-    }
-    let Some(text) = live.reroute(&d.text) else {
-        return first;
+    let reading = (words(&d.text) != words(&t.text))
+        .then(|| live.reroute(&d.text))
+        .flatten();
+    let Some(text2) = reading else {
+        return fallback(bus, first, deferred, text, t).await;
     };
     let mut t2 = t;
     t2.text = d.text.clone();
@@ -424,7 +448,7 @@ async fn ask_agent_twice(
         at_ms: mono_ms(),
     });
     events.publish(kinds::EVENT_TRANSCRIPT, &t2);
-    ask_agent(bus, text, t2).await
+    ask_agent(bus, text2, t2, false).await
 }
 
 /// The live input's outputs: events, barge-in, and voice turns for the agent, whose answers

@@ -425,6 +425,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 tool,
                 arguments: tool_args,
                 voice: None,
+                skip_llm: false,
             };
             // Understanding may need the local model: a minute unless told otherwise.
             let timeout = args
@@ -738,6 +739,7 @@ async fn chat(cli: &Cli, timeout_ms: Option<u64>) -> anyhow::Result<ExitCode> {
             tool: None,
             arguments: None,
             voice: None,
+            skip_llm: false,
         };
         let body = ming_schemas::to_body(&msg)?;
         let mut stream =
