@@ -185,7 +185,8 @@ pub struct AudioSettings {
     /// slower.
     pub stt_ctx_margin: u32,
     /// A second speech-to-text model (role `stt`) that hears a live voice turn again when the
-    /// agent could not act on the first model's transcript; empty: none.
+    /// agent could not act on the first model's transcript without its LLM or at all; empty:
+    /// none.
     pub stt_second_model: String,
     /// `stt_ctx_margin` for the second model.
     pub stt_second_ctx_margin: u32,
