@@ -229,9 +229,12 @@ async fn feed_realtime(m: &Mingd, rate: u32, pcm: &[i16]) {
     }
 }
 
+/// With one speech-to-text model: a turn the rules do not know goes to the LLM at once, so the
+/// barge-in below finds it with the agent (with a second model it may come during the second
+/// hearing, before the agent has it: then there is nothing to cancel there, and nothing logged).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speaking_barge_in_and_a_voice_turn_to_the_agent() {
-    let m = Mingd::start(CONFIG);
+    let m = Mingd::start(&format!("{CONFIG}stt_second_model = \"\"\n"));
     m.wait_ready(&["audio", "agent"], Duration::from_secs(60))
         .await;
     let dir = m.dir.path();

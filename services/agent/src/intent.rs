@@ -219,7 +219,8 @@ fn rules() -> &'static [Rule] {
                 build: |c| note(&c["text"]),
             },
             Rule {
-                re: r(r"^\s*(?:please\s+)?(?:write down|jot down|note down|note that)\s*:?\s*(?P<text>.+?)\s*$"),
+                // "right down": the homophone, as Whisper wrote "Write down that the car needs …".
+                re: r(r"^\s*(?:please\s+)?(?:(?:write|right|jot|note) down(?: that\b)?|note that)\s*:?\s*(?P<text>.+?)\s*$"),
                 build: |c| note(&c["text"]),
             },
             Rule {
@@ -701,6 +702,16 @@ mod tests {
                 "Reminds me an hour to call mum.",
                 "set_timer",
                 json!({"seconds": 3600, "label": "call mum"}),
+            ),
+            (
+                "Right down that the car needs new brakes.",
+                "add_note",
+                json!({"text": "the car needs new brakes"}),
+            ),
+            (
+                "write down Thatcher's number",
+                "add_note",
+                json!({"text": "Thatcher's number"}),
             ),
             (
                 "Where am I free tomorrow?",
