@@ -111,16 +111,16 @@ async fn without_inference_the_fast_path_acts_and_the_rest_fails_clearly() {
     // the LLM could understand is answered with `needs_llm` (inference is down: nothing waited
     // for it), with nothing done and nothing logged.
     let logged = m.interactions(0).await.items.len();
-    let skip = |text: &str| ming_schemas::agent::Message {
-        text: text.into(),
-        session: Some("voice".into()),
-        confirm: false,
-        tool: None,
-        arguments: None,
-        voice: None,
-        skip_llm: true,
-    };
-    let ask = |msg: ming_schemas::agent::Message| {
+    let ask = |text: &str| {
+        let msg = ming_schemas::agent::Message {
+            text: text.into(),
+            session: Some("voice".into()),
+            confirm: false,
+            tool: None,
+            arguments: None,
+            voice: None,
+            skip_llm: true,
+        };
         let client = &m.client;
         async move {
             client
@@ -133,12 +133,12 @@ async fn without_inference_the_fast_path_acts_and_the_rest_fails_clearly() {
                 .await
         }
     };
-    let r = ask(skip("Tell me the time.")).await.expect("the rules act");
+    let r = ask("Tell me the time.").await.expect("the rules act");
     assert!(
         !r.needs_llm && r.action.as_ref().is_some_and(|a| a.tool == "clock"),
         "{r:?}"
     );
-    let r = ask(skip("Tell me a joke about penguins"))
+    let r = ask("Tell me a joke about penguins")
         .await
         .expect("answered");
     assert!(r.needs_llm && r.action.is_none(), "{r:?}");

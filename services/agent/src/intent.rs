@@ -447,6 +447,14 @@ mod tests {
         assert_eq!(parse_duration("5m"), Some(300));
     }
 
+    /// Each text is understood as its tool with exactly these arguments.
+    fn assert_understood(cases: Vec<(&str, &str, Value)>) {
+        for (text, tool, args) in cases {
+            let i = understand(text).unwrap_or_else(|| panic!("not understood: {text}"));
+            assert_eq!((i.tool, &i.args), (tool, &args), "{text}");
+        }
+    }
+
     #[test]
     fn commands() {
         let cases: Vec<(&str, &str, Value)> = vec![
@@ -658,10 +666,7 @@ mod tests {
                 json!({"query": "my sister lives in Lyon"}),
             ),
         ];
-        for (text, tool, args) in cases {
-            let i = understand(text).unwrap_or_else(|| panic!("not understood: {text}"));
-            assert_eq!((i.tool, &i.args), (tool, &args), "{text}");
-        }
+        assert_understood(cases);
     }
 
     /// Common ways of saying the fast path's commands that went to the LLM tier (typed, 11% of
@@ -719,10 +724,7 @@ mod tests {
                 json!({"date": "tomorrow", "minutes": 30}),
             ),
         ];
-        for (text, tool, args) in cases {
-            let i = understand(text).unwrap_or_else(|| panic!("not understood: {text}"));
-            assert_eq!((i.tool, &i.args), (tool, &args), "{text}");
-        }
+        assert_understood(cases);
         // Still the LLM's: the words before "to" say no length, a count down says no unit.
         for text in [
             "remind me tomorrow to call mum",
