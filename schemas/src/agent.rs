@@ -88,6 +88,14 @@ pub struct Reply {
     pub needs_llm: bool,
 }
 
+/// Reply to `agent.patterns`: regular expressions (Rust `regex` syntax, each with its own
+/// flags, e.g. `(?i)`) that together match the commands the agent's fast path understands, as
+/// Whisper writes them. A text that no pattern matches goes to slower tiers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Patterns {
+    pub patterns: Vec<String>,
+}
+
 /// Event `agent.action_started`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionStarted {

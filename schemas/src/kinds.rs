@@ -120,6 +120,9 @@ pub const AGENT_FEEDBACK: &str = "agent.feedback";
 /// Request (training → agent): [`crate::training::RouterFile`], a newly promoted router to
 /// hot-swap; reply [`crate::control::Ack`].
 pub const AGENT_ROUTER: &str = "agent.router";
+/// Request: empty map body; reply [`crate::agent::Patterns`] (the fast path's command
+/// patterns, which the audio service uses to guide a second decode of a misheard turn).
+pub const AGENT_PATTERNS: &str = "agent.patterns";
 
 // -- audio (target `audio`); bodies in [`crate::audio`] ------------------------------------
 /// Request: [`crate::audio::Transcribe`]; partials [`crate::audio::Update`] (when asked); reply

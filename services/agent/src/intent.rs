@@ -204,7 +204,7 @@ fn rules() -> &'static [Rule] {
                         Some(s) => (s, pre.to_string()),
                         None => {
                             // "a 3 minute tea timer": the duration is before the word timer.
-                            let s = parse_duration(&format!("{pre} ").replace(" minute ", " minutes ").replace(" hour ", " hours ").replace(" second ", " seconds "))?;
+                            let s = parse_duration(&format!("{} ", pre.replace('-', " ")).replace(" minute ", " minutes ").replace(" hour ", " hours ").replace(" second ", " seconds "))?;
                             let label = Regex::new(&format!(r"(?i)^.*?(?:{})\s*", r"minutes?|hours?|seconds?")).ok()?.replace(pre, "").trim().to_string();
                             (s, label)
                         }
@@ -363,6 +363,23 @@ pub fn understand(text: &str) -> Option<Intent> {
         .find_map(|rule| rule.re.captures(&text).and_then(|c| (rule.build)(&c)))
 }
 
+/// The fast path's patterns as a guide for speech-to-text (`agent.patterns`): regular
+/// expressions (Rust regex syntax, case-insensitive) that together match what the rules
+/// understand, as Whisper writes it. The audio service decodes a misheard turn again keeping
+/// only texts these can still match, so a pattern must not let just any words begin a command:
+/// the timer rule, which takes any words before "timer" ("a 3 minute tea timer"), is given
+/// with at most three of them. "1 p.m." is Whisper's spelling of what [`normalize`] makes "1 pm".
+pub fn guide_patterns() -> Vec<String> {
+    rules()
+        .iter()
+        .map(|r| {
+            r.re.as_str()
+                .replace(r"(?P<pre>[\w -]*?)", r"(?P<pre>(?:[\w-]+ ){0,3}?)")
+                .replace("(?:am|pm)?", r"(?:am|pm|[ap]\.\s?m\.?)?")
+        })
+        .collect()
+}
+
 /// Whisper's spellings brought to what the rules read: "1 p.m." → "1 pm".
 fn normalize(text: &str) -> std::borrow::Cow<'_, str> {
     static AMPM: OnceLock<Regex> = OnceLock::new();
@@ -453,6 +470,39 @@ mod tests {
             let i = understand(text).unwrap_or_else(|| panic!("not understood: {text}"));
             assert_eq!((i.tool, &i.args), (tool, &args), "{text}");
         }
+    }
+
+    /// The guide the audio service decodes with: one pattern per rule; it takes what the
+    /// rules take as Whisper writes it, but no longer lets any words at all start a timer.
+    #[test]
+    fn guide_patterns_follow_the_rules() {
+        let guide: Vec<Regex> = guide_patterns()
+            .iter()
+            .map(|p| Regex::new(p).unwrap_or_else(|e| panic!("{p}: {e}")))
+            .collect();
+        assert_eq!(guide.len(), rules().len());
+        let matched = |t: &str| guide.iter().any(|g| g.is_match(t));
+        for t in [
+            " Set a timer for 7 minutes.",
+            " Start a 3 minute tea timer.",
+            " Start at 10-minute timer",
+            " Add lunch with Sarah tomorrow at 1 p.m.",
+            " What's the date today?",
+            " Search my notes for milk.",
+        ] {
+            assert!(matched(t), "{t}");
+        }
+        for t in [
+            " Search my notice for milk.",
+            " Tell me a joke about the timer",
+        ] {
+            assert!(!matched(t), "{t}");
+        }
+        assert_understood(vec![(
+            "Start at 10-minute timer",
+            "set_timer",
+            json!({"seconds": 600, "label": ""}),
+        )]);
     }
 
     #[test]

@@ -923,6 +923,11 @@ impl Handler for AgentService {
                 Err(e) => resp.fail(&e),
             };
         }
+        if req.kind() == kinds::AGENT_PATTERNS {
+            return resp.reply(&ming_schemas::agent::Patterns {
+                patterns: intent::guide_patterns(),
+            });
+        }
         if req.kind() == kinds::AGENT_FEEDBACK {
             return match req.body::<ming_schemas::agent::Feedback>() {
                 Ok(f) => match self.feedback(&f) {
