@@ -190,6 +190,14 @@ pub struct AudioSettings {
     pub stt_second_model: String,
     /// `stt_ctx_margin` for the second model.
     pub stt_second_ctx_margin: u32,
+    /// Before the second model: a live turn the agent could not act on without its LLM is
+    /// decoded again by the first model, guided toward the commands the agent knows
+    /// (`agent.patterns`), and that reading goes to the agent's rules if the audio supports
+    /// it nearly as well as the free one.
+    pub stt_guide: bool,
+    /// The most log-probability (nats, summed over the words) a guided reading may give up
+    /// against the decoder's own choices.
+    pub stt_guide_max_regret: f32,
     /// Live input: `default` (the default capture device), a device name, `bus` (PCM sent with
     /// `audio.feed`), or `none`.
     pub input: String,
@@ -750,6 +758,12 @@ impl Config {
             "audio.stt_second_ctx_margin",
             a.stt_second_ctx_margin.to_string(),
             "at most 1500 (whisper's whole window)",
+        );
+        check(
+            a.stt_guide_max_regret.is_finite() && (0.0..=50.0).contains(&a.stt_guide_max_regret),
+            "audio.stt_guide_max_regret",
+            a.stt_guide_max_regret.to_string(),
+            "a number of nats from 0 to 50",
         );
         check(
             (1..=8).contains(&a.stt_beam),

@@ -229,12 +229,15 @@ async fn feed_realtime(m: &Mingd, rate: u32, pcm: &[i16]) {
     }
 }
 
-/// With one speech-to-text model: a turn the rules do not know goes to the LLM at once, so the
-/// barge-in below finds it with the agent (with a second model it may come during the second
-/// hearing, before the agent has it: then there is nothing to cancel there, and nothing logged).
+/// With one speech-to-text model and no guided hearing: a turn the rules do not know goes to the
+/// LLM at once, so the barge-in below finds it with the agent (with either it may come while the
+/// turn is heard again, before the agent has it: then there is nothing to cancel there, and
+/// nothing logged).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speaking_barge_in_and_a_voice_turn_to_the_agent() {
-    let m = Mingd::start(&format!("{CONFIG}stt_second_model = \"\"\n"));
+    let m = Mingd::start(&format!(
+        "{CONFIG}stt_second_model = \"\"\nstt_guide = false\n"
+    ));
     m.wait_ready(&["audio", "agent"], Duration::from_secs(60))
         .await;
     let dir = m.dir.path();
@@ -940,13 +943,16 @@ tts_engine = "piper"
     );
 }
 
-/// A live turn the agent cannot act on without the LLM is heard again by the second model
-/// (`audio.stt_second_model`, whisper-base-q8 by default) before the LLM is asked, and the agent
-/// acts on that reading. Whisper tiny.en hears espeak-ng's fast American "What do I have on
-/// Friday?" as "What do I come on Friday?", which the rules do not know; base hears it right.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_turn_the_agent_cannot_act_on_is_heard_again_by_the_second_model() {
-    let m = Mingd::start(CONFIG);
+/// Whisper tiny.en hears espeak-ng's fast American "What do I have on Friday?" as "What do I
+/// come on Friday?", which the rules do not know. Fed live under `config`, the turn must be
+/// heard again (its second transcript has the stage `{stage}_transcript`) and the agent act on
+/// that reading with its rules: `list_events` for Friday; the interaction log holds only that
+/// reading. Returns the two transcripts.
+async fn heard_again_before_the_llm(
+    config: &str,
+    stage: &str,
+) -> Vec<ming_schemas::audio::Transcript> {
+    let m = Mingd::start(config);
     m.wait_ready(&["audio", "agent"], Duration::from_secs(60))
         .await;
     let dir = m.dir.path();
@@ -983,17 +989,29 @@ async fn a_turn_the_agent_cannot_act_on_is_heard_again_by_the_second_model() {
         "{action:?} after {transcripts:?}"
     );
     assert!(action.arguments.contains("friday"), "{action:?}");
-    // Two readings of the one utterance: tiny.en's, then the second model's.
+    // Two readings of the one utterance: tiny.en's, then the one heard again.
     assert_eq!(transcripts.len(), 2, "{transcripts:?}");
     assert_eq!(transcripts[0].utterance, transcripts[1].utterance);
     assert_ne!(transcripts[0].text, transcripts[1].text);
     let second = &transcripts[1];
     assert!(
-        second.stages.iter().any(|s| s.name == "second_transcript"),
+        second
+            .stages
+            .iter()
+            .any(|s| s.name == format!("{stage}_transcript")),
         "{second:?}"
     );
     // The first reading went to the rules only (`skip_llm`): not to the LLM, and not logged.
-    let page = m.interactions(0).await;
+    // The action starts before the interaction is logged: wait for the log.
+    let page = ming_tests::eventually(
+        Duration::from_secs(10),
+        "the logged interaction",
+        || async {
+            let page = m.interactions(0).await;
+            (!page.items.is_empty()).then_some(page)
+        },
+    )
+    .await;
     assert_eq!(
         page.items
             .iter()
@@ -1004,6 +1022,29 @@ async fn a_turn_the_agent_cannot_act_on_is_heard_again_by_the_second_model() {
         page.items
     );
     assert_eq!(page.items[0].tier, Some(ming_schemas::agent::Tier::Fast));
+    transcripts
+}
+
+/// A live turn the agent cannot act on without the LLM is first heard again by tiny.en itself,
+/// guided toward the agent's commands (`audio.stt_guide`, on by default): "What do I come on
+/// Friday?" becomes "What do I have on Friday?", which the rules know, before the second model
+/// or the LLM is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_the_agent_cannot_act_on_is_heard_again_guided_by_the_agents_commands() {
+    let transcripts = heard_again_before_the_llm(CONFIG, "guided").await;
+    println!(
+        "first {:?}, guided {:?}",
+        transcripts[0].text, transcripts[1].text
+    );
+}
+
+/// Without the guide, the second model (`audio.stt_second_model`, whisper-base-q8 by default)
+/// hears the turn again before the LLM is asked; base hears it right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_the_agent_cannot_act_on_is_heard_again_by_the_second_model() {
+    let transcripts =
+        heard_again_before_the_llm(&format!("{CONFIG}stt_guide = false\n"), "second").await;
+    let second = &transcripts[1];
     println!(
         "first {:?} ({:.2}), second {:?} ({:.2}) in {:.0} ms",
         transcripts[0].text,

@@ -16,6 +16,7 @@
 //! - [`AudioService`] / [`run`]: the bus side.
 
 pub mod device;
+pub mod guide;
 pub mod live;
 pub mod pipeline;
 pub mod resample;
@@ -113,10 +114,18 @@ pub fn load_engine(cfg: &Config) -> Result<Engine, StartError> {
         let stt = Stt::start(&model.name, &path, opts.clone())?;
         Some((stt, cfg.audio.stt_second_ctx_margin))
     };
+    let guide = cfg.audio.stt_guide.then(|| {
+        Arc::new(guide::GuideCache::new(guide::Limits {
+            max_regret: cfg.audio.stt_guide_max_regret,
+            max_calls: GUIDE_MAX_CALLS,
+            max_tokens: GUIDE_MAX_TOKENS,
+        }))
+    });
     Ok(Engine {
         vad,
         stt,
         second,
+        guide,
         pipeline: pipeline_config(&cfg.audio),
         utterances: Arc::new(AtomicU64::new(1)),
     })
@@ -356,41 +365,179 @@ async fn ask_agent(
     }
 }
 
-/// Asks the agent to act on a live turn's transcript, with a second hearing when a second model
-/// is configured. The first reading goes with `skip_llm`: when only the local model could
-/// understand it, or the agent cannot act on it (it did not understand, refused what it
-/// understood, or its local model failed on it), the second model hears the turn's audio
-/// again, and a reading that differs goes to the agent in its place, to every tier (the same
-/// utterance, its stages extended with `second_decode_started` / `second_transcript`,
-/// published as a transcript event too). A second reading that is the same, or none, sends the
-/// first to the LLM after all. The answer to the last reading is returned.
+/// Decoder calls one guided search may make (each ~3-6 ms with tiny.en on two cores).
+const GUIDE_MAX_CALLS: u32 = 80;
+/// Tokens a guided reading may have.
+const GUIDE_MAX_TOKENS: usize = 48;
+
+/// What hears a live turn again when the agent could not act on it: the first model guided
+/// toward the agent's commands, and a second model.
+#[derive(Clone)]
+struct Hearing {
+    /// The first model and its encoder margin.
+    stt: Stt,
+    margin: u32,
+    guide: Option<Arc<guide::GuideCache>>,
+    second: Option<(Stt, u32)>,
+}
+
+impl Hearing {
+    fn new(engine: &Engine) -> Self {
+        Self {
+            stt: engine.stt.clone(),
+            margin: engine.pipeline.ctx_margin,
+            guide: engine.guide.clone(),
+            second: engine.second.clone(),
+        }
+    }
+}
+
+/// The guide, compiled from the agent's `agent.patterns` the first time it is needed.
+async fn fetch_guide(bus: &BusClient, cache: &guide::GuideCache) -> Option<Arc<guide::Guide>> {
+    if let Some(g) = cache.get() {
+        return Some(g);
+    }
+    let patterns = match bus
+        .request::<_, ming_schemas::agent::Patterns>(
+            "agent",
+            kinds::AGENT_PATTERNS,
+            &serde_json::Map::new(),
+            Duration::from_secs(2),
+        )
+        .await
+    {
+        Ok(p) => p.patterns,
+        Err(e) => {
+            tracing::warn!(error = %e, "no command patterns from the agent: no guided hearing this turn");
+            return None;
+        }
+    };
+    match cache.set(&patterns) {
+        Ok(g) => {
+            tracing::info!(patterns = g.patterns, "the command guide is compiled");
+            Some(g)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the agent's command patterns do not compile: no guided hearing");
+            None
+        }
+    }
+}
+
+/// The same words, without case or punctuation.
+fn same_words(a: &str, b: &str) -> bool {
+    let words = |s: &str| -> Vec<String> {
+        s.split_whitespace()
+            .map(stt::word_key)
+            .filter(|w| !w.is_empty())
+            .collect()
+    };
+    words(a) == words(b)
+}
+
+/// The transcript `t` heard again as `text`, with the stages of that hearing.
+fn heard_again(t: &Transcript, text: &str, stage: &str, started: f64) -> Transcript {
+    let mut t2 = t.clone();
+    t2.text = text.to_string();
+    t2.stages.push(ming_schemas::audio::Stage {
+        name: format!("{stage}_decode_started"),
+        at_ms: started,
+    });
+    t2.stages.push(ming_schemas::audio::Stage {
+        name: format!("{stage}_transcript"),
+        at_ms: mono_ms(),
+    });
+    t2
+}
+
+/// Asks the agent to act on a live turn's transcript, hearing the turn again when it could not.
+/// The first reading goes with `skip_llm`. When only the local model could understand it, or
+/// the agent cannot act on it (it did not understand, refused what it understood, or its local
+/// model failed on it):
+///
+/// 1. *guided* (`audio.stt_guide`): the first model decodes the turn's audio again keeping only
+///    texts that can still be one of the agent's commands (`guide.rs`); a reading that differs
+///    and gave up at most `stt_guide_max_regret` nats goes to the agent, again with `skip_llm`
+///    (stages `guided_decode_started` / `guided_transcript`); if the agent acts on it, done;
+/// 2. *second model* (`audio.stt_second_model`): it hears the audio again, and a reading that
+///    differs goes to the agent in its place, to every tier (`second_decode_started` /
+///    `second_transcript`);
+/// 3. otherwise the first reading goes to the LLM after all.
+///
+/// Each reading is published as a transcript event too. The answer to the last reading is
+/// returned.
 ///
 /// Why before the LLM: in the voice bench, the LLM tier acted on the wrong words for 11 of the
 /// 13 voice turns the rules did not understand (misheard commands, which it took literally),
-/// and the second model's reading of such a turn is often one the rules know.
+/// and a reading heard again is often one the rules know.
 async fn ask_agent_twice(
     bus: &BusClient,
     live: &live::Live,
     events: &EventPublisher,
-    second: Option<(Stt, u32)>,
+    hearing: Hearing,
     text: String,
     t: Transcript,
 ) -> Result<ming_schemas::agent::Reply, BusError> {
-    // Kept only with a second model; taken now, so that it does not outlive the turn.
+    // Kept only with a second model or the guide; taken now, so that it does not outlive the
+    // turn.
     let audio = live.take_turn_audio(t.utterance);
-    let (Some((stt, margin)), Some(audio)) = (second, audio) else {
+    let Some(audio) = audio.filter(|_| hearing.guide.is_some() || hearing.second.is_some()) else {
         return ask_agent(bus, text, t, false).await;
     };
     let first = ask_agent(bus, text.clone(), t.clone(), true).await;
-    let deferred = matches!(&first, Ok(r) if r.needs_llm);
-    // The agent's own answer that it did not act (not understood, refused, or the local model
-    // failed on it); not a cancel, a timeout or a stopped agent.
-    let agent_could_not = matches!(&first, Err(e @ BusError::Remote { code, .. })
-        if *code != ErrorCode::Cancelled && !e.from_broker());
-    if !deferred && !agent_could_not {
+    // Whether the agent could not act on a reading: it needs the LLM, or it answered that it
+    // did not act (not understood, refused, or the local model failed on it); not a cancel, a
+    // timeout or a stopped agent.
+    let needs_llm =
+        |r: &Result<ming_schemas::agent::Reply, BusError>| matches!(r, Ok(r) if r.needs_llm);
+    let could_not = |r: &Result<ming_schemas::agent::Reply, BusError>| {
+        matches!(r, Err(e @ BusError::Remote { code, .. })
+            if *code != ErrorCode::Cancelled && !e.from_broker())
+    };
+    let deferred = needs_llm(&first);
+    if !deferred && !could_not(&first) {
         return first;
     }
-    // Without a different second reading: the first goes to the LLM if it has not been yet.
+    if let Some(cache) = &hearing.guide {
+        if let Some(g) = fetch_guide(bus, cache).await {
+            let started = mono_ms();
+            let (stt, margin, samples, limits) = (
+                hearing.stt.clone(),
+                hearing.margin,
+                audio.clone(),
+                cache.limits,
+            );
+            let decoded = tokio::task::spawn_blocking(move || {
+                stt.decode_guided_blocking(samples, margin, Some((g, limits)))
+            })
+            .await;
+            let guided = match decoded {
+                Ok(Ok(d)) => d.guided,
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "the guided hearing failed");
+                    None
+                }
+                Err(_) => None,
+            };
+            tracing::info!(
+                utterance = t.utterance,
+                first = %t.text,
+                guided = ?guided,
+                "a guided hearing of a turn the agent could not act on without the LLM or at all"
+            );
+            if let Some(g) = guided.filter(|g| !same_words(&g.text, &t.text)) {
+                if let Some(text_g) = live.reroute(&g.text) {
+                    let tg = heard_again(&t, &g.text, "guided", started);
+                    events.publish(kinds::EVENT_TRANSCRIPT, &tg);
+                    let r = ask_agent(bus, text_g, tg, true).await;
+                    if !needs_llm(&r) && !could_not(&r) {
+                        return r;
+                    }
+                }
+            }
+        }
+    }
+    // Without a different reading: the first goes to the LLM if it has not been yet.
     async fn fallback(
         bus: &BusClient,
         first: Result<ming_schemas::agent::Reply, BusError>,
@@ -404,6 +551,9 @@ async fn ask_agent_twice(
             first
         }
     }
+    let Some((stt, margin)) = hearing.second else {
+        return fallback(bus, first, deferred, text, t).await;
+    };
     let started = mono_ms();
     let decoded = tokio::task::spawn_blocking(move || stt.decode_blocking(audio, margin)).await;
     let d = match decoded {
@@ -414,12 +564,6 @@ async fn ask_agent_twice(
         }
         Err(_) => return fallback(bus, first, deferred, text, t).await,
     };
-    let words = |s: &str| -> Vec<String> {
-        s.split_whitespace()
-            .map(stt::word_key)
-            .filter(|w| !w.is_empty())
-            .collect()
-    };
     tracing::info!(
         utterance = t.utterance,
         first = %t.text,
@@ -428,25 +572,16 @@ async fn ask_agent_twice(
         before_llm = deferred,
         "a second hearing of a turn the agent could not act on without the LLM or at all"
     );
-    let reading = (words(&d.text) != words(&t.text))
+    let reading = (!same_words(&d.text, &t.text))
         .then(|| live.reroute(&d.text))
         .flatten();
     let Some(text2) = reading else {
         return fallback(bus, first, deferred, text, t).await;
     };
-    let mut t2 = t;
-    t2.text = d.text.clone();
+    let mut t2 = heard_again(&t, &d.text, "second", started);
     t2.confidence = d.min_word_p;
     t2.decode_ms = d.decode_ms;
     t2.audio_ctx = d.audio_ctx;
-    t2.stages.push(ming_schemas::audio::Stage {
-        name: "second_decode_started".into(),
-        at_ms: started,
-    });
-    t2.stages.push(ming_schemas::audio::Stage {
-        name: "second_transcript".into(),
-        at_ms: mono_ms(),
-    });
     events.publish(kinds::EVENT_TRANSCRIPT, &t2);
     ask_agent(bus, text2, t2, false).await
 }
@@ -464,7 +599,7 @@ async fn serve_live(
     events: Arc<EventPublisher>,
     bus: Arc<BusClient>,
     speaker: Arc<tts::Speaker>,
-    second: Option<(Stt, u32)>,
+    hearing: Hearing,
 ) {
     // Speech onsets on the live input (monotonic ms of the latest), for the turns in flight.
     let (onsets, _) = tokio::sync::watch::channel(0.0f64);
@@ -490,11 +625,11 @@ async fn serve_live(
         );
         let mut barge = onsets.subscribe();
         barge.mark_unchanged();
-        let second = second.clone();
+        let hearing = hearing.clone();
         tokio::spawn(async move {
             let utterance = t.utterance;
             let reply = tokio::select! {
-                r = ask_agent_twice(&bus, &live, &events, second, text, t) => r,
+                r = ask_agent_twice(&bus, &live, &events, hearing, text, t) => r,
                 Ok(()) = barge.changed() => {
                     // Dropping the request cancels it on the bus.
                     let onset = *barge.borrow();
@@ -647,7 +782,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         Arc::clone(&events),
         Arc::clone(&client),
         Arc::clone(&speaker),
-        engine.second.clone(),
+        Hearing::new(&engine),
     ));
     tracing::info!(
         service = %opts.service,

@@ -71,8 +71,9 @@ impl Live {
         let mut p = engine
             .pipeline(Mode::Live, 16_000, tx.clone())
             .with_armed(Arc::clone(&armed));
-        // With a second model, each turn's audio is kept for it a little while.
-        let turn_audio = engine.second.as_ref().map(|_| TurnAudio::default());
+        // With a second model or the guide, each turn's audio is kept for them a little while.
+        let turn_audio =
+            (engine.second.is_some() || engine.guide.is_some()).then(TurnAudio::default);
         if let Some(keep) = &turn_audio {
             p = p.with_turn_audio(keep.clone());
         }

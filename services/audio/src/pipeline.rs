@@ -652,6 +652,7 @@ impl Pipeline {
                     samples,
                     ctx_margin: self.cfg.ctx_margin,
                     abort,
+                    guide: None,
                     done: Box::new(move |result| {
                         let _ = tx.send(Input::Stt(JobResult { id, result }));
                     }),
@@ -782,6 +783,7 @@ fn empty() -> Decoded {
         decode_ms: 0.0,
         last_word_p: 1.0,
         min_word_p: 1.0,
+        guided: None,
     }
 }
 

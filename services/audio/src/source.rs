@@ -78,6 +78,9 @@ pub struct Engine {
     /// The model that hears a live turn again when the agent could not act on it
     /// (`audio.stt_second_model`), with its encoder margin.
     pub second: Option<(Stt, u32)>,
+    /// The guided hearing of a live turn the agent could not act on without its LLM
+    /// (`audio.stt_guide`), by `stt`.
+    pub guide: Option<Arc<crate::guide::GuideCache>>,
     pub pipeline: PipelineConfig,
     pub utterances: Arc<std::sync::atomic::AtomicU64>,
 }

@@ -15,6 +15,8 @@ use std::time::Instant;
 
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
 
+use crate::guide::{Guide, Guided, Limits, Vocab};
+
 /// Encoder frames per second of audio (whisper: 1500 for 30 s).
 const CTX_PER_SECOND: f64 = 50.0;
 /// Shortest input whisper.cpp decodes well; shorter audio is padded with silence.
@@ -40,6 +42,9 @@ pub struct Job {
     /// Extra encoder frames beyond the audio's own length.
     pub ctx_margin: u32,
     pub abort: Arc<AtomicBool>,
+    /// When the reading is not a command the guide knows, the same audio is decoded again
+    /// under it (see `guide.rs`), into [`Decoded::guided`].
+    pub guide: Option<(Arc<Guide>, Limits)>,
     pub done: Box<dyn FnOnce(Result<Decoded, SttError>) + Send>,
 }
 
@@ -56,6 +61,9 @@ pub struct Decoded {
     /// The probability of the least likely word of the transcript (1.0 with no words): how
     /// sure whisper is of the whole of it. Misheard commands tend to score low.
     pub min_word_p: f32,
+    /// The guided reading, when the job asked for one and the text is not already a command
+    /// the guide knows (`None` too when the guide found none within its limits).
+    pub guided: Option<Guided>,
 }
 
 /// How to decode (from `[audio]`).
@@ -97,6 +105,7 @@ impl Stt {
         })?;
         let mut state = ctx.create_state().map_err(|e| load_err(e.to_string()))?;
         let eot = ctx.token_eot();
+        let vocab = Vocab::new(&ctx);
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("stt".into())
@@ -110,6 +119,7 @@ impl Stt {
                         job.ctx_margin,
                         &opts,
                         &job.abort,
+                        job.guide.as_ref().map(|(g, l)| (&**g, &vocab, *l)),
                     );
                     (job.done)(result);
                 }
@@ -134,11 +144,26 @@ impl Stt {
     /// # Errors
     /// [`SttError`] from the decode.
     pub fn decode_blocking(&self, samples: Vec<f32>, ctx_margin: u32) -> Result<Decoded, SttError> {
+        self.decode_guided_blocking(samples, ctx_margin, None)
+    }
+
+    /// [`Stt::decode_blocking`], with a guided reading as well when `guide` is given and the
+    /// text is not a command it knows.
+    ///
+    /// # Errors
+    /// [`SttError`] from the decode (a failed guided search is logged, and no guided reading).
+    pub fn decode_guided_blocking(
+        &self,
+        samples: Vec<f32>,
+        ctx_margin: u32,
+        guide: Option<(Arc<Guide>, Limits)>,
+    ) -> Result<Decoded, SttError> {
         let (tx, rx) = mpsc::channel();
         self.submit(Job {
             samples,
             ctx_margin,
             abort: Arc::new(AtomicBool::new(false)),
+            guide,
             done: Box::new(move |r| {
                 let _ = tx.send(r);
             }),
@@ -160,6 +185,7 @@ fn decode(
     margin: u32,
     opts: &SttOptions,
     abort: &Arc<AtomicBool>,
+    guide: Option<(&Guide, &Vocab, Limits)>,
 ) -> Result<Decoded, SttError> {
     let started = Instant::now();
     if abort.load(Ordering::Relaxed) {
@@ -266,16 +292,39 @@ fn decode(
     }
     let min_word_p = min_word_p.min(last_word_p);
     tracing::debug!(raw = %text, audio_ctx, "whisper's text");
+    let decode_ms = started.elapsed().as_secs_f64() * 1e3;
+    let text = clean(&text);
+    // The encoder's output for this audio is still in the state: the guided search reuses it.
+    let guided = match guide {
+        Some((g, vocab, limits)) if !text.is_empty() && !g.accepts(&text) => {
+            let t0 = Instant::now();
+            match crate::guide::decode(state, vocab, g, threads as usize, limits) {
+                Ok(found) => {
+                    tracing::debug!(heard = %text, guided = ?found, ms = t0.elapsed().as_secs_f64() * 1e3, "guided reading");
+                    found.map(|mut f| {
+                        f.ms = t0.elapsed().as_secs_f64() * 1e3;
+                        f
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the guided reading failed");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     Ok(Decoded {
         last_word_p,
         min_word_p,
-        text: clean(&text),
+        guided,
+        text,
         audio_ctx: if input.len() <= 30 * 16_000 {
             audio_ctx
         } else {
             1500
         },
-        decode_ms: started.elapsed().as_secs_f64() * 1e3,
+        decode_ms,
     })
 }
 

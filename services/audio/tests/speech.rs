@@ -377,3 +377,80 @@ fn a_missing_piper_voice_is_a_clear_error() {
     let e = ming_audio::tts::Engine::from_config(&a, empty.path()).unwrap_err();
     assert!(e.contains("role `stt`, not `tts`"), "{e}");
 }
+
+/// 16 kHz audio of espeak-ng saying `text`, with 0.2 s of silence before and 0.5 s after.
+fn spoken_16k(text: &str, voice: &str, wpm: u32) -> Vec<f32> {
+    let (rate, speech) = speech(text, voice, wpm);
+    let mut r = ming_audio::resample::Resampler::new(rate, 16_000);
+    let mut audio = vec![0.0; 3_200];
+    r.push(&speech, &mut audio);
+    r.finish(&mut audio);
+    audio.extend(vec![0.0; 8_000]);
+    audio
+}
+
+/// The guided reading (`guide.rs`) with the real tiny.en: misheard commands come back as the
+/// command the patterns know, at a small cost in log-probability; speech that is no command
+/// gets no guided reading within the default limit; a command heard right is left alone.
+#[test]
+fn a_guided_reading_finds_the_command_in_misheard_audio() {
+    use ming_audio::guide::{Guide, Limits};
+    let _turn = one_decoder_at_a_time();
+    // Three of the agent's own patterns (`agent.patterns`), as it sends them.
+    let guide = std::sync::Arc::new(
+        Guide::new(&[
+            r"(?i)^\s*(?:search|find|look for)(?: in)?(?: my)? notes? (?:for|about|with|containing) (?P<q>.+?)[.?!]?\s*$",
+            r"(?i)^\s*(?:am i busy|do i have anything|have i got anything|is there anything|what do i have|what have i got)(?: on)?\s*(?P<day>today|tomorrow|(?:on\s+)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|\d{4}-\d{2}-\d{2})[?.!]?\s*$",
+            r"(?i)^\s*(?:please\s+)?(?:what(?:'s| is) the time|what time is it|(?:tell|give) me the time|do you (?:know|have) the time)(?: now| right now| please)?[?.!]?\s*$",
+        ])
+        .expect("the patterns compile"),
+    );
+    let limits = Limits {
+        max_regret: ming_audio::guide::DEFAULT_MAX_REGRET,
+        max_calls: 80,
+        max_tokens: 48,
+    };
+    let stt = engine().stt;
+    let hear = |text: &str, voice: &str, wpm: u32| {
+        stt.decode_guided_blocking(
+            spoken_16k(text, voice, wpm),
+            128,
+            Some((std::sync::Arc::clone(&guide), limits)),
+        )
+        .expect("decode")
+    };
+    for (said, voice, wpm) in [
+        ("Search my notes for milk.", "en-gb+f3", 180),
+        ("What do I have on Friday?", "en-us", 200),
+    ] {
+        let d = hear(said, voice, wpm);
+        let g = d
+            .guided
+            .as_ref()
+            .unwrap_or_else(|| panic!("{said:?} heard as {:?}, no guided reading", d.text));
+        println!("{said:?}: {:?} → {:?}", d.text, g);
+        assert_ne!(
+            words(&d.text),
+            words(said),
+            "no longer misheard: pick another case"
+        );
+        assert_eq!(words(&g.text), words(said));
+        assert!(g.regret > 0.0 && g.regret <= limits.max_regret, "{g:?}");
+    }
+    for said in [
+        "Tell me a joke about penguins.",
+        "Play some relaxing music.",
+    ] {
+        let d = hear(said, "en-us", 175);
+        assert!(
+            d.guided.is_none(),
+            "{said:?}: {:?} → {:?}",
+            d.text,
+            d.guided
+        );
+    }
+    // Heard right: already a command the guide knows, so there is nothing to search.
+    let d = hear("What time is it?", "en-us", 175);
+    assert_eq!(d.text, "What time is it?");
+    assert!(d.guided.is_none(), "{:?}", d.guided);
+}
