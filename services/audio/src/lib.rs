@@ -501,6 +501,8 @@ async fn ask_agent_twice(
     if let Some(cache) = &hearing.guide {
         if let Some(g) = fetch_guide(bus, cache).await {
             let started = mono_ms();
+            // The turn's final reading was most often the first model's last decode: then its
+            // encoder output is still there, and only the search runs.
             let (stt, margin, samples, limits) = (
                 hearing.stt.clone(),
                 hearing.margin,
@@ -555,7 +557,8 @@ async fn ask_agent_twice(
         return fallback(bus, first, deferred, text, t).await;
     };
     let started = mono_ms();
-    let decoded = tokio::task::spawn_blocking(move || stt.decode_blocking(audio, margin)).await;
+    let decoded =
+        tokio::task::spawn_blocking(move || stt.decode_guided_blocking(audio, margin, None)).await;
     let d = match decoded {
         Ok(Ok(d)) => d,
         Ok(Err(err)) => {

@@ -133,9 +133,9 @@ impl Live {
         })
     }
 
-    /// The audio of a finished turn (16 kHz, with its pre-roll), taken: kept only with a
-    /// second model, for the latest few turns.
-    pub fn take_turn_audio(&self, utterance: u64) -> Option<Vec<f32>> {
+    /// The audio of a finished turn (16 kHz, with its pre-roll: the samples of its final
+    /// reading), taken: kept only with the guide or a second model, for the latest few turns.
+    pub fn take_turn_audio(&self, utterance: u64) -> Option<crate::stt::Samples> {
         self.turn_audio.as_ref()?.take(utterance)
     }
 

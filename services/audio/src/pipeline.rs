@@ -23,24 +23,25 @@ use ming_schemas::audio::{Boundary, Stage, Transcript};
 
 use crate::mono_ms;
 use crate::resample::Resampler;
-use crate::stt::{Decoded, Job, Stt, SttError};
+use crate::stt::{Decoded, Job, Samples, Stt, SttError};
 use crate::turn::{reads_complete, Reading, TurnConfig, TurnDetector, TurnEvent};
 use crate::vad::{SileroModel, Vad, FRAME};
 
-/// The audio of the latest finished turns, kept for a second hearing (see
-/// `audio.stt_second_model`): utterance id → its 16 kHz samples, from its start less the
-/// pre-roll to its end. Shared between the pipeline's thread, which puts, and whoever takes.
+/// The audio of the latest finished turns, kept for hearing them again (see
+/// `audio.stt_guide` and `audio.stt_second_model`): utterance id → the 16 kHz samples its final
+/// reading was decoded from (its start less the pre-roll, to its end and the little after it
+/// the decode saw). Shared between the pipeline's thread, which puts, and whoever takes.
 #[derive(Clone, Default)]
 pub struct TurnAudio(Arc<Mutex<VecDeque<KeptTurn>>>);
 
 /// A finished turn's utterance id and audio.
-type KeptTurn = (u64, Vec<f32>);
+type KeptTurn = (u64, Samples);
 
 impl TurnAudio {
     /// Turns kept: a turn's audio is taken within seconds of its final, or not at all.
     const KEEP: usize = 4;
 
-    fn put(&self, utterance: u64, samples: Vec<f32>) {
+    fn put(&self, utterance: u64, samples: Samples) {
         if let Ok(mut q) = self.0.lock() {
             if q.len() == Self::KEEP {
                 q.pop_front();
@@ -50,7 +51,7 @@ impl TurnAudio {
     }
 
     /// Takes the audio of `utterance`, if it is still kept.
-    pub fn take(&self, utterance: u64) -> Option<Vec<f32>> {
+    pub fn take(&self, utterance: u64) -> Option<Samples> {
         let mut q = self.0.lock().ok()?;
         let i = q.iter().position(|(u, _)| *u == utterance)?;
         q.remove(i).map(|(_, a)| a)
@@ -649,7 +650,7 @@ impl Pipeline {
             Mode::Live => {
                 let tx = self.results.clone();
                 let job = Job {
-                    samples,
+                    samples: Samples::new(samples),
                     ctx_margin: self.cfg.ctx_margin,
                     abort,
                     guide: None,
@@ -763,7 +764,7 @@ impl Pipeline {
         }
         if let Some(keep) = &self.turn_audio {
             if !d.text.is_empty() {
-                keep.put(t.utterance, self.utterance_audio(t.start, end));
+                keep.put(t.utterance, d.audio.clone());
             }
         }
         out.push(Output::Final(self.transcript(&t, &d, end, true, reason)));
@@ -784,6 +785,7 @@ fn empty() -> Decoded {
         last_word_p: 1.0,
         min_word_p: 1.0,
         guided: None,
+        audio: Samples::default(),
     }
 }
 

@@ -36,14 +36,39 @@ pub enum SttError {
     Gone,
 }
 
+/// The 16 kHz samples of a job, shared rather than copied: a reading carries the very samples
+/// it was decoded from, so that hearing them again can be known to need no new encoding.
+/// `Debug` shows their length only.
+#[derive(Clone, Default)]
+pub struct Samples(pub Arc<Vec<f32>>);
+
+impl Samples {
+    pub fn new(samples: Vec<f32>) -> Self {
+        Self(Arc::new(samples))
+    }
+
+    /// Whether `self` and `other` are the same samples (not merely equal ones).
+    pub fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for Samples {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Samples({})", self.0.len())
+    }
+}
+
 /// What to decode, and how.
 pub struct Job {
-    pub samples: Vec<f32>,
+    pub samples: Samples,
     /// Extra encoder frames beyond the audio's own length.
     pub ctx_margin: u32,
     pub abort: Arc<AtomicBool>,
     /// When the reading is not a command the guide knows, the same audio is decoded again
-    /// under it (see `guide.rs`), into [`Decoded::guided`].
+    /// under it (see `guide.rs`), into [`Decoded::guided`]. When these samples are the ones the
+    /// thread decoded last, their encoder output is still in its state: the job then only
+    /// searches, and its reading is the earlier one.
     pub guide: Option<(Arc<Guide>, Limits)>,
     pub done: Box<dyn FnOnce(Result<Decoded, SttError>) + Send>,
 }
@@ -64,6 +89,8 @@ pub struct Decoded {
     /// The guided reading, when the job asked for one and the text is not already a command
     /// the guide knows (`None` too when the guide found none within its limits).
     pub guided: Option<Guided>,
+    /// The samples decoded.
+    pub audio: Samples,
 }
 
 /// How to decode (from `[audio]`).
@@ -111,16 +138,47 @@ impl Stt {
             .name("stt".into())
             .spawn(move || {
                 let _ctx = ctx;
+                // The last reading whose encoder output is still in `state`.
+                let mut encoded: Option<Decoded> = None;
                 for job in rx {
-                    let result = decode(
-                        &mut state,
-                        eot,
-                        &job.samples,
-                        job.ctx_margin,
-                        &opts,
-                        &job.abort,
-                        job.guide.as_ref().map(|(g, l)| (&**g, &vocab, *l)),
-                    );
+                    let guide = job.guide.as_ref().map(|(g, l)| (&**g, &vocab, *l));
+                    let again = encoded
+                        .as_ref()
+                        .filter(|d| d.audio.same(&job.samples) && guide.is_some());
+                    let result = match (again, guide) {
+                        (Some(d), Some((g, vocab, limits))) => {
+                            if job.abort.load(Ordering::Relaxed) {
+                                Err(SttError::Aborted)
+                            } else {
+                                let threads =
+                                    ming_bus::cpu::CpuGauge::shared().threads(opts.threads);
+                                let mut d = d.clone();
+                                let whole = d.audio.0.len() + TAIL_SAMPLES <= 30 * 16_000;
+                                d.guided =
+                                    guided(&mut state, &d.text, g, vocab, limits, threads, whole);
+                                Ok(d)
+                            }
+                        }
+                        _ => {
+                            encoded = None;
+                            let r = decode(
+                                &mut state,
+                                eot,
+                                &job.samples,
+                                job.ctx_margin,
+                                &opts,
+                                &job.abort,
+                                guide,
+                            );
+                            if let Ok(d) = &r {
+                                encoded = Some(Decoded {
+                                    guided: None,
+                                    ..d.clone()
+                                });
+                            }
+                            r
+                        }
+                    };
                     (job.done)(result);
                 }
             })
@@ -144,17 +202,18 @@ impl Stt {
     /// # Errors
     /// [`SttError`] from the decode.
     pub fn decode_blocking(&self, samples: Vec<f32>, ctx_margin: u32) -> Result<Decoded, SttError> {
-        self.decode_guided_blocking(samples, ctx_margin, None)
+        self.decode_guided_blocking(Samples::new(samples), ctx_margin, None)
     }
 
     /// [`Stt::decode_blocking`], with a guided reading as well when `guide` is given and the
-    /// text is not a command it knows.
+    /// text is not a command it knows. Samples that this model decoded last (the same
+    /// [`Samples`], e.g. a final reading's [`Decoded::audio`]) are not encoded again.
     ///
     /// # Errors
     /// [`SttError`] from the decode (a failed guided search is logged, and no guided reading).
     pub fn decode_guided_blocking(
         &self,
-        samples: Vec<f32>,
+        samples: Samples,
         ctx_margin: u32,
         guide: Option<(Arc<Guide>, Limits)>,
     ) -> Result<Decoded, SttError> {
@@ -181,7 +240,7 @@ pub fn audio_ctx_for(n: usize, margin: u32) -> u32 {
 fn decode(
     state: &mut whisper_rs::WhisperState,
     eot: whisper_rs::WhisperTokenId,
-    samples: &[f32],
+    audio: &Samples,
     margin: u32,
     opts: &SttOptions,
     abort: &Arc<AtomicBool>,
@@ -193,6 +252,7 @@ fn decode(
     }
     // Silence after the speech: without it whisper, seeing speech up to the end of its
     // window, tends to repeat the utterance until its token limit.
+    let samples = &audio.0[..];
     let mut padded = samples.to_vec();
     padded.resize((samples.len() + TAIL_SAMPLES).max(MIN_SAMPLES), 0.0);
     let input = &padded[..];
@@ -294,30 +354,16 @@ fn decode(
     tracing::debug!(raw = %text, audio_ctx, "whisper's text");
     let decode_ms = started.elapsed().as_secs_f64() * 1e3;
     let text = clean(&text);
-    // The encoder's output for this audio is still in the state: the guided search reuses it.
-    let guided = match guide {
-        Some((g, vocab, limits)) if !text.is_empty() && !g.accepts(&text) => {
-            let t0 = Instant::now();
-            match crate::guide::decode(state, vocab, g, threads as usize, limits) {
-                Ok(found) => {
-                    tracing::debug!(heard = %text, guided = ?found, ms = t0.elapsed().as_secs_f64() * 1e3, "guided reading");
-                    found.map(|mut f| {
-                        f.ms = t0.elapsed().as_secs_f64() * 1e3;
-                        f
-                    })
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "the guided reading failed");
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
+    let guided = guide.and_then(|(g, vocab, limits)| {
+        let long = input.len() > 30 * 16_000;
+        guided(state, &text, g, vocab, limits, threads, !long)
+            .map(|f| Guided { encoded: true, ..f })
+    });
     Ok(Decoded {
         last_word_p,
         min_word_p,
         guided,
+        audio: audio.clone(),
         text,
         audio_ctx: if input.len() <= 30 * 16_000 {
             audio_ctx
@@ -326,6 +372,36 @@ fn decode(
         },
         decode_ms,
     })
+}
+
+/// The guided reading of the audio whose encoder output is in `state` (see `guide.rs`), when
+/// `text`, its free reading, is not already a command the guide knows. `whole`: the audio fit
+/// one 30 s window (the state holds the encoder output of the last window only; no command is
+/// longer).
+fn guided(
+    state: &mut whisper_rs::WhisperState,
+    text: &str,
+    guide: &Guide,
+    vocab: &Vocab,
+    limits: Limits,
+    threads: u32,
+    whole: bool,
+) -> Option<Guided> {
+    if text.is_empty() || !whole || guide.accepts(text) {
+        return None;
+    }
+    let t0 = Instant::now();
+    match crate::guide::decode(state, vocab, guide, threads as usize, limits) {
+        Ok(found) => {
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            tracing::debug!(heard = %text, guided = ?found, ms, "guided reading");
+            found.map(|f| Guided { ms, ..f })
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the guided reading failed");
+            None
+        }
+    }
 }
 
 unsafe extern "C" fn abort_requested(flag: *mut std::ffi::c_void) -> bool {

@@ -395,6 +395,7 @@ fn spoken_16k(text: &str, voice: &str, wpm: u32) -> Vec<f32> {
 #[test]
 fn a_guided_reading_finds_the_command_in_misheard_audio() {
     use ming_audio::guide::{Guide, Limits};
+    use ming_audio::stt::Samples;
     let _turn = one_decoder_at_a_time();
     // Three of the agent's own patterns (`agent.patterns`), as it sends them.
     let guide = std::sync::Arc::new(
@@ -411,19 +412,23 @@ fn a_guided_reading_finds_the_command_in_misheard_audio() {
         max_tokens: 48,
     };
     let stt = engine().stt;
-    let hear = |text: &str, voice: &str, wpm: u32| {
+    let decode = |audio: &Samples, guided: bool| {
         stt.decode_guided_blocking(
-            spoken_16k(text, voice, wpm),
+            audio.clone(),
             128,
-            Some((std::sync::Arc::clone(&guide), limits)),
+            guided.then(|| (std::sync::Arc::clone(&guide), limits)),
         )
         .expect("decode")
+    };
+    let hear = |text: &str, voice: &str, wpm: u32| {
+        decode(&Samples::new(spoken_16k(text, voice, wpm)), true)
     };
     for (said, voice, wpm) in [
         ("Search my notes for milk.", "en-gb+f3", 180),
         ("What do I have on Friday?", "en-us", 200),
     ] {
-        let d = hear(said, voice, wpm);
+        let audio = Samples::new(spoken_16k(said, voice, wpm));
+        let d = decode(&audio, true);
         let g = d
             .guided
             .as_ref()
@@ -436,6 +441,18 @@ fn a_guided_reading_finds_the_command_in_misheard_audio() {
         );
         assert_eq!(words(&g.text), words(said));
         assert!(g.regret > 0.0 && g.regret <= limits.max_regret, "{g:?}");
+        assert!(g.encoded, "{g:?}");
+        // Guided right after its free reading (as a live turn is): the encoder output of the
+        // same samples is still there, and the search finds the same reading without it.
+        let free = decode(&audio, false);
+        assert_eq!(free.text, d.text);
+        assert!(free.guided.is_none());
+        let again = decode(&audio, true);
+        let g2 = again.guided.expect("the same guided reading");
+        assert!(!g2.encoded, "{g2:?}");
+        assert_eq!(again.text, d.text);
+        assert_eq!(g2.text, g.text);
+        assert!((g2.regret - g.regret).abs() < 0.05, "{g2:?} against {g:?}");
     }
     for said in [
         "Tell me a joke about penguins.",
