@@ -170,7 +170,13 @@ impl Stt {
                                 &job.abort,
                                 guide,
                             );
-                            if let Ok(d) = &r {
+                            // Only audio of one window: the state holds the last window's
+                            // encoder output, and a long file is not kept alive here.
+                            if let Some(d) = r
+                                .as_ref()
+                                .ok()
+                                .filter(|d| d.audio.0.len() + TAIL_SAMPLES <= 30 * 16_000)
+                            {
                                 encoded = Some(Decoded {
                                     guided: None,
                                     ..d.clone()
