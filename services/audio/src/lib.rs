@@ -424,6 +424,44 @@ async fn fetch_guide(bus: &BusClient, cache: &guide::GuideCache) -> Option<Arc<g
     }
 }
 
+/// The first model's guided reading of a turn's `audio` (see `guide.rs`), if the guide can be
+/// had and finds one within its limits. The turn's final reading was most often the first
+/// model's last decode: then its encoder output is still there, and only the search runs.
+async fn guided_reading(
+    bus: &BusClient,
+    hearing: &Hearing,
+    cache: &guide::GuideCache,
+    audio: &stt::Samples,
+    t: &Transcript,
+) -> Option<guide::Guided> {
+    let g = fetch_guide(bus, cache).await?;
+    let (stt, margin, samples, limits) = (
+        hearing.stt.clone(),
+        hearing.margin,
+        audio.clone(),
+        cache.limits,
+    );
+    let decoded = tokio::task::spawn_blocking(move || {
+        stt.decode_guided_blocking(samples, margin, Some((g, limits)))
+    })
+    .await;
+    let guided = match decoded {
+        Ok(Ok(d)) => d.guided,
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "the guided hearing failed");
+            None
+        }
+        Err(_) => None,
+    };
+    tracing::info!(
+        utterance = t.utterance,
+        first = %t.text,
+        guided = ?guided,
+        "a guided hearing of a turn the agent could not act on without the LLM or at all"
+    );
+    guided
+}
+
 /// The same words, without case or punctuation.
 fn same_words(a: &str, b: &str) -> bool {
     let words = |s: &str| -> Vec<String> {
@@ -499,42 +537,15 @@ async fn ask_agent_twice(
         return first;
     }
     if let Some(cache) = &hearing.guide {
-        if let Some(g) = fetch_guide(bus, cache).await {
-            let started = mono_ms();
-            // The turn's final reading was most often the first model's last decode: then its
-            // encoder output is still there, and only the search runs.
-            let (stt, margin, samples, limits) = (
-                hearing.stt.clone(),
-                hearing.margin,
-                audio.clone(),
-                cache.limits,
-            );
-            let decoded = tokio::task::spawn_blocking(move || {
-                stt.decode_guided_blocking(samples, margin, Some((g, limits)))
-            })
-            .await;
-            let guided = match decoded {
-                Ok(Ok(d)) => d.guided,
-                Ok(Err(err)) => {
-                    tracing::warn!(error = %err, "the guided hearing failed");
-                    None
-                }
-                Err(_) => None,
-            };
-            tracing::info!(
-                utterance = t.utterance,
-                first = %t.text,
-                guided = ?guided,
-                "a guided hearing of a turn the agent could not act on without the LLM or at all"
-            );
-            if let Some(g) = guided.filter(|g| !same_words(&g.text, &t.text)) {
-                if let Some(text_g) = live.reroute(&g.text) {
-                    let tg = heard_again(&t, &g.text, "guided", started);
-                    events.publish(kinds::EVENT_TRANSCRIPT, &tg);
-                    let r = ask_agent(bus, text_g, tg, true).await;
-                    if !needs_llm(&r) && !could_not(&r) {
-                        return r;
-                    }
+        let started = mono_ms();
+        let guided = guided_reading(bus, &hearing, cache, &audio, &t).await;
+        if let Some(g) = guided.filter(|g| !same_words(&g.text, &t.text)) {
+            if let Some(text_g) = live.reroute(&g.text) {
+                let tg = heard_again(&t, &g.text, "guided", started);
+                events.publish(kinds::EVENT_TRANSCRIPT, &tg);
+                let r = ask_agent(bus, text_g, tg, true).await;
+                if !needs_llm(&r) && !could_not(&r) {
+                    return r;
                 }
             }
         }
