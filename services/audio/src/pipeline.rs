@@ -84,7 +84,7 @@ impl Default for PipelineConfig {
             preroll_ms: 192,
             partial_interval_ms: 600,
             early_decode_ms: 48,
-            ctx_margin: 128,
+            ctx_margin: 96,
         }
     }
 }
