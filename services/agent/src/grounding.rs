@@ -33,6 +33,9 @@ const REFERRING: [&str; 11] = [
     "it", "that", "this", "them", "those", "these", "same", "again", "too", "also", "instead",
 ];
 
+/// Words that ask for the previous command again.
+const AGAIN: [&str; 5] = ["again", "same", "repeat", "another", "more"];
+
 const STOP: [&str; 58] = [
     "a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "at", "for", "from", "with",
     "about", "by", "as", "into", "my", "me", "i", "i'm", "im", "you", "your", "we", "our", "is",
@@ -314,7 +317,15 @@ pub fn check(
     }
     let said = words(text);
     let mut heard = said.clone();
-    if said.iter().any(|w| REFERRING.contains(&w.as_str())) {
+    // A follow-up borrows the previous message's words for another tool ("search my notes for
+    // that too") or to do it again ("same again"); the same tool on the same words, unasked,
+    // is the model copying the last command ("and it emails from our" → the previous mail
+    // search for "flight confirmation").
+    let same_tool = previous
+        .and_then(intent::understand)
+        .is_some_and(|i| i.tool == tool);
+    let again = said.iter().any(|w| AGAIN.contains(&w.as_str()));
+    if said.iter().any(|w| REFERRING.contains(&w.as_str())) && (!same_tool || again) {
         heard.extend(previous.map(words).unwrap_or_default());
     }
     let Some(obj) = args.as_object_mut() else {
@@ -595,6 +606,22 @@ mod tests {
             previous
         )
         .is_ok());
+        // Nor for the same tool again, unless asked: "it" in a misheard "and it emails from
+        // our" is no reference to the flight confirmation searched for before.
+        let previous = Some("Search my mail for the flight confirmation.");
+        let args = json!({"query": "flight confirmation"});
+        assert!(matches!(
+            check_of(
+                "search_mail",
+                args.clone(),
+                "and it emails from our",
+                previous
+            ),
+            Err(Ungrounded::Words { .. })
+        ));
+        assert!(check_of("search_mail", args, "Search it again", previous).is_ok());
+        let previous = Some("Find emails about the job offer.");
+        let args = json!({"query": "job offer"});
         // Without a word that refers back, the previous message does not count.
         assert!(check_of(
             "search_notes",

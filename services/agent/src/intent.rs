@@ -174,6 +174,12 @@ struct Rule {
     build: fn(&regex::Captures<'_>) -> Option<Intent>,
 }
 
+/// Words that open a question or a clause rather than an event's title.
+const QUESTION_WORDS: [&str; 16] = [
+    "what", "how", "when", "where", "who", "why", "which", "is", "are", "do", "does", "can",
+    "could", "should", "then", "also",
+];
+
 fn rules() -> &'static [Rule] {
     static RULES: OnceLock<Vec<Rule>> = OnceLock::new();
     RULES.get_or_init(|| {
@@ -293,10 +299,16 @@ fn rules() -> &'static [Rule] {
                 re: r(r"^\s*(?:please\s+)?(?:are there any|any|find|show|look for|search for|check for|get)(?: me)?(?: the| my| any)?(?: new| recent| latest)? (?:mails|emails|e-mails|messages) (?:from|about|mentioning) (?P<q>.+?)[.?!]?\s*$"),
                 build: |c| Some(Intent { tool: "search_mail", args: json!({"query": c["q"].trim()}) }),
             },
-            // Calendar.
+            // Calendar. Whisper often hears a leading "Add" as "and" ("and lunch with Sarah
+            // tomorrow at 1pm"); with a day and a time to follow, it still asks for an event.
             Rule {
-                re: r(r"^\s*(?:please\s+)?(?:add|schedule|book|put)\s+(?:an?\s+)?(?:(?:event|meeting|appointment)\s*(?:called|named|:)?\s*)?(?P<title>.+?)\s+(?P<day>today|tomorrow|(?:on\s+)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|(?:on\s+)?\d{4}-\d{2}-\d{2})\s+at\s+(?P<time>(?:\d{1,2}(?::\d{2})?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|noon|midnight)(?:\s+(?:o'clock|thirty|fifteen|forty-five))?\s*(?:am|pm)?)(?:\s+for\s+(?P<dur>.+?))?\s*(?:to|on|in)?\s*(?:my\s+)?(?:calendar)?[.!]?\s*$"),
+                re: r(r"^\s*(?:please\s+)?(?P<verb>add|and|schedule|book|put)\s+(?:an?\s+)?(?:(?:event|meeting|appointment)\s*(?:called|named|:)?\s*)?(?P<title>.+?)\s+(?P<day>today|tomorrow|(?:on\s+)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|(?:on\s+)?\d{4}-\d{2}-\d{2})\s+at\s+(?P<time>(?:\d{1,2}(?::\d{2})?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|noon|midnight)(?:\s+(?:o'clock|thirty|fifteen|forty-five))?\s*(?:am|pm)?)(?:\s+for\s+(?P<dur>.+?))?\s*(?:to|on|in)?\s*(?:my\s+)?(?:calendar)?[.!]?\s*$"),
                 build: |c| {
+                    // "And what about Friday at nine?" is a question, not an event.
+                    let first = c["title"].split_whitespace().next().unwrap_or("").to_lowercase();
+                    if c["verb"].eq_ignore_ascii_case("and") && QUESTION_WORDS.contains(&first.as_str()) {
+                        return None;
+                    }
                     let minutes = c.name("dur").and_then(|d| parse_duration(d.as_str())).map_or(60, |s| s / 60);
                     Some(Intent {
                         tool: "add_event",
@@ -754,6 +766,11 @@ mod tests {
             ),
             // Whisper tiny.en on espeak-ng's voices.
             (
+                "and lunch with Sarah tomorrow at 1pm.",
+                "add_event",
+                json!({"title": "lunch with Sarah", "date": "tomorrow", "time": "13:00", "minutes": 60}),
+            ),
+            (
                 "Reminds me an hour to call mum.",
                 "set_timer",
                 json!({"seconds": 3600, "label": "call mum"}),
@@ -782,6 +799,9 @@ mod tests {
             "count down from ten",
             "where is the party",
             "tell me the truth",
+            // "and" for "add" only when an event follows, not a question.
+            "and what about Friday at nine?",
+            "and then tomorrow at 9",
         ] {
             assert_eq!(understand(text), None, "{text}");
         }
