@@ -324,7 +324,10 @@ fn the_piper_voice_is_heard_back_by_whisper() {
         r.push(&speech, &mut audio);
         r.finish(&mut audio);
         audio.extend(vec![0.0; 8_000]);
-        let heard = engine().stt.decode_blocking(audio, 128).expect("decode");
+        let heard = engine()
+            .stt
+            .decode_blocking(audio, engine().pipeline.ctx_margin)
+            .expect("decode");
         let e = edit_distance(&words(text), &words(&heard.text));
         println!("{text:?} → {:?} ({e} errors)", heard.text);
         n += words(text).len();
@@ -411,11 +414,12 @@ fn a_guided_reading_finds_the_command_in_misheard_audio() {
         max_calls: 80,
         max_tokens: 48,
     };
-    let stt = engine().stt;
+    let engine = engine();
+    let (stt, margin) = (engine.stt, engine.pipeline.ctx_margin);
     let decode = |audio: &Samples, guided: bool| {
         stt.decode_guided_blocking(
             audio.clone(),
-            128,
+            margin,
             guided.then(|| (std::sync::Arc::clone(&guide), limits)),
         )
         .expect("decode")
