@@ -359,7 +359,10 @@ pub fn check(
     }
     for key in FREE_TEXT {
         if let Some(value) = obj.get(key).and_then(Value::as_str) {
-            if !grounded(value, &heard) {
+            // A search for stop words alone finds nothing the user meant: the router took
+            // "our" from a misheard "and it emails from our".
+            let empty_query = key == "query" && content_words(value).is_empty();
+            if empty_query || !grounded(value, &heard) {
                 return Err(Ungrounded::Words {
                     key: key.into(),
                     value: value.into(),
@@ -620,6 +623,16 @@ mod tests {
             Err(Ungrounded::Words { .. })
         ));
         assert!(check_of("search_mail", args, "Search it again", previous).is_ok());
+        // Nor does a query of stop words alone search for anything.
+        assert!(matches!(
+            check_of(
+                "search_mail",
+                json!({"query": "our"}),
+                "and it emails from our",
+                None
+            ),
+            Err(Ungrounded::Words { .. })
+        ));
         let previous = Some("Find emails about the job offer.");
         let args = json!({"query": "job offer"});
         // Without a word that refers back, the previous message does not count.

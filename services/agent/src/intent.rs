@@ -323,7 +323,16 @@ fn rules() -> &'static [Rule] {
             },
             Rule {
                 re: r(r"^\s*what(?:'s| is)(?: on)?(?: my calendar| my schedule)?(?: on| for)?\s*(?P<day>today|tomorrow|(?:on\s+)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|\d{4}-\d{2}-\d{2})[?.!]?\s*$"),
-                build: |c| Some(Intent { tool: "list_events", args: json!({"date": c["day"].trim().trim_start_matches("on ").to_lowercase()}) }),
+                build: |c| {
+                    let day = c["day"].trim().trim_start_matches("on ").to_lowercase();
+                    // A bare "What is today?" asks for the date (the clock rule below), not the
+                    // calendar: that needs "on", "my calendar", "my schedule" or "for".
+                    let bare = !c[0].to_lowercase().split(|ch: char| !ch.is_alphanumeric()).any(|w| matches!(w, "on" | "calendar" | "schedule" | "for"));
+                    if bare && day == "today" {
+                        return None;
+                    }
+                    Some(Intent { tool: "list_events", args: json!({"date": day}) })
+                },
             },
             Rule {
                 re: r(r"^\s*(?:am i busy|do i have anything|have i got anything|is there anything|what do i have|what have i got)(?: on)?\s*(?P<day>today|tomorrow|(?:on\s+)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|\d{4}-\d{2}-\d{2})[?.!]?\s*$"),
@@ -360,7 +369,7 @@ fn rules() -> &'static [Rule] {
                 build: |_| Some(Intent { tool: "clock", args: json!({"what": "time"}) }),
             },
             Rule {
-                re: r(r"^\s*(?:please\s+)?(?:what(?:'s| is) (?:the date|today's date|the day)|what day is (?:it|today)|(?:tell|give) me (?:the date|today's date|what day it is))(?: today)?[?.!]?\s*$"),
+                re: r(r"^\s*(?:please\s+)?(?:what(?:'s| is) (?:the date|today's date|the day|today)|what day is (?:it|today)|(?:tell|give) me (?:the date|today's date|what day it is))(?: today)?[?.!]?\s*$"),
                 build: |_| Some(Intent { tool: "clock", args: json!({"what": "date"}) }),
             },
         ]
@@ -572,6 +581,15 @@ mod tests {
                 json!({"query": "milk"}),
             ),
             ("What time is it?", "clock", json!({"what": "time"})),
+            // "What is today?" is the date; "What's on today?" the calendar.
+            ("What is today?", "clock", json!({"what": "date"})),
+            ("What's today?", "clock", json!({"what": "date"})),
+            ("What's on today?", "list_events", json!({"date": "today"})),
+            (
+                "What's my schedule today?",
+                "list_events",
+                json!({"date": "today"}),
+            ),
             (
                 "What time is it in Tokyo?",
                 "clock",
