@@ -381,3 +381,30 @@ pub fn read_wav(path: &Path) -> (u32, Vec<i16>) {
         .collect();
     (rate, pcm)
 }
+
+/// Words that differ between `said` and `heard` (word-level edit distance), compared
+/// lower-case without punctuation: how far a transcript is from what was spoken.
+pub fn word_errors(said: &str, heard: &str) -> usize {
+    let words = |s: &str| -> Vec<String> {
+        s.split_whitespace()
+            .map(|w| {
+                w.trim_matches(|c: char| !c.is_alphanumeric())
+                    .to_lowercase()
+            })
+            .collect()
+    };
+    let (a, b) = (words(said), words(heard));
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for x in &a {
+        let mut diag = row[0];
+        row[0] += 1;
+        for (j, y) in b.iter().enumerate() {
+            let next = (diag + usize::from(x != y))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}

@@ -951,29 +951,7 @@ tts_engine = "piper"
         })
         .map(|(_, t)| t)
         .unwrap_or_else(|| panic!("no final transcript in {out}"));
-    let words = |s: &str| -> Vec<String> {
-        s.split_whitespace()
-            .map(|w| {
-                w.trim_matches(|c: char| !c.is_alphanumeric())
-                    .to_lowercase()
-            })
-            .collect()
-    };
-    let (said, got) = (words("Your timer for the pasta is done."), words(heard));
-    // Word-level edit distance.
-    let mut row: Vec<usize> = (0..=got.len()).collect();
-    for a in &said {
-        let mut diag = row[0];
-        row[0] += 1;
-        for (j, b) in got.iter().enumerate() {
-            let next = (diag + usize::from(a != b))
-                .min(row[j] + 1)
-                .min(row[j + 1] + 1);
-            diag = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    let wrong = row[got.len()];
+    let wrong = ming_tests::word_errors("Your timer for the pasta is done.", heard);
     assert!(wrong <= 1, "heard {heard:?}: {wrong} words differ\n{out}");
 }
 

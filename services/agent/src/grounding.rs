@@ -321,11 +321,14 @@ pub fn check(
     // that too") or to do it again ("same again"); the same tool on the same words, unasked,
     // is the model copying the last command ("and it emails from our" → the previous mail
     // search for "flight confirmation").
-    let same_tool = previous
-        .and_then(intent::understand)
-        .is_some_and(|i| i.tool == tool);
-    let again = said.iter().any(|w| AGAIN.contains(&w.as_str()));
-    if said.iter().any(|w| REFERRING.contains(&w.as_str())) && (!same_tool || again) {
+    let refers = said.iter().any(|w| REFERRING.contains(&w.as_str()));
+    let again = || said.iter().any(|w| AGAIN.contains(&w.as_str()));
+    let same_tool = || {
+        previous
+            .and_then(intent::understand)
+            .is_some_and(|i| i.tool == tool)
+    };
+    if refers && (again() || !same_tool()) {
         heard.extend(previous.map(words).unwrap_or_default());
     }
     let Some(obj) = args.as_object_mut() else {

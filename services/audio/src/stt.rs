@@ -23,6 +23,13 @@ const CTX_PER_SECOND: f64 = 50.0;
 const MIN_SAMPLES: usize = 16_000;
 /// Silence appended to every stretch (0.3 s).
 const TAIL_SAMPLES: usize = 4_800;
+/// whisper's window (30 s): longer input is decoded window by window by whisper.cpp itself.
+const WINDOW_SAMPLES: usize = 30 * 16_000;
+
+/// Whether `n` samples, with the silence appended to them, fit one window.
+fn fits_one_window(n: usize) -> bool {
+    n + TAIL_SAMPLES <= WINDOW_SAMPLES
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SttError {
@@ -153,7 +160,7 @@ impl Stt {
                                 let threads =
                                     ming_bus::cpu::CpuGauge::shared().threads(opts.threads);
                                 let mut d = d.clone();
-                                let whole = d.audio.0.len() + TAIL_SAMPLES <= 30 * 16_000;
+                                let whole = fits_one_window(d.audio.0.len());
                                 d.guided =
                                     guided(&mut state, &d.text, g, vocab, limits, threads, whole);
                                 Ok(d)
@@ -172,10 +179,8 @@ impl Stt {
                             );
                             // Only audio of one window: the state holds the last window's
                             // encoder output, and a long file is not kept alive here.
-                            if let Some(d) = r
-                                .as_ref()
-                                .ok()
-                                .filter(|d| d.audio.0.len() + TAIL_SAMPLES <= 30 * 16_000)
+                            if let Some(d) =
+                                r.as_ref().ok().filter(|d| fits_one_window(d.audio.0.len()))
                             {
                                 encoded = Some(Decoded {
                                     guided: None,
@@ -293,7 +298,7 @@ fn decode(
     // With timestamps on, whisper ends the segment with a timestamp token and stops; without,
     // short windows (a small `audio_ctx`) often loop on the utterance (measured).
     p.set_no_timestamps(false);
-    p.set_single_segment(input.len() <= 30 * 16_000);
+    p.set_single_segment(input.len() <= WINDOW_SAMPLES);
     p.set_print_special(false);
     p.set_print_progress(false);
     p.set_print_realtime(false);
@@ -308,7 +313,7 @@ fn decode(
     // back with its low confidence, and the agent says what it heard.
     p.set_no_speech_thold(1.0);
     p.set_temperature_inc(0.0);
-    if input.len() <= 30 * 16_000 {
+    if input.len() <= WINDOW_SAMPLES {
         p.set_audio_ctx(audio_ctx as i32);
     }
     // Tokens a second of speech can hold (fast speech is ~4): a bound on repetition loops.
@@ -361,7 +366,7 @@ fn decode(
     let decode_ms = started.elapsed().as_secs_f64() * 1e3;
     let text = clean(&text);
     let guided = guide.and_then(|(g, vocab, limits)| {
-        let long = input.len() > 30 * 16_000;
+        let long = input.len() > WINDOW_SAMPLES;
         guided(state, &text, g, vocab, limits, threads, !long)
             .map(|f| Guided { encoded: true, ..f })
     });
@@ -371,7 +376,7 @@ fn decode(
         guided,
         audio: audio.clone(),
         text,
-        audio_ctx: if input.len() <= 30 * 16_000 {
+        audio_ctx: if input.len() <= WINDOW_SAMPLES {
             audio_ctx
         } else {
             1500
