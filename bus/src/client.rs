@@ -288,8 +288,9 @@ impl Conn {
         match Envelope::decode(frame, self.max_frame) {
             Ok(env) => match env.correlation {
                 Some(id) => {
+                    let last = env.flow.is_final();
                     let keep = match self.pending.get(&id) {
-                        Some(tx) => tx.send(env.clone()).is_ok() && !env.flow.is_final(),
+                        Some(tx) => tx.send(env).is_ok() && !last,
                         None => true,
                     };
                     if !keep {
@@ -321,36 +322,49 @@ async fn socket_task(
     // a quick answer is taken without the wake-up a sleeping thread costs (tens of µs on a VM).
     let mut spin_until: Option<Instant> = None;
     loop {
+        // Everything that is ready, in batches: all queued commands, then the frames waiting
+        // (bounded, so that a stream cannot starve the callers).
+        let mut sent = false;
+        loop {
+            match rx.try_recv() {
+                Ok(cmd) => {
+                    sent |= matches!(cmd, Cmd::Send { .. });
+                    conn.on_cmd(cmd);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            }
+        }
+        let mut got = 0;
+        while got < 256 {
+            match conn.sock.try_recv() {
+                Ok(Some(parts)) => {
+                    conn.on_frame(&parts);
+                    got += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "bus client socket failed");
+                    return;
+                }
+            }
+        }
+        if sent && !spin.is_zero() {
+            spin_until = Some(Instant::now() + spin);
+        }
+        if sent || got > 0 {
+            // Let the callers take their answers and make their next requests.
+            tokio::task::yield_now().await;
+            continue;
+        }
         if let Some(until) = spin_until {
-            if conn.pending.is_empty() || Instant::now() >= until {
-                spin_until = None;
-            } else {
-                match rx.try_recv() {
-                    Ok(cmd) => {
-                        if matches!(cmd, Cmd::Send { .. }) {
-                            spin_until = Some(Instant::now() + spin);
-                        }
-                        conn.on_cmd(cmd);
-                        continue;
-                    }
-                    Err(mpsc::error::TryRecvError::Disconnected) => return,
-                    Err(mpsc::error::TryRecvError::Empty) => {}
-                }
-                match conn.sock.try_recv() {
-                    Ok(Some(parts)) => conn.on_frame(&parts),
-                    Ok(None) => {
-                        // Leave the core to whoever is answering, and the runtime to its
-                        // other tasks.
-                        std::thread::yield_now();
-                        tokio::task::yield_now().await;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "bus client socket failed");
-                        return;
-                    }
-                }
+            if !conn.pending.is_empty() && Instant::now() < until {
+                // Leave the core to whoever is answering, and the runtime to its other tasks.
+                std::thread::yield_now();
+                tokio::task::yield_now().await;
                 continue;
             }
+            spin_until = None;
         }
         tokio::select! {
             biased;
