@@ -294,14 +294,39 @@ pub fn reads_complete(text: &str) -> bool {
     }
     let last = words[words.len() - 1].as_str();
     let before = words[words.len() - 2].as_str();
-    if DANGLING.contains(&last) {
+    if DANGLING.contains(&last) && !ends_on_particle(&words) {
         return false;
     }
     let numeric = last.chars().all(|c| c.is_ascii_digit()) || NUMBERS.contains(&last);
-    if numeric && !matches!(before, "at" | "number" | "page" | "channel" | "to") {
+    if numeric && !NUMBERED.contains(&before) {
         return false;
     }
     true
+}
+
+/// Words after which a number is complete: a time ("at five"), a setting ("to 11"), or the
+/// number of something ("level 3", "page 12"). After others it wants a unit ("for five …").
+const NUMBERED: &[&str] = &[
+    "at", "to", "number", "page", "channel", "level", "floor", "room", "gate", "platform", "track",
+    "volume", "chapter", "step", "line", "option", "table", "seat", "row", "episode", "season",
+    "part", "zone",
+];
+
+/// Verbs whose particle may close the command once their object is said: "turn the volume
+/// down", "write it down", "turn the lights on".
+const PHRASAL: &[&str] = &[
+    "turn", "switch", "write", "jot", "note", "put", "take", "count", "shut", "slow", "calm",
+    "keep", "leave", "wind", "tone", "scroll", "zoom", "bring", "mark",
+];
+
+/// Whether the last word is the particle of a phrasal verb the command began with, after its
+/// object: "turn the volume down" is over, "turn down …" and "schedule a meeting on …" are not.
+fn ends_on_particle(words: &[String]) -> bool {
+    let last = words[words.len() - 1].as_str();
+    let before = words[words.len() - 2].as_str();
+    matches!(last, "down" | "on")
+        && PHRASAL.contains(&words[0].as_str())
+        && !PHRASAL.contains(&before)
 }
 
 #[cfg(test)]
@@ -433,6 +458,11 @@ mod tests {
             "Remind me to call Anna at five.",
             "Add milk to my shopping list",
             "Turn it up to 11",
+            "turn the volume down",
+            "Write it down.",
+            "Turn the lights on",
+            "Remember that my car is parked on level 3",
+            "Go to page twelve",
         ] {
             assert!(reads_complete(t), "{t}");
         }
@@ -446,6 +476,10 @@ mod tests {
             "Take a note:",
             "Please remember",
             "Write down",
+            "Turn down",
+            "turn the volume down to",
+            "Schedule a meeting on",
+            "Count down",
             "Hello",
             "",
         ] {
