@@ -223,6 +223,9 @@ pub struct AudioSettings {
     pub early_hangover_ms: u32,
     /// The longer silence that ends a turn whose transcript trails off ("set a timer for") (ms).
     pub incomplete_hangover_ms: u32,
+    /// The silence that ends a turn whose transcript reads as complete but whose last word
+    /// whisper is unsure of (ms).
+    pub unsure_hangover_ms: u32,
     /// Quiet sound (ms) after which the speculative decode starts, before Silero pauses; 0: at
     /// Silero's pause.
     pub early_decode_ms: u32,
@@ -809,6 +812,12 @@ impl Config {
             "audio.incomplete_hangover_ms",
             a.incomplete_hangover_ms.to_string(),
             "between hangover_ms and 5000",
+        );
+        check(
+            (a.hangover_ms..=a.incomplete_hangover_ms).contains(&a.unsure_hangover_ms),
+            "audio.unsure_hangover_ms",
+            a.unsure_hangover_ms.to_string(),
+            "between hangover_ms and incomplete_hangover_ms",
         );
         check(
             a.preroll_ms <= 1000 && a.partial_interval_ms <= 10_000,

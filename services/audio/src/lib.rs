@@ -78,6 +78,7 @@ pub fn pipeline_config(a: &AudioSettings) -> PipelineConfig {
             hangover_ms: a.hangover_ms,
             early_hangover_ms: a.early_hangover_ms,
             incomplete_hangover_ms: a.incomplete_hangover_ms,
+            unsure_hangover_ms: a.unsure_hangover_ms,
             max_utterance_ms: a.max_utterance_ms,
         },
         preroll_ms: a.preroll_ms,

@@ -343,9 +343,14 @@ impl Pipeline {
             None if pending() => Reading::Pending,
             None => Reading::Unknown,
             // A last word whisper is unsure of is often one it made up for audio that stops
-            // mid-sentence ("add eggs and …" read as "I'll be accent", p 0.11): not an end.
-            Some((_, d)) if reads_complete(&d.text) && d.last_word_p >= SURE_LAST_WORD => {
-                Reading::Complete
+            // mid-sentence ("add eggs and …" read as "I'll be accent", p 0.11) — and as often
+            // the true last word of a voice whisper hears badly: a wait between the two.
+            Some((_, d)) if reads_complete(&d.text) => {
+                if d.last_word_p >= SURE_LAST_WORD {
+                    Reading::Complete
+                } else {
+                    Reading::Unsure
+                }
             }
             Some(_) => Reading::Unfinished,
         }
@@ -773,8 +778,10 @@ impl Pipeline {
 }
 
 /// The decoder's probability for the last word below which a transcript that reads as
-/// complete is not taken as the end of the turn (measured with `cargo bench -p ming-audio
-/// --bench latency`: made-up completions at a pause scored 0.11–0.37; most real ends 0.7–0.99).
+/// complete is not taken as an early end of the turn (measured with `cargo bench -p ming-audio
+/// --bench latency`: made-up completions at a pause scored 0.11–0.37; most real ends 0.7–0.99 —
+/// but 13 of the voice bench's 54 in espeak-ng's four voices scored under 0.5: such a reading
+/// waits `unsure_hangover_ms`).
 const SURE_LAST_WORD: f32 = 0.5;
 
 fn empty() -> Decoded {

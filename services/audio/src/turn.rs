@@ -7,7 +7,8 @@
 //! it). Speech ends at the end of the last voiced frame. The turn is
 //! over after `hangover_ms` of silence; after only `early_hangover_ms` when the transcript of
 //! everything said so far already reads as a complete command ([`reads_complete`]); after
-//! `incomplete_hangover_ms` when it trails off ("set a timer for …").
+//! `incomplete_hangover_ms` when it trails off ("set a timer for …"); after
+//! `unsure_hangover_ms` when it reads as complete but whisper is unsure of its last word.
 
 use crate::vad::FRAME;
 
@@ -22,6 +23,9 @@ pub struct TurnConfig {
     /// The longer silence needed when the transcript so far reads as unfinished ("set a
     /// timer for …"): a hesitation is not the end of the turn.
     pub incomplete_hangover_ms: u32,
+    /// The silence needed when the transcript reads as complete but whisper is unsure of its
+    /// last word ([`Reading::Unsure`]).
+    pub unsure_hangover_ms: u32,
     pub max_utterance_ms: u32,
 }
 
@@ -34,6 +38,7 @@ impl Default for TurnConfig {
             hangover_ms: 200,
             early_hangover_ms: 96,
             incomplete_hangover_ms: 600,
+            unsure_hangover_ms: 400,
             max_utterance_ms: 30_000,
         }
     }
@@ -46,6 +51,10 @@ pub enum Reading {
     Unknown,
     /// Reads as a complete command: a short silence ends the turn.
     Complete,
+    /// Reads as a complete command, but whisper is unsure of its last word (often one it made
+    /// up for audio that stops mid-sentence, as often the true last word of a hard voice): a
+    /// silence between the ordinary and the unfinished one ends the turn.
+    Unsure,
     /// Trails off: wait longer.
     Unfinished,
     /// Being decoded: the final cannot come before that decode anyway, so the turn waits for
@@ -199,6 +208,7 @@ impl TurnDetector {
                 let silent_ms = (end - since) / MS;
                 let needed = match reading {
                     Reading::Unknown => self.cfg.hangover_ms,
+                    Reading::Unsure => self.cfg.unsure_hangover_ms,
                     Reading::Complete => self.cfg.early_hangover_ms,
                     Reading::Unfinished | Reading::Pending => self.cfg.incomplete_hangover_ms,
                 };
@@ -409,6 +419,23 @@ mod tests {
                 reason: "end_of_input"
             })
         );
+    }
+
+    #[test]
+    fn an_unsure_end_waits_between_the_two() {
+        // Frames are 32 ms; the pause begins at frame 10 (sample 5120).
+        let end_frame = |reading| {
+            let mut d = TurnDetector::new(TurnConfig::default());
+            (0..40u64).find(|&i| {
+                let p = if i < 10 { 0.9 } else { 0.02 };
+                matches!(d.frame(i * 512, p, reading), Some(TurnEvent::Ended { .. }))
+            })
+        };
+        // 96, 200, 400 and 600 ms of silence.
+        assert_eq!(end_frame(Reading::Complete), Some(12));
+        assert_eq!(end_frame(Reading::Unknown), Some(16));
+        assert_eq!(end_frame(Reading::Unsure), Some(22));
+        assert_eq!(end_frame(Reading::Unfinished), Some(28));
     }
 
     #[test]
