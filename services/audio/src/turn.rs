@@ -268,13 +268,75 @@ impl TurnDetector {
 
 /// Words after which a command is not over ("set a timer for …").
 const DANGLING: &[&str] = &[
-    "a", "an", "the", "and", "or", "but", "to", "for", "of", "at", "in", "on", "with", "my",
-    "your", "about", "from", "by", "into", "is", "are", "was", "than", "that", "um", "uh", "so",
-    "if", "me", "then", "because", "like", "called", "named", "saying", "says", "remind", "set",
-    "call", "add", "what's", "whats", "what", "when", "where", "who", "how", "next", "this",
-    "every", "until", "before", "after",
+    "a",
+    "an",
+    "the",
+    "and",
+    "or",
+    "but",
+    "to",
+    "for",
+    "of",
+    "at",
+    "in",
+    "on",
+    "with",
+    "my",
+    "your",
+    "about",
+    "from",
+    "by",
+    "into",
+    "is",
+    "are",
+    "was",
+    "than",
+    "that",
+    "um",
+    "uh",
+    "so",
+    "if",
+    "me",
+    "then",
+    "because",
+    "like",
+    "called",
+    "named",
+    "saying",
+    "says",
+    "remind",
+    "set",
+    "call",
+    "add",
+    "what's",
+    "whats",
+    "what",
+    "when",
+    "where",
+    "who",
+    "how",
+    "next",
+    "this",
+    "every",
+    "until",
+    "before",
+    "after",
     // Words that announce what follows: "take a note …", "remember …", "write down …".
-    "note", "remember", "write", "jot", "down",
+    "note",
+    "remember",
+    "write",
+    "jot",
+    "down",
+    // Verbs and words that want what follows: "I prefer …", "translate …", "I'm allergic …"
+    // (not the ones that are nouns as often: "book", "schedule", "show").
+    "prefer",
+    "translate",
+    "need",
+    "want",
+    "find",
+    "search",
+    "send",
+    "allergic",
 ];
 
 const NUMBERS: &[&str] = &[
@@ -304,7 +366,9 @@ pub fn reads_complete(text: &str) -> bool {
     }
     let last = words[words.len() - 1].as_str();
     let before = words[words.len() - 2].as_str();
-    if DANGLING.contains(&last) && !ends_on_particle(&words) {
+    // "Keep in mind …", "bear in mind …" (but "never mind" is a whole command).
+    let announces = last == "mind" && before == "in";
+    if (announces || DANGLING.contains(&last)) && !ends_on_particle(&words) {
         return false;
     }
     let numeric = last.chars().all(|c| c.is_ascii_digit()) || NUMBERS.contains(&last);
@@ -490,6 +554,8 @@ mod tests {
             "Turn the lights on",
             "Remember that my car is parked on level 3",
             "Go to page twelve",
+            "Never mind.",
+            "Open the book",
         ] {
             assert!(reads_complete(t), "{t}");
         }
@@ -503,6 +569,9 @@ mod tests {
             "Take a note:",
             "Please remember",
             "Write down",
+            "Remember that I prefer",
+            "Keep in mind.",
+            "Ask the cloud to translate",
             "Turn down",
             "turn the volume down to",
             "Schedule a meeting on",
