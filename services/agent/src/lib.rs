@@ -1130,7 +1130,9 @@ impl Handler for AgentService {
                 .as_deref()
                 .and_then(|s| self.conversations.history(s).pop())
                 .map(|e| e.user);
-            let asked = if tier == Tier::Llm {
+            let asked = if tier == Tier::Llm && msg.voice.is_some() {
+                grounding::named_by_voice(&tool, &msg.text)
+            } else if tier == Tier::Llm {
                 grounding::asked_for(&tool, &msg.text)
             } else {
                 Ok(())
