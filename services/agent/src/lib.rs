@@ -51,9 +51,7 @@ use ming_schemas::agent::{
     Action, ActionFinished, ActionStarted, Message, Reply, Tier, TimerFired,
 };
 use ming_schemas::envelope::now_ms;
-use ming_schemas::inference::{
-    ChatMessage, ChatReply, ChatRequest, FinishReason, Tool, ToolChoice,
-};
+use ming_schemas::inference::{ChatMessage, ChatReply, ChatRequest, Tool, ToolChoice};
 use ming_schemas::{kinds, ErrorCode};
 
 use crate::tools::Tools;
@@ -1412,31 +1410,19 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let warm = service.clone();
     let warmer = tokio::spawn(async move {
         let mut wait = Duration::from_secs(1);
-        for _ in 0..10 {
+        for _ in 0..6 {
             match warm.warm_prompt(&[], Duration::from_secs(30)).await {
-                // A turn's own request, or the warm-up after its exchange, took the model
-                // first; what was computed stays in the cache, and the rest comes next time.
-                Ok(r)
-                    if matches!(
-                        r.finish_reason,
-                        FinishReason::Cancelled | FinishReason::Deadline
-                    ) =>
-                {
-                    tracing::debug!(
-                        reused = r.usage.cached_prompt_tokens,
-                        "computing the LLM prompt's beginning gave way"
-                    );
-                }
                 Ok(r) => {
                     tracing::info!(
                         tokens = r.usage.prompt_tokens,
                         reused = r.usage.cached_prompt_tokens,
+                        finish = ?r.finish_reason,
                         "the LLM prompt's beginning is computed"
                     );
                     break;
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "could not compute the LLM prompt's beginning yet");
+                    tracing::debug!(error = %e, "could not compute the LLM prompt's beginning yet")
                 }
             }
             tokio::time::sleep(wait).await;
