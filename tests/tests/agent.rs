@@ -177,11 +177,10 @@ async fn ctrl_c_cancels_the_request_and_the_local_models_generation() {
         .spawn()
         .unwrap();
     // Interrupted once the model works on it (its first call computes the whole prompt:
-    // seconds here), however long the CLI and the agent took to get there. (The agent's own
-    // prefill of the prompt's beginning, at start, is no request of the user's.)
+    // seconds here), however long the CLI and the agent took to get there.
     m.wait_log_line(
         "inference",
-        &["generation started", "prefill_only=false"],
+        &["generation started"],
         Duration::from_secs(60),
     )
     .await;
