@@ -34,6 +34,10 @@ pub trait Handler: Send + Sync + 'static {
     fn detail(&self) -> String {
         String::new()
     }
+
+    /// Called once, when the worker begins to drain: work only done for later (a warm-up)
+    /// should stop now rather than hold the drain for its whole grace period.
+    fn draining(&self) {}
 }
 
 /// One request, as given to a [`Handler`].
@@ -217,6 +221,7 @@ pub async fn run_worker<H: Handler>(
                 if drain_deadline.is_none() {
                     tracing::info!(grace_ms = opts.drain_grace.as_millis() as u64, "shutdown signal: draining");
                     drain_deadline = Some(begin_drain(&sock, &opts, opts.drain_grace));
+                    handler.draining();
                 }
             }
             out = out_rx.recv() => {
@@ -315,6 +320,7 @@ pub async fn run_worker<H: Handler>(
                                     if drain_deadline.is_none() {
                                         tracing::info!(grace_ms = d.grace_ms, "asked to drain");
                                         drain_deadline = Some(begin_drain(&sock, &opts, Duration::from_millis(d.grace_ms)));
+                                        handler.draining();
                                     }
                                 }
                                 Err(e) => responder.fail(&e),

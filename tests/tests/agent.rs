@@ -177,10 +177,11 @@ async fn ctrl_c_cancels_the_request_and_the_local_models_generation() {
         .spawn()
         .unwrap();
     // Interrupted once the model works on it (its first call computes the whole prompt:
-    // seconds here), however long the CLI and the agent took to get there.
+    // seconds here), however long the CLI and the agent took to get there. (The agent's own
+    // prefill of the prompt's beginning, at start, is no request of the user's.)
     m.wait_log_line(
         "inference",
-        &["generation started"],
+        &["generation started", "prefill_only=false"],
         Duration::from_secs(60),
     )
     .await;

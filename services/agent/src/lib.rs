@@ -51,7 +51,9 @@ use ming_schemas::agent::{
     Action, ActionFinished, ActionStarted, Message, Reply, Tier, TimerFired,
 };
 use ming_schemas::envelope::now_ms;
-use ming_schemas::inference::{ChatMessage, ChatReply, ChatRequest, Tool, ToolChoice};
+use ming_schemas::inference::{
+    ChatMessage, ChatReply, ChatRequest, FinishReason, Tool, ToolChoice,
+};
 use ming_schemas::{kinds, ErrorCode};
 
 use crate::tools::Tools;
@@ -120,18 +122,7 @@ impl AgentService {
     /// to a real request, and a failure only costs the next turn that time again.
     async fn warm_next_turn(&self, session: &str) {
         let history = self.conversations.history(session);
-        let mut req = self.llm_request(conversation::prefix(SYSTEM_PROMPT, &history));
-        req.prefill_only = true;
-        let r: Result<ChatReply, BusError> = self
-            .bus
-            .request(
-                "inference",
-                kinds::INFERENCE_CHAT,
-                &req,
-                Duration::from_secs(10),
-            )
-            .await;
-        match r {
+        match self.warm_prompt(&history, Duration::from_secs(10)).await {
             Ok(r) => tracing::debug!(
                 tokens = r.usage.prompt_tokens,
                 reused = r.usage.cached_prompt_tokens,
@@ -140,6 +131,20 @@ impl AgentService {
             ),
             Err(e) => tracing::debug!(error = %e, "could not warm the next turn's prompt"),
         }
+    }
+
+    /// Has inference compute the prompt that begins with the system prompt, the tools and
+    /// `history`, generating nothing.
+    async fn warm_prompt(
+        &self,
+        history: &[conversation::Exchange],
+        timeout: Duration,
+    ) -> Result<ChatReply, BusError> {
+        let mut req = self.llm_request(conversation::prefix(SYSTEM_PROMPT, history));
+        req.prefill_only = true;
+        self.bus
+            .request("inference", kinds::INFERENCE_CHAT, &req, timeout)
+            .await
     }
 
     /// Tier 2: the local LLM picks a tool, constrained by the tools' schemas.
@@ -1399,6 +1404,45 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             }
         }
     });
+    // Every LLM prompt begins with the system prompt and the tools (~820 tokens, 3-4 s on two
+    // cores): computed at start, once inference answers, rather than after the first exchanges
+    // while the user speaks the next commands (in the voice bench the first turns' decodes
+    // then waited on the CPU: each turn cancelled that prefill and kept 128-160 more tokens).
+    // A prompt cache restored from disk makes this instant.
+    let warm = service.clone();
+    let warmer = tokio::spawn(async move {
+        let mut wait = Duration::from_secs(1);
+        for _ in 0..10 {
+            match warm.warm_prompt(&[], Duration::from_secs(30)).await {
+                // A turn's own request, or the warm-up after its exchange, took the model
+                // first; what was computed stays in the cache, and the rest comes next time.
+                Ok(r)
+                    if matches!(
+                        r.finish_reason,
+                        FinishReason::Cancelled | FinishReason::Deadline
+                    ) =>
+                {
+                    tracing::debug!(
+                        reused = r.usage.cached_prompt_tokens,
+                        "computing the LLM prompt's beginning gave way"
+                    );
+                }
+                Ok(r) => {
+                    tracing::info!(
+                        tokens = r.usage.prompt_tokens,
+                        reused = r.usage.cached_prompt_tokens,
+                        "the LLM prompt's beginning is computed"
+                    );
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not compute the LLM prompt's beginning yet");
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+    });
     // The promoted router, from training (it also pushes each new one): ask until it answers.
     let fetch = service.clone();
     let fetcher = tokio::spawn(async move {
@@ -1429,6 +1473,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     tracing::info!(service = %opts.service, bus = %bus.bus_endpoint, "starting");
     let result = run_worker(&bus, opts, service, shutdown).await;
     ticker.abort();
+    warmer.abort();
     fetcher.abort();
     indexer.abort();
     result

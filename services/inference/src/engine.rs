@@ -8,7 +8,7 @@
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -80,6 +80,8 @@ pub enum StartEngineError {
 pub struct Engine {
     tx: std::sync::mpsc::Sender<Job>,
     queued: Arc<AtomicUsize>,
+    /// Set when the service drains: a `prefill_only` job (a warm-up) stops at its next step.
+    draining: Arc<AtomicBool>,
     pub info: ModelInfo,
 }
 
@@ -93,12 +95,25 @@ impl Engine {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let q = queued.clone();
+        let draining = Arc::new(AtomicBool::new(false));
+        let d = draining.clone();
         std::thread::Builder::new()
             .name("inference-engine".into())
-            .spawn(move || engine_thread(cfg, rx, ready_tx, q))
+            .spawn(move || engine_thread(cfg, rx, ready_tx, q, d))
             .map_err(|e| StartEngineError::Backend(e.to_string()))?;
         let info = ready_rx.recv().map_err(|_| StartEngineError::Gone)??;
-        Ok(Self { tx, queued, info })
+        Ok(Self {
+            tx,
+            queued,
+            draining,
+            info,
+        })
+    }
+
+    /// The service is draining: warm-ups (`prefill_only`) stop at their next step, so that
+    /// they do not hold the drain; real requests finish within the grace period.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
     }
 
     /// Jobs waiting or running now.
@@ -139,6 +154,7 @@ fn engine_thread(
     rx: std::sync::mpsc::Receiver<Job>,
     ready: std::sync::mpsc::Sender<Result<ModelInfo, StartEngineError>>,
     queued: Arc<AtomicUsize>,
+    draining: Arc<AtomicBool>,
 ) {
     let backend = match backend() {
         Ok(b) => b,
@@ -196,6 +212,7 @@ fn engine_thread(
         ctx,
         cached: Vec::new(),
         queued: queued.clone(),
+        draining,
     };
     engine.restore_cache();
     if let Err(e) = engine.warm_up() {
@@ -218,6 +235,8 @@ struct Gen<'m> {
     cached: Vec<LlamaToken>,
     /// Jobs waiting or running (a `prefill_only` job gives way when it is not alone).
     queued: Arc<AtomicUsize>,
+    /// The service drains (a `prefill_only` job gives way then too).
+    draining: Arc<AtomicBool>,
 }
 
 /// How a generation ended, before the reply is built.
@@ -520,7 +539,8 @@ impl Gen<'_> {
         );
         let mut pos = keep;
         while pos < prompt.len() {
-            let give_way = req.prefill_only && self.queued.load(Ordering::SeqCst) > 1;
+            let give_way = req.prefill_only
+                && (self.queued.load(Ordering::SeqCst) > 1 || self.draining.load(Ordering::SeqCst));
             if give_way || *cancelled.borrow() || Instant::now() >= deadline {
                 let finish = if give_way || *cancelled.borrow() {
                     FinishReason::Cancelled

@@ -94,6 +94,10 @@ impl Handler for InferenceService {
         }
     }
 
+    fn draining(&self) {
+        self.engine.drain();
+    }
+
     fn detail(&self) -> String {
         format!(
             "{} ({} parameters, context {} tokens, {} threads)",
