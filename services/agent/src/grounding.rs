@@ -278,12 +278,16 @@ pub fn named_by_voice(tool: &str, text: &str) -> Result<(), Ungrounded> {
     let Some((_, cues)) = VOICE_CUES.iter().find(|(t, _)| *t == tool) else {
         return Ok(());
     };
-    let heard = words(text);
-    if heard.iter().any(|w| cues.iter().any(|c| same_word(w, c))) {
+    if names(&words(text), cues) {
         Ok(())
     } else {
         Err(Ungrounded::NotAsked)
     }
+}
+
+/// Whether a word heard is one of `cues` (by [`same_word`]).
+fn names(heard: &[String], cues: &[&str]) -> bool {
+    heard.iter().any(|w| cues.iter().any(|c| same_word(w, c)))
 }
 
 /// Whether `text` asks for `tool`, for the tools whose arguments cannot show it (see [`CUES`]);
@@ -297,7 +301,7 @@ pub fn asked_for(tool: &str, text: &str) -> Result<(), Ungrounded> {
         return Ok(());
     };
     let heard = words(text);
-    let cued = heard.iter().any(|w| cues.iter().any(|c| same_word(w, c)));
+    let cued = names(&heard, cues);
     let calendar = matches!(tool, "list_events" | "free_time")
         && heard
             .iter()

@@ -267,76 +267,19 @@ impl TurnDetector {
 }
 
 /// Words after which a command is not over ("set a timer for …").
+// Kept in rows: rustfmt puts one word a line once one is longer than 10 characters.
+#[rustfmt::skip]
 const DANGLING: &[&str] = &[
-    "a",
-    "an",
-    "the",
-    "and",
-    "or",
-    "but",
-    "to",
-    "for",
-    "of",
-    "at",
-    "in",
-    "on",
-    "with",
-    "my",
-    "your",
-    "about",
-    "from",
-    "by",
-    "into",
-    "is",
-    "are",
-    "was",
-    "than",
-    "that",
-    "um",
-    "uh",
-    "so",
-    "if",
-    "me",
-    "then",
-    "because",
-    "like",
-    "called",
-    "named",
-    "saying",
-    "says",
-    "remind",
-    "set",
-    "call",
-    "add",
-    "what's",
-    "whats",
-    "what",
-    "when",
-    "where",
-    "who",
-    "how",
-    "next",
-    "this",
-    "every",
-    "until",
-    "before",
-    "after",
+    "a", "an", "the", "and", "or", "but", "to", "for", "of", "at", "in", "on", "with", "my",
+    "your", "about", "from", "by", "into", "is", "are", "was", "than", "that", "um", "uh", "so",
+    "if", "me", "then", "because", "like", "called", "named", "saying", "says", "remind", "set",
+    "call", "add", "what's", "whats", "what", "when", "where", "who", "how", "next", "this",
+    "every", "until", "before", "after",
     // Words that announce what follows: "take a note …", "remember …", "write down …".
-    "note",
-    "remember",
-    "write",
-    "jot",
-    "down",
-    // Verbs and words that want what follows: "I prefer …", "translate …", "I'm allergic …"
-    // (not the ones that are nouns as often: "book", "schedule", "show").
-    "prefer",
-    "translate",
-    "need",
-    "want",
-    "find",
-    "search",
-    "send",
-    "allergic",
+    "note", "remember", "write", "jot", "down",
+    // Words that want what follows: "I prefer …", "I'm allergic …" (not ones as often nouns:
+    // "book", "schedule", "show").
+    "prefer", "translate", "need", "want", "find", "search", "send", "allergic",
 ];
 
 const NUMBERS: &[&str] = &[
@@ -368,7 +311,7 @@ pub fn reads_complete(text: &str) -> bool {
     let before = words[words.len() - 2].as_str();
     // "Keep in mind …", "bear in mind …" (but "never mind" is a whole command).
     let announces = last == "mind" && before == "in";
-    if (announces || DANGLING.contains(&last)) && !ends_on_particle(&words) {
+    if (announces || DANGLING.contains(&last)) && !ends_on_particle(&words[0], before, last) {
         return false;
     }
     let numeric = last.chars().all(|c| c.is_ascii_digit()) || NUMBERS.contains(&last);
@@ -395,12 +338,8 @@ const PHRASAL: &[&str] = &[
 
 /// Whether the last word is the particle of a phrasal verb the command began with, after its
 /// object: "turn the volume down" is over, "turn down …" and "schedule a meeting on …" are not.
-fn ends_on_particle(words: &[String]) -> bool {
-    let last = words[words.len() - 1].as_str();
-    let before = words[words.len() - 2].as_str();
-    matches!(last, "down" | "on")
-        && PHRASAL.contains(&words[0].as_str())
-        && !PHRASAL.contains(&before)
+fn ends_on_particle(first: &str, before: &str, last: &str) -> bool {
+    matches!(last, "down" | "on") && PHRASAL.contains(&first) && !PHRASAL.contains(&before)
 }
 
 #[cfg(test)]
