@@ -318,10 +318,15 @@ impl Pipeline {
             if let Some(ev) = self.turn.frame(at, p, reading) {
                 self.on_turn(ev, at + FRAME as u64, out);
             }
-            self.maybe_early(out);
+            self.maybe_early(at + FRAME as u64, out);
             self.maybe_partial(out);
         }
         self.pending.drain(..off);
+        // The sound's level is known to the last sample received, not only to the last whole
+        // VAD frame (32 ms): the early decode need not wait for the next frame to start.
+        if !self.pending.is_empty() {
+            self.maybe_early(self.pending_at + self.pending.len() as u64, out);
+        }
         self.trim_history();
     }
 
@@ -510,12 +515,11 @@ impl Pipeline {
 
     /// In real time, while Silero still says speech: starts the speculative decode once the
     /// sound has been quiet for `early_decode_ms`, and aborts it if the voice comes back.
-    fn maybe_early(&mut self, out: &mut Vec<Output>) {
+    fn maybe_early(&mut self, now: u64, out: &mut Vec<Output>) {
         let quiet = u64::from(self.cfg.early_decode_ms) * 16;
         if quiet == 0 || self.mode != Mode::Live || !self.turn.speaking() {
             return;
         }
-        let now = self.pending_at;
         let Some(t) = self.cur.as_ref().filter(|t| t.ended.is_none()) else {
             return;
         };
@@ -814,8 +818,8 @@ mod tests {
 
     /// In real time the speculative decode starts where the sound stops, not where Silero's
     /// probability falls (15–130 ms later), and the pause Silero then finds takes it over:
-    /// one decode, started within `early_decode_ms` and a frame of the true end of speech,
-    /// makes the final. Real models, espeak-ng speech fed in 20 ms blocks.
+    /// one decode, started within `early_decode_ms` and a block of input of the true end of
+    /// speech, makes the final. Real models, espeak-ng speech fed in 20 ms blocks.
     #[test]
     fn the_speculative_decode_starts_where_the_sound_stops_and_becomes_the_final() {
         let cfg = Config::load(&LoadOptions {
@@ -855,7 +859,8 @@ mod tests {
                 p.handle(Input::Audio(c.to_vec()), &mut out);
                 for j in p.inflight.iter().filter(|j| j.kind == JobKind::Speculative) {
                     if !specs.iter().any(|s| s.0 == j.id) {
-                        specs.push((j.id, p.pending_at, p.turn.speaking(), j.end));
+                        let fed = p.pending_at + p.pending.len() as u64;
+                        specs.push((j.id, fed, p.turn.speaking(), j.end));
                     }
                 }
             }
@@ -888,8 +893,9 @@ mod tests {
                 (end as i64 - true_end as i64) / 16,
                 specs.len()
             );
+            // Checked as each 20 ms block comes in, on 10 ms windows of the sound's level.
             assert!(
-                queued_at <= true_end + (early_ms + 32 + 10) * 16,
+                queued_at <= true_end + (early_ms + 20 + 10) * 16,
                 "{text}: decode queued {} ms after the true end",
                 (queued_at as i64 - true_end as i64) / 16
             );
