@@ -9,7 +9,7 @@
 //! its *regret*: the log-probability given up against the decoder's own first choice at that
 //! step. The search is best-first on the summed regret (Dijkstra: regret never falls), so the
 //! first complete reading it reaches is the command reading the audio supports best; it
-//! gives up past `max_regret` or a budget of decoder calls. A reading with a small regret is
+//! gives up past `max_regret` or a budget of decoded tokens. A reading with a small regret is
 //! one the audio supports nearly as well as the free one; a large regret means the guide
 //! forced words the audio does not hold.
 
@@ -150,7 +150,8 @@ pub struct Guided {
     pub regret: f32,
     /// Steps at which the guide overruled the decoder's first choice.
     pub overruled: u32,
-    /// Decoder calls the search made.
+    /// Tokens the search gave the decoder (a reading it turns to is brought up to date in one
+    /// call of the tokens it lacks).
     pub calls: u32,
     /// How long the search took (ms).
     pub ms: f64,
@@ -262,11 +263,12 @@ pub fn decode(
         return Ok(None);
     };
     let p = vocab.prompt.len();
-    // One token per call: whisper.cpp hands back the logits of a call's first row only.
-    for (i, &t) in vocab.prompt.iter().enumerate() {
-        state.decode(&[t], i, threads).map_err(err)?;
-    }
+    state.decode(&vocab.prompt, 0, threads).map_err(err)?;
+    // Tokens given to the decoder so far (the budget counts tokens, not calls: bringing the
+    // decoder to another reading decodes all the tokens it lacks in one call), and how many
+    // the last call had (its last row holds the logits).
     let mut calls = p as u32;
+    let mut last_call = p;
     // The tokens after the prompt now in the decoder's cache; the logits are those of its
     // last token (of the prompt's when empty).
     let mut decoded: Vec<WhisperTokenId> = Vec::new();
@@ -316,21 +318,22 @@ pub fn decode(
                 if h.tokens.is_empty() {
                     state.decode(&[vocab.beg], p - 1, threads).map_err(err)?;
                     calls += 1;
+                    last_call = 1;
                 }
             }
             decoded.truncate(same);
-            for &t in &h.tokens[same..] {
-                if calls >= limits.max_calls {
+            let todo = &h.tokens[same..];
+            if !todo.is_empty() {
+                if calls as usize + todo.len() > limits.max_calls as usize {
                     return Ok(None);
                 }
-                state
-                    .decode(&[t], p + decoded.len(), threads)
-                    .map_err(err)?;
-                decoded.push(t);
-                calls += 1;
+                state.decode(todo, p + same, threads).map_err(err)?;
+                decoded.extend_from_slice(todo);
+                calls += todo.len() as u32;
+                last_call = todo.len();
             }
         }
-        let logits = state.get_logits().map_err(err)?;
+        let logits = last_row(state, last_call).map_err(err)?;
         let n = logits.len();
         if n <= beg {
             return Err(GuideError::Decode(format!(
@@ -393,6 +396,20 @@ pub fn decode(
     Ok(None)
 }
 
+/// The logits of the last token of the decoder's last call of `n` tokens.
+fn last_row(state: &WhisperState, n: usize) -> Result<&[f32], whisper_rs::WhisperError> {
+    let first = state.get_logits()?;
+    if n <= 1 {
+        return Ok(first);
+    }
+    let vocab = first.len();
+    // SAFETY: `get_logits` points at the start of the state's logits buffer, which whisper.cpp
+    // (whisper_decode_internal, whisper-rs-sys 0.15) sizes to `n × n_vocab` for a call of `n`
+    // tokens and fills at the last token's row; `n` is that call's length, so the row is inside
+    // it. The buffer lives in the state, which the returned slice borrows.
+    Ok(unsafe { std::slice::from_raw_parts(first.as_ptr().add((n - 1) * vocab), vocab) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,6 +432,65 @@ mod tests {
             .expect("a beginning");
         assert!(!g.complete(&mut cache, s));
         assert!(g.feed(&mut cache, s, b"ger").is_none());
+    }
+
+    /// The search brings the decoder to another reading with one call of all the tokens it
+    /// lacks, and reads the logits of that call's last row: they must be those of decoding the
+    /// tokens one call at a time. Real model, on espeak-ng speech.
+    #[test]
+    fn one_call_of_several_tokens_ends_on_the_logits_of_one_call_per_token() {
+        use ming_config::{Config, LoadOptions, Paths};
+        use whisper_rs::{FullParams, SamplingStrategy, WhisperContextParameters};
+        let cfg = Config::load(&LoadOptions {
+            file: None,
+            skip_system_and_user: true,
+        })
+        .expect("default config");
+        let dir = Paths::resolve(&cfg.paths).model_dir;
+        let (_, path) = ming_config::models::resolve(&cfg.audio.stt_model, "stt", &dir)
+            .expect("the audio models (run `just models`)");
+        let mut params = WhisperContextParameters::default();
+        params.use_gpu(false);
+        let ctx = WhisperContext::new_with_params(&path, params).expect("loads");
+        let mut state = ctx.create_state().expect("a state");
+        let (rate, speech) =
+            crate::tts::synthesize("espeak-ng", "en-us", 175, "Set a timer for seven minutes.")
+                .expect("espeak-ng");
+        let mut audio = Vec::new();
+        let mut r = crate::resample::Resampler::new(rate, 16_000);
+        r.push(&speech, &mut audio);
+        r.finish(&mut audio);
+        audio.resize(audio.len() + 16_000, 0.0);
+        let mut fp = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        fp.set_n_threads(2);
+        fp.set_audio_ctx(crate::stt::audio_ctx_for(audio.len(), 96) as i32);
+        state.full(fp, &audio).expect("decodes");
+        let vocab = Vocab::new(&ctx);
+        let mut tokens = vocab.prompt.clone();
+        tokens.extend(ctx.tokenize(" Set a timer for", 16).expect("tokenizes"));
+        for (i, &t) in tokens.iter().enumerate() {
+            state.decode(&[t], i, 2).expect("decodes a token");
+        }
+        let one = last_row(&state, 1).expect("logits").to_vec();
+        // A call of one token leaves the logits after it in the first row...
+        state.decode(&tokens[..1], 0, 2).expect("decodes");
+        let after_first = state.get_logits().expect("logits").to_vec();
+        // ...which a call of the rest at once does not overwrite: only its last row is filled.
+        state
+            .decode(&tokens[1..], 1, 2)
+            .expect("decodes the rest at once");
+        let all = last_row(&state, tokens.len() - 1).expect("logits").to_vec();
+        assert_eq!(one.len(), all.len());
+        let argmax = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b]));
+        assert_eq!(argmax(&one), argmax(&all));
+        let worst = one
+            .iter()
+            .zip(&all)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 0.05, "logits differ by up to {worst}");
+        // Reading the first row would have been wrong.
+        assert_ne!(argmax(&after_first), argmax(&all));
     }
 
     #[test]

@@ -366,7 +366,8 @@ async fn ask_agent(
     }
 }
 
-/// Decoder calls one guided search may make (each ~3-6 ms with tiny.en on two cores).
+/// Tokens one guided search may give the decoder (a call of one token takes ~2-3 ms with
+/// tiny.en on two cores; one of several, to turn to another reading, not much more).
 const GUIDE_MAX_CALLS: u32 = 80;
 /// Tokens a guided reading may have.
 const GUIDE_MAX_TOKENS: usize = 48;
