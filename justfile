@@ -31,13 +31,27 @@ setup:
 models: setup
     /usr/bin/python3 models/fetch.py
 
+# whisper.cpp built before `.cargo/config.toml` asked for llamafile's tiled matrix products
+# (GGML_LLAMAFILE) stays that way in a cached target dir: cargo does not rerun a build script
+# for a new [env] value. Such a build is cleaned once, so the next one has them.
+_whisper-cache:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for f in "$CARGO_TARGET_DIR"/*/build/whisper-rs-sys-*/out/build/CMakeCache.txt; do
+      [ -f "$f" ] && grep -q '^GGML_LLAMAFILE:BOOL=OFF' "$f" || continue
+      dir="${f#"$CARGO_TARGET_DIR"/}"; dir="${dir%%/*}"
+      profile="$dir"; [ "$dir" = debug ] && profile=dev
+      echo "whisper.cpp in $CARGO_TARGET_DIR/$dir was built without GGML_LLAMAFILE: building it again"
+      cargo clean -p whisper-rs-sys --profile "$profile"
+    done
+
 # Build every binary (debug).
-build:
+build: _whisper-cache
     cargo build --workspace --bins --locked
 
 # Set up, build (release), start the supervisor in the background unless it runs already, then
 # open `ming chat` (on a terminal). `just down` stops it; `just serve` runs it in the foreground.
-up *ARGS: setup models
+up *ARGS: setup models _whisper-cache
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release --workspace --bins --locked
@@ -81,7 +95,7 @@ ming *ARGS:
     @"$CARGO_TARGET_DIR/release/ming" "$@"
 
 # Everything CI checks: format, lints, then every test (real processes, real sockets).
-test: setup models
+test: setup models _whisper-cache
     #!/usr/bin/env bash
     set -euo pipefail
     cargo fmt --all -- --check
@@ -105,7 +119,7 @@ test: setup models
 # typed fast path; memory recall; voice in (end of speech → final transcript, cut-offs, RTF);
 # the personal router (training time for 1k/10k examples, inference latency, held-out accuracy);
 # voice to first action through the whole system, typed too, without and with the router.
-bench: models
+bench: models _whisper-cache
     cargo bench --locked -p ming-bus --bench bus
     cargo bench --locked -p ming-inference --bench inference
     cargo bench --locked -p ming-cloud-gateway --bench redact
