@@ -311,7 +311,12 @@ pub fn reads_complete(text: &str) -> bool {
     let before = words[words.len() - 2].as_str();
     // "Keep in mind …", "bear in mind …" (but "never mind" is a whole command).
     let announces = last == "mind" && before == "in";
-    if (announces || DANGLING.contains(&last)) && !ends_on_particle(&words[0], before, last) {
+    // "Take a note …" announces one; "list my note", "read the note" name one that exists.
+    let names_a_note = last == "note" && DEFINITE.contains(&before);
+    if (announces || DANGLING.contains(&last))
+        && !ends_on_particle(&words[0], before, last)
+        && !names_a_note
+    {
         return false;
     }
     let numeric = last.chars().all(|c| c.is_ascii_digit()) || NUMBERS.contains(&last);
@@ -320,6 +325,11 @@ pub fn reads_complete(text: &str) -> bool {
     }
     true
 }
+
+/// Words before a noun that make it one already known ("my note", "the last note").
+const DEFINITE: &[&str] = &[
+    "my", "the", "this", "that", "your", "our", "last", "latest", "first", "previous",
+];
 
 /// Words after which a number is complete: a time ("at five"), a setting ("to 11"), or the
 /// number of something ("level 3", "page 12"). After others it wants a unit ("for five …").
@@ -495,6 +505,8 @@ mod tests {
             "Go to page twelve",
             "Never mind.",
             "Open the book",
+            "List my note.",
+            "Read the last note",
         ] {
             assert!(reads_complete(t), "{t}");
         }
@@ -506,6 +518,7 @@ mod tests {
             "Add milk to the,",
             "Take a note",
             "Take a note:",
+            "Make a new note",
             "Please remember",
             "Write down",
             "Remember that I prefer",
