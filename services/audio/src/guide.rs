@@ -15,6 +15,7 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 
 use regex_automata::hybrid::dfa::{Cache, DFA};
@@ -35,6 +36,8 @@ pub enum GuideError {
     Patterns(String),
     #[error("guided decoding failed: {0}")]
     Decode(String),
+    #[error("guided decoding was aborted")]
+    Aborted,
 }
 
 /// The patterns, compiled into one lazy DFA (ASCII, anchored at the start; `$` holds at the
@@ -251,6 +254,7 @@ pub fn decode(
     guide: &Guide,
     threads: usize,
     limits: Limits,
+    abort: &AtomicBool,
 ) -> Result<Option<Guided>, GuideError> {
     let err = |e: whisper_rs::WhisperError| GuideError::Decode(e.to_string());
     let mut cache = guide
@@ -283,6 +287,10 @@ pub fn decode(
         overruled: 0,
     });
     while let Some(h) = heap.pop() {
+        // A search run ahead of need gives way to the next decode at once.
+        if abort.load(AtomicOrdering::Relaxed) {
+            return Err(GuideError::Aborted);
+        }
         if cache.clear_count() != clears {
             tracing::debug!("the guide's DFA cache was cleared: guided decoding gives up");
             return Ok(None);

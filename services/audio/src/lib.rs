@@ -429,13 +429,33 @@ async fn fetch_guide(bus: &BusClient, cache: &guide::GuideCache) -> Option<Arc<g
 /// The first model's guided reading of a turn's `audio` (see `guide.rs`), if the guide can be
 /// had and finds one within its limits. The turn's final reading was most often the first
 /// model's last decode: then its encoder output is still there, and only the search runs.
+/// How long a guided hearing waits for the search the pipeline started ahead of need before it
+/// searches itself (a search takes 20–250 ms; it is aborted when a newer decode comes).
+const AHEAD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn guided_reading(
     bus: &BusClient,
+    live: &live::Live,
     hearing: &Hearing,
     cache: &guide::GuideCache,
     audio: &stt::Samples,
     t: &Transcript,
 ) -> Option<guide::Guided> {
+    // Searched already while the turn waited out its hangover (the pipeline's `with_guide`)?
+    if let Some(mut ahead) = live.take_ahead(audio) {
+        let done = tokio::time::timeout(AHEAD_WAIT, ahead.wait_for(Option::is_some)).await;
+        if let Ok(Ok(r)) = done {
+            if let Some(Ok(guided)) = r.clone() {
+                tracing::info!(
+                    utterance = t.utterance,
+                    first = %t.text,
+                    guided = ?guided,
+                    "a guided hearing, searched ahead, of a turn the agent could not act on"
+                );
+                return guided;
+            }
+        }
+    }
     let g = fetch_guide(bus, cache).await?;
     let (stt, margin, samples, limits) = (
         hearing.stt.clone(),
@@ -551,7 +571,7 @@ async fn ask_agent_twice(
     }
     if let Some(cache) = &hearing.guide {
         let started = mono_ms();
-        let guided = guided_reading(bus, &hearing, cache, &audio, &t).await;
+        let guided = guided_reading(bus, live, &hearing, cache, &audio, &t).await;
         let guided = guided.filter(|g| {
             let short = drops_words(&t.text, &g.text);
             if short {

@@ -76,6 +76,9 @@ impl Live {
             (engine.second.is_some() || engine.guide.is_some()).then(TurnAudio::default);
         if let Some(keep) = &turn_audio {
             p = p.with_turn_audio(keep.clone());
+            if let Some(guide) = &engine.guide {
+                p = p.with_guide(Arc::clone(guide));
+            }
         }
         let spawned = std::thread::Builder::new()
             .name("live-audio".into())
@@ -137,6 +140,11 @@ impl Live {
     /// reading), taken: kept only with the guide or a second model, for the latest few turns.
     pub fn take_turn_audio(&self, utterance: u64) -> Option<crate::stt::Samples> {
         self.turn_audio.as_ref()?.take(utterance)
+    }
+
+    /// The guided search the pipeline started ahead of need on these samples, taken.
+    pub fn take_ahead(&self, samples: &crate::stt::Samples) -> Option<crate::pipeline::Ahead> {
+        self.turn_audio.as_ref()?.take_ahead(samples)
     }
 
     fn send(&self, input: Input) {

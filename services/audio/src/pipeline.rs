@@ -21,6 +21,7 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use ming_schemas::audio::{Boundary, Stage, Transcript};
 
+use crate::guide::{GuideCache, Guided};
 use crate::mono_ms;
 use crate::resample::Resampler;
 use crate::stt::{Decoded, Job, Samples, Stt, SttError};
@@ -31,30 +32,58 @@ use crate::vad::{SileroModel, Vad, FRAME};
 /// `audio.stt_guide` and `audio.stt_second_model`): utterance id → the 16 kHz samples its final
 /// reading was decoded from (its start less the pre-roll, to its end and the little after it
 /// the decode saw). Shared between the pipeline's thread, which puts, and whoever takes.
+/// With the guide, the guided readings searched ahead of need go here too (see
+/// [`Pipeline::with_guide`]).
 #[derive(Clone, Default)]
-pub struct TurnAudio(Arc<Mutex<VecDeque<KeptTurn>>>);
+pub struct TurnAudio(Arc<Mutex<Kept>>);
 
-/// A finished turn's utterance id and audio.
-type KeptTurn = (u64, Samples);
+#[derive(Default)]
+struct Kept {
+    /// Finished turns: utterance id and audio.
+    turns: VecDeque<(u64, Samples)>,
+    /// Guided searches started ahead of need, by the samples they read.
+    ahead: VecDeque<(Samples, Ahead)>,
+}
+
+/// A guided search run ahead of need: `None` while it runs; then `Ok` with its reading (`None`
+/// when the guide found none within its limits), or `Err` when it did not finish (aborted for
+/// a newer decode, or failed): the reading is then still to be searched.
+pub type Ahead = tokio::sync::watch::Receiver<Option<Result<Option<Guided>, ()>>>;
 
 impl TurnAudio {
     /// Turns kept: a turn's audio is taken within seconds of its final, or not at all.
     const KEEP: usize = 4;
 
     fn put(&self, utterance: u64, samples: Samples) {
-        if let Ok(mut q) = self.0.lock() {
-            if q.len() == Self::KEEP {
-                q.pop_front();
+        if let Ok(mut k) = self.0.lock() {
+            if k.turns.len() == Self::KEEP {
+                k.turns.pop_front();
             }
-            q.push_back((utterance, samples));
+            k.turns.push_back((utterance, samples));
+        }
+    }
+
+    fn put_ahead(&self, samples: Samples, ahead: Ahead) {
+        if let Ok(mut k) = self.0.lock() {
+            if k.ahead.len() == Self::KEEP {
+                k.ahead.pop_front();
+            }
+            k.ahead.push_back((samples, ahead));
         }
     }
 
     /// Takes the audio of `utterance`, if it is still kept.
     pub fn take(&self, utterance: u64) -> Option<Samples> {
-        let mut q = self.0.lock().ok()?;
-        let i = q.iter().position(|(u, _)| *u == utterance)?;
-        q.remove(i).map(|(_, a)| a)
+        let mut k = self.0.lock().ok()?;
+        let i = k.turns.iter().position(|(u, _)| *u == utterance)?;
+        k.turns.remove(i).map(|(_, a)| a)
+    }
+
+    /// Takes the guided search started ahead on these very samples, if there was one.
+    pub fn take_ahead(&self, samples: &Samples) -> Option<Ahead> {
+        let mut k = self.0.lock().ok()?;
+        let i = k.ahead.iter().position(|(s, _)| s.same(samples))?;
+        k.ahead.remove(i).map(|(_, a)| a)
     }
 }
 
@@ -203,6 +232,10 @@ pub struct Pipeline {
     armed: Arc<AtomicBool>,
     /// Where a finished turn's audio goes (live input with a second model), if anywhere.
     turn_audio: Option<TurnAudio>,
+    /// The guide, for searching a pause's reading ahead of need (live input, with `turn_audio`).
+    guide: Option<Arc<GuideCache>>,
+    /// Guided searches started ahead and maybe still running: a newer decode aborts them.
+    ahead: Vec<Arc<AtomicBool>>,
     /// Milliseconds spent decoding (for the real-time factor).
     pub stt_ms: f64,
     /// 16 kHz samples taken in.
@@ -239,6 +272,8 @@ impl Pipeline {
             results,
             armed: Arc::new(AtomicBool::new(true)),
             turn_audio: None,
+            guide: None,
+            ahead: Vec::new(),
             stt_ms: 0.0,
             samples: 0,
         }
@@ -254,6 +289,50 @@ impl Pipeline {
     pub fn with_turn_audio(mut self, turn_audio: TurnAudio) -> Self {
         self.turn_audio = Some(turn_audio);
         self
+    }
+
+    /// Searches the guided reading of a pause's speculative transcript as soon as it is in, when
+    /// the guide (once compiled) does not know it as a command: the search runs while the turn
+    /// waits out its hangover, and its result goes to `turn_audio` (see
+    /// [`TurnAudio::take_ahead`]) for when the agent cannot act on the first reading. A newer
+    /// decode aborts it.
+    pub fn with_guide(mut self, guide: Arc<GuideCache>) -> Self {
+        self.guide = Some(guide);
+        self
+    }
+
+    /// Starts the guided search of `d`'s samples, whose encoder output the STT thread has just
+    /// left in its state (see `with_guide`).
+    fn search_ahead(&mut self, d: &Decoded) {
+        let (Some(cache), Some(keep)) = (&self.guide, &self.turn_audio) else {
+            return;
+        };
+        let Some(guide) = cache.get() else { return };
+        if d.text.is_empty() || guide.accepts(&d.text) {
+            return;
+        }
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let abort = Arc::new(AtomicBool::new(false));
+        let job = Job {
+            samples: d.audio.clone(),
+            ctx_margin: self.cfg.ctx_margin,
+            abort: Arc::clone(&abort),
+            guide: Some((guide, cache.limits)),
+            done: Box::new(move |r| {
+                let _ = tx.send(Some(r.map(|d| d.guided).map_err(|_| ())));
+            }),
+        };
+        if self.stt.submit(job).is_ok() {
+            self.ahead.push(abort);
+            keep.put_ahead(d.audio.clone(), rx);
+        }
+    }
+
+    /// Aborts the guided searches started ahead (a newer decode needs the STT thread).
+    fn abort_ahead(&mut self) {
+        for a in self.ahead.drain(..) {
+            a.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Whether a turn is open (speech, or a pause inside the hangover, or a pending final).
@@ -480,6 +559,7 @@ impl Pipeline {
                 }
             }
             TurnEvent::Resumed => {
+                self.abort_ahead();
                 if let Some(t) = self.cur.as_mut() {
                     t.spec = None;
                     t.early = None;
@@ -626,6 +706,7 @@ impl Pipeline {
             name: format!("decode_started:{}", kind_name(kind)),
             at_ms: mono_ms(),
         });
+        self.abort_ahead();
         for j in &self.inflight {
             if j.kind == JobKind::Partial
                 || (j.kind == JobKind::Speculative
@@ -722,6 +803,9 @@ impl Pipeline {
         let early_here = t.early.is_some_and(|e| e.end == job.end);
         if !(paused_here || early_here) {
             return;
+        }
+        if self.mode == Mode::Live {
+            self.search_ahead(&d);
         }
         if let Some(t) = self.cur.as_mut() {
             t.spec = Some((job.end, d));

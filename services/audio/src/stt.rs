@@ -168,9 +168,15 @@ impl Stt {
                                     ming_bus::cpu::CpuGauge::shared().threads(opts.threads);
                                 let mut d = d.clone();
                                 let whole = fits_one_window(d.audio.0.len());
-                                d.guided =
-                                    guided(&mut state, &d.text, g, vocab, limits, threads, whole);
-                                Ok(d)
+                                d.guided = guided(
+                                    &mut state, &d.text, g, vocab, limits, threads, whole,
+                                    &job.abort,
+                                );
+                                if job.abort.load(Ordering::Relaxed) {
+                                    Err(SttError::Aborted)
+                                } else {
+                                    Ok(d)
+                                }
                             }
                         }
                         _ => {
@@ -387,9 +393,12 @@ fn decode(
     let text = clean(&text);
     let guided = guide.and_then(|(g, vocab, limits)| {
         let long = input.len() > WINDOW_SAMPLES;
-        guided(state, &text, g, vocab, limits, threads, !long)
+        guided(state, &text, g, vocab, limits, threads, !long, abort)
             .map(|f| Guided { encoded: true, ..f })
     });
+    if abort.load(Ordering::Relaxed) {
+        return Err(SttError::Aborted);
+    }
     Ok(Decoded {
         last_word_p,
         min_word_p,
@@ -408,7 +417,8 @@ fn decode(
 /// The guided reading of the audio whose encoder output is in `state` (see `guide.rs`), when
 /// `text`, its free reading, is not already a command the guide knows. `whole`: the audio fit
 /// one 30 s window (the state holds the encoder output of the last window only; no command is
-/// longer).
+/// longer). `abort` stops the search (the caller then answers `Aborted`).
+#[allow(clippy::too_many_arguments)]
 fn guided(
     state: &mut whisper_rs::WhisperState,
     text: &str,
@@ -417,17 +427,19 @@ fn guided(
     limits: Limits,
     threads: u32,
     whole: bool,
+    abort: &AtomicBool,
 ) -> Option<Guided> {
     if text.is_empty() || !whole || guide.accepts(text) {
         return None;
     }
     let t0 = Instant::now();
-    match crate::guide::decode(state, vocab, guide, threads as usize, limits) {
+    match crate::guide::decode(state, vocab, guide, threads as usize, limits, abort) {
         Ok(found) => {
             let ms = t0.elapsed().as_secs_f64() * 1e3;
             tracing::debug!(heard = %text, guided = ?found, ms, "guided reading");
             found.map(|f| Guided { ms, ..f })
         }
+        Err(crate::guide::GuideError::Aborted) => None,
         Err(e) => {
             tracing::warn!(error = %e, "the guided reading failed");
             None

@@ -475,3 +475,96 @@ fn a_guided_reading_finds_the_command_in_misheard_audio() {
     assert_eq!(d.text, "What time is it?");
     assert!(d.guided.is_none(), "{:?}", d.guided);
 }
+
+/// Live, with the guide: the guided reading of a pause's transcript is searched while the turn
+/// waits out its hangover, on the samples of the speculative decode that becomes the final, and
+/// is waiting there when the agent cannot act on the first reading (`TurnAudio::take_ahead`).
+/// Real models and espeak-ng speech fed in 20 ms blocks at real-time pace; of the commands below,
+/// those tiny.en mishears live are checked (at least one must be).
+#[test]
+fn a_live_turn_has_its_guided_reading_searched_ahead() {
+    use ming_audio::guide::{GuideCache, Limits};
+    use ming_audio::pipeline::{Input, Mode, TurnAudio};
+    use std::time::{Duration, Instant};
+    let _turn = one_decoder_at_a_time();
+    let cache = std::sync::Arc::new(GuideCache::new(Limits {
+        max_regret: ming_audio::guide::DEFAULT_MAX_REGRET,
+        max_calls: 80,
+        max_tokens: 48,
+    }));
+    cache
+        .set(&[
+            r"(?i)^\s*(?:search|find|look for)(?: in)?(?: my)? notes? (?:for|about|with|containing) (?P<q>.+?)[.?!]?\s*$",
+            r"(?i)^\s*what(?:'s| is) (?:the |today's )?(?:date|day)(?: today)?[?.!]?\s*$",
+            r"(?i)^\s*(?:set|start) a timer for (?P<d>[\w ]+?)[.!]?\s*$",
+        ])
+        .expect("the patterns compile");
+    let mut checked = 0;
+    for (said, voice, wpm) in [
+        ("Search my notes for milk.", "en-gb+f3", 180),
+        ("Find my note about the plumber.", "en-us", 175),
+        ("What's the date today?", "en-us", 200),
+        ("Set a timer for one hour.", "en-us", 175),
+        ("What's today's date?", "en-gb", 160),
+    ] {
+        let keep = TurnAudio::default();
+        let (tx, rx) = std::sync::mpsc::channel::<Input>();
+        let mut p = engine()
+            .pipeline(Mode::Live, 16_000, tx)
+            .with_turn_audio(keep.clone())
+            .with_guide(std::sync::Arc::clone(&cache));
+        let mut audio = spoken_16k(said, voice, wpm);
+        audio.extend(vec![0.0; 16_000]);
+        let mut out = Vec::new();
+        let t0 = Instant::now();
+        for (i, c) in audio.chunks(320).enumerate() {
+            p.handle(Input::Audio(c.to_vec()), &mut out);
+            while let Ok(input) = rx.try_recv() {
+                p.handle(input, &mut out);
+            }
+            let due = t0 + Duration::from_millis(20 * (i as u64 + 1));
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !out.iter().any(|o| matches!(o, Output::Final(_))) && Instant::now() < deadline {
+            if let Ok(input) = rx.recv_timeout(Duration::from_millis(200)) {
+                p.handle(input, &mut out);
+            }
+        }
+        let f = finals(&out);
+        assert_eq!(f.len(), 1, "{said:?}: {f:?}");
+        if words(&f[0].text) == words(said) {
+            println!("{said:?} ({voice}, {wpm}): heard right, nothing to search");
+            continue;
+        }
+        let samples = keep.take(f[0].utterance).expect("the turn's audio is kept");
+        let mut ahead = keep
+            .take_ahead(&samples)
+            .unwrap_or_else(|| panic!("{said:?}: no search ahead for {:?}", f[0].text));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let found = loop {
+            if let Some(r) = ahead.borrow_and_update().clone() {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "the search ahead never finished");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let g = found.expect("the search finished");
+        println!(
+            "{said:?} ({voice}, {wpm}) heard as {:?}, searched ahead: {g:?}",
+            f[0].text
+        );
+        if let Some(g) = g {
+            assert!(
+                !g.encoded,
+                "the search reused the speculative decode's encoding: {g:?}"
+            );
+            assert_eq!(words(&g.text), words(said));
+            checked += 1;
+        }
+    }
+    assert!(
+        checked > 0,
+        "no command was misheard and set right: pick other cases"
+    );
+}
