@@ -285,15 +285,26 @@ struct Seen {
 }
 
 impl Seen {
-    /// Takes the events that arrive until `until`.
+    /// Takes the events that arrive until `until`, and once the action is in, its turn's
+    /// transcript: the two come on separate subscriptions, so the transcript's event may be
+    /// read after the action's (left unread, it was taken for the next turn's).
     async fn watch(
         &mut self,
         until: Instant,
         actions: &mut EventSubscriber,
         transcripts: &mut EventSubscriber,
     ) {
-        while self.action.is_none() && Instant::now() < until {
+        loop {
+            let deadline = match &self.action {
+                None => until,
+                Some(_) if self.transcript.is_some() => return,
+                Some((_, at)) => *at + TRANSCRIPT_AFTER_ACTION,
+            };
+            if Instant::now() >= deadline {
+                return;
+            }
             tokio::select! {
+                biased;
                 e = transcripts.next() => if let Ok(e) = e {
                     if let Ok(t) = e.body::<ming_schemas::audio::Transcript>() {
                         self.transcript.get_or_insert((t.text, t.confidence, Instant::now(), t.decode_ms));
@@ -304,11 +315,14 @@ impl Seen {
                         self.action.get_or_insert((a, Instant::now()));
                     }
                 },
-                () = tokio::time::sleep_until(until.into()) => {}
+                () = tokio::time::sleep_until(deadline.into()) => {}
             }
         }
     }
 }
+
+/// How long a turn's transcript event may come after its action's.
+const TRANSCRIPT_AFTER_ACTION: Duration = Duration::from_secs(1);
 
 /// One spoken command: (action started, ms from the true end of speech), the split at the final
 /// transcript, and what was heard (text, confidence, decode ms).
