@@ -429,10 +429,6 @@ async fn fetch_guide(bus: &BusClient, cache: &guide::GuideCache) -> Option<Arc<g
 /// The first model's guided reading of a turn's `audio` (see `guide.rs`), if the guide can be
 /// had and finds one within its limits. The turn's final reading was most often the first
 /// model's last decode: then its encoder output is still there, and only the search runs.
-/// How long a second hearing waits for the one the pipeline started ahead of need before it
-/// hears the turn itself (base decodes a command in 250–400 ms on two cores).
-const SECOND_AHEAD_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-
 /// How long a guided hearing waits for the search the pipeline started ahead of need before it
 /// searches itself (a search takes 20–250 ms; it is aborted when a newer decode comes).
 const AHEAD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -612,23 +608,8 @@ async fn ask_agent_twice(
         return fallback(bus, first, deferred, text, t).await;
     };
     let started = mono_ms();
-    // Heard already while the turn waited out its hangover (after a search ahead found nothing)?
-    let ahead = match live.take_second(&audio) {
-        Some(mut rx) => {
-            match tokio::time::timeout(SECOND_AHEAD_WAIT, rx.wait_for(Option::is_some)).await {
-                Ok(Ok(r)) => r.clone().and_then(Result::ok),
-                _ => None,
-            }
-        }
-        None => None,
-    };
-    let decoded = match ahead {
-        Some(d) => Ok(Ok(d)),
-        None => {
-            tokio::task::spawn_blocking(move || stt.decode_guided_blocking(audio, margin, None))
-                .await
-        }
-    };
+    let decoded =
+        tokio::task::spawn_blocking(move || stt.decode_guided_blocking(audio, margin, None)).await;
     let d = match decoded {
         Ok(Ok(d)) => d,
         Ok(Err(err)) => {

@@ -77,7 +77,7 @@ impl Live {
         if let Some(keep) = &turn_audio {
             p = p.with_turn_audio(keep.clone());
             if let Some(guide) = &engine.guide {
-                p = p.with_guide(Arc::clone(guide), engine.second.clone());
+                p = p.with_guide(Arc::clone(guide));
             }
         }
         let spawned = std::thread::Builder::new()
@@ -140,14 +140,6 @@ impl Live {
     /// reading), taken: kept only with the guide or a second model, for the latest few turns.
     pub fn take_turn_audio(&self, utterance: u64) -> Option<crate::stt::Samples> {
         self.turn_audio.as_ref()?.take(utterance)
-    }
-
-    /// The second hearing the pipeline started ahead of need on these samples, taken.
-    pub fn take_second(
-        &self,
-        samples: &crate::stt::Samples,
-    ) -> Option<crate::pipeline::AheadSecond> {
-        self.turn_audio.as_ref()?.take_second(samples)
     }
 
     /// The guided search the pipeline started ahead of need on these samples, taken.

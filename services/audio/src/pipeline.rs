@@ -43,14 +43,7 @@ struct Kept {
     turns: VecDeque<(u64, Samples)>,
     /// Guided searches started ahead of need, by the samples they read.
     ahead: VecDeque<(Samples, Ahead)>,
-    /// Second hearings started ahead of need (after a search ahead found nothing).
-    second: VecDeque<(Samples, AheadSecond)>,
 }
-
-/// A second hearing started ahead of need: `None` until it is decided; then `Ok` with the
-/// second model's reading, or `Err` when it did not run to the end (the guided search found a
-/// reading, or it was aborted, or it failed): the turn is then heard again as before.
-pub type AheadSecond = tokio::sync::watch::Receiver<Option<Result<Decoded, ()>>>;
 
 /// A guided search run ahead of need: `None` while it runs; then `Ok` with its reading (`None`
 /// when the guide found none within its limits), or `Err` when it did not finish (aborted for
@@ -84,22 +77,6 @@ impl TurnAudio {
         let mut k = self.0.lock().ok()?;
         let i = k.turns.iter().position(|(u, _)| *u == utterance)?;
         k.turns.remove(i).map(|(_, a)| a)
-    }
-
-    fn put_second(&self, samples: Samples, second: AheadSecond) {
-        if let Ok(mut k) = self.0.lock() {
-            if k.second.len() == Self::KEEP {
-                k.second.pop_front();
-            }
-            k.second.push_back((samples, second));
-        }
-    }
-
-    /// Takes the second hearing started ahead on these very samples, if there was one.
-    pub fn take_second(&self, samples: &Samples) -> Option<AheadSecond> {
-        let mut k = self.0.lock().ok()?;
-        let i = k.second.iter().position(|(s, _)| s.same(samples))?;
-        k.second.remove(i).map(|(_, a)| a)
     }
 
     /// Takes the guided search started ahead on these very samples, if there was one.
@@ -257,9 +234,6 @@ pub struct Pipeline {
     turn_audio: Option<TurnAudio>,
     /// The guide, for searching a pause's reading ahead of need (live input, with `turn_audio`).
     guide: Option<Arc<GuideCache>>,
-    /// The second model and its margin, for hearing a pause ahead of need when the guide found
-    /// nothing.
-    second: Option<(Stt, u32)>,
     /// Guided searches started ahead and maybe still running: a newer decode aborts them.
     ahead: Vec<Arc<AtomicBool>>,
     /// Milliseconds spent decoding (for the real-time factor).
@@ -299,7 +273,6 @@ impl Pipeline {
             armed: Arc::new(AtomicBool::new(true)),
             turn_audio: None,
             guide: None,
-            second: None,
             ahead: Vec::new(),
             stt_ms: 0.0,
             samples: 0,
@@ -322,12 +295,9 @@ impl Pipeline {
     /// the guide (once compiled) does not know it as a command: the search runs while the turn
     /// waits out its hangover, and its result goes to `turn_audio` (see
     /// [`TurnAudio::take_ahead`]) for when the agent cannot act on the first reading. A newer
-    /// decode aborts it. With `second` (the second model and its margin), a search that finds
-    /// nothing goes on to the second model's hearing of the same samples, kept the same way
-    /// ([`TurnAudio::take_second`]).
-    pub fn with_guide(mut self, guide: Arc<GuideCache>, second: Option<(Stt, u32)>) -> Self {
+    /// decode aborts it.
+    pub fn with_guide(mut self, guide: Arc<GuideCache>) -> Self {
         self.guide = Some(guide);
-        self.second = second;
         self
     }
 
@@ -343,53 +313,18 @@ impl Pipeline {
         }
         let (tx, rx) = tokio::sync::watch::channel(None);
         let abort = Arc::new(AtomicBool::new(false));
-        // The second hearing, decided when the search is done (on the STT thread).
-        let second = self.second.clone().map(|(stt, margin)| {
-            let (tx2, rx2) = tokio::sync::watch::channel(None);
-            (stt, margin, tx2, rx2, Arc::new(AtomicBool::new(false)))
-        });
-        let then = second.as_ref().map(|(stt, margin, tx2, _, abort2)| {
-            (stt.clone(), *margin, tx2.clone(), Arc::clone(abort2))
-        });
         let job = Job {
             samples: d.audio.clone(),
             ctx_margin: self.cfg.ctx_margin,
             abort: Arc::clone(&abort),
             guide: Some((guide, cache.limits)),
             done: Box::new(move |r| {
-                let found = r.map(|d| (d.guided.clone(), d));
-                if let Some((stt, margin, tx2, abort2)) = then {
-                    match &found {
-                        Ok((None, d)) => {
-                            let tx3 = tx2.clone();
-                            let job = Job {
-                                samples: d.audio.clone(),
-                                ctx_margin: margin,
-                                abort: abort2,
-                                guide: None,
-                                done: Box::new(move |r| {
-                                    let _ = tx3.send(Some(r.map_err(|_| ())));
-                                }),
-                            };
-                            if stt.submit(job).is_err() {
-                                let _ = tx2.send(Some(Err(())));
-                            }
-                        }
-                        _ => {
-                            let _ = tx2.send(Some(Err(())));
-                        }
-                    }
-                }
-                let _ = tx.send(Some(found.map(|(g, _)| g).map_err(|_| ())));
+                let _ = tx.send(Some(r.map(|d| d.guided).map_err(|_| ())));
             }),
         };
         if self.stt.submit(job).is_ok() {
             self.ahead.push(abort);
             keep.put_ahead(d.audio.clone(), rx);
-            if let Some((_, _, _, rx2, abort2)) = second {
-                self.ahead.push(abort2);
-                keep.put_second(d.audio.clone(), rx2);
-            }
         }
     }
 
