@@ -426,13 +426,14 @@ async fn fetch_guide(bus: &BusClient, cache: &guide::GuideCache) -> Option<Arc<g
     }
 }
 
-/// The first model's guided reading of a turn's `audio` (see `guide.rs`), if the guide can be
-/// had and finds one within its limits. The turn's final reading was most often the first
-/// model's last decode: then its encoder output is still there, and only the search runs.
 /// How long a guided hearing waits for the search the pipeline started ahead of need before it
 /// searches itself (a search takes 20–250 ms; it is aborted when a newer decode comes).
 const AHEAD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The first model's guided reading of a turn's `audio` (see `guide.rs`), if the guide can be
+/// had and finds one within its limits. The turn's final reading was most often the first
+/// model's last decode: then its encoder output is still there, and only the search runs. A
+/// search the pipeline started ahead on these samples is taken instead when it finished.
 async fn guided_reading(
     bus: &BusClient,
     live: &live::Live,
