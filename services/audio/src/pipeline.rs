@@ -25,7 +25,9 @@ use crate::guide::{GuideCache, Guided};
 use crate::mono_ms;
 use crate::resample::Resampler;
 use crate::stt::{Decoded, Job, Samples, Stt, SttError};
-use crate::turn::{reads_complete, Reading, TurnConfig, TurnDetector, TurnEvent};
+use crate::turn::{
+    reads_complete, strands_a_preposition, Reading, TurnConfig, TurnDetector, TurnEvent,
+};
 use crate::vad::{SileroModel, Vad, FRAME};
 
 /// The audio of the latest finished turns, kept for hearing them again (see
@@ -436,6 +438,8 @@ impl Pipeline {
                     Reading::Unsure
                 }
             }
+            // "Do you remember what I'm allergic to": whole, or a pause before "… my car".
+            Some((_, d)) if strands_a_preposition(&d.text) => Reading::Unsure,
             Some(_) => Reading::Unfinished,
         }
     }

@@ -8,7 +8,8 @@
 //! over after `hangover_ms` of silence; after only `early_hangover_ms` when the transcript of
 //! everything said so far already reads as a complete command ([`reads_complete`]); after
 //! `incomplete_hangover_ms` when it trails off ("set a timer for …"); after
-//! `unsure_hangover_ms` when it reads as complete but whisper is unsure of its last word.
+//! `unsure_hangover_ms` when it reads as complete but whisper is unsure of its last word, or
+//! ends on a preposition a wh-word took the object of ([`strands_a_preposition`]).
 
 use crate::vad::FRAME;
 
@@ -53,7 +54,8 @@ pub enum Reading {
     Complete,
     /// Reads as a complete command, but whisper is unsure of its last word (often one it made
     /// up for audio that stops mid-sentence, as often the true last word of a hard voice): a
-    /// silence between the ordinary and the unfinished one ends the turn.
+    /// silence between the ordinary and the unfinished one ends the turn. Also a clause that
+    /// ends on a preposition a wh-word took ("what I'm allergic to"): whole, or a pause.
     Unsure,
     /// Trails off: wait longer.
     Unfinished,
@@ -296,14 +298,7 @@ pub fn reads_complete(text: &str) -> bool {
     if t.ends_with("...") || t.ends_with(',') || t.ends_with('-') || t.ends_with(':') {
         return false;
     }
-    let words: Vec<String> = t
-        .split_whitespace()
-        .map(|w| {
-            w.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'')
-                .to_lowercase()
-        })
-        .filter(|w| !w.is_empty())
-        .collect();
+    let words = words(t);
     if words.len() < 2 {
         return false;
     }
@@ -324,6 +319,72 @@ pub fn reads_complete(text: &str) -> bool {
         return false;
     }
     true
+}
+
+/// Prepositions a clause may leave at its end when a wh-word took their object:
+/// "what I'm allergic to", "who I spoke with".
+#[rustfmt::skip]
+const STRANDABLE: &[&str] = &[
+    "to", "about", "for", "of", "at", "in", "on", "with", "from", "by", "into",
+];
+
+/// Words that start a clause's subject: after "what"/"who"/"which" they make it a relative or
+/// question clause ("what I'm …", "what my sister …"), not "what's the weather in …".
+#[rustfmt::skip]
+const SUBJECTS: &[&str] = &[
+    "i", "i'm", "i've", "i'd", "you", "you're", "you've", "we", "we're", "they", "they're",
+    "he", "he's", "she", "she's", "my", "your", "our", "his", "her", "their",
+];
+
+/// Auxiliaries that may come between the wh-word and the subject: "what did I tell you about".
+#[rustfmt::skip]
+const AUXILIARIES: &[&str] = &[
+    "do", "does", "did", "was", "were", "am", "is", "are", "have", "has", "had", "will",
+    "would", "should", "can", "could",
+];
+
+/// Whether the transcript ends on a preposition whose object a wh-word earlier took ("do you
+/// remember what I'm allergic to", "what did I tell you about"). Such a clause is whole as it
+/// stands, and as often the speaker's pause before the rest ("… about my car"): neither the
+/// long wait of a trailing-off command nor the short one of a complete one
+/// ([`Reading::Unsure`]).
+pub fn strands_a_preposition(text: &str) -> bool {
+    let t = text.trim();
+    if t.ends_with("...") || t.ends_with(',') || t.ends_with('-') || t.ends_with(':') {
+        return false;
+    }
+    let words = words(t);
+    let Some((last, rest)) = words.split_last() else {
+        return false;
+    };
+    if !STRANDABLE.contains(&last.as_str()) {
+        return false;
+    }
+    rest.iter().enumerate().any(|(i, w)| {
+        if !matches!(w.as_str(), "what" | "who" | "whom" | "which") {
+            return false;
+        }
+        // The subject, after at most one auxiliary, then at least one more word before the
+        // preposition ("what I'm allergic to", not "what I to").
+        let subject = match rest.get(i + 1).map(String::as_str) {
+            Some(a) if AUXILIARIES.contains(&a) => i + 2,
+            _ => i + 1,
+        };
+        rest.get(subject)
+            .is_some_and(|s| SUBJECTS.contains(&s.as_str()))
+            && rest.len() > subject + 1
+    })
+}
+
+/// The transcript's words, lowercased, without punctuation (apostrophes kept).
+fn words(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'')
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
 }
 
 /// Words before a noun that make it one already known ("my note", "the last note").
@@ -488,6 +549,32 @@ mod tests {
     fn a_single_loud_frame_is_not_speech() {
         let mut d = TurnDetector::new(TurnConfig::default());
         assert!(run(&mut d, &[0.1, 0.95, 0.1, 0.2], false).is_empty());
+    }
+
+    #[test]
+    fn a_preposition_a_wh_word_took_leaves_the_end_open() {
+        for t in [
+            "Do you remember what I'm allergic to?",
+            "What did I tell you about?",
+            "Remind me who I spoke with",
+            "what my sister is allergic to",
+            "Which did you put it in",
+        ] {
+            assert!(strands_a_preposition(t), "{t}");
+            assert!(!reads_complete(t), "{t}");
+        }
+        for t in [
+            "What's the weather in",
+            "What is the capital of",
+            "Set a timer for",
+            "Remind me what I to",
+            "Tell me what I need,",
+            "Remember that my sister lives in",
+            "Do you remember what I'm allergic to peanuts",
+            "",
+        ] {
+            assert!(!strands_a_preposition(t), "{t}");
+        }
     }
 
     #[test]
