@@ -15,7 +15,7 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 
 use regex_automata::hybrid::dfa::{Cache, DFA};
@@ -117,6 +117,9 @@ pub struct Vocab {
     eot: WhisperTokenId,
     beg: WhisperTokenId,
     prompt: Vec<WhisperTokenId>,
+    /// The fastest decoder call seen on more than one thread, per token-equivalent
+    /// ([`Pace`]), in nanoseconds; kept from search to search.
+    fastest: AtomicU64,
 }
 
 impl Vocab {
@@ -141,6 +144,7 @@ impl Vocab {
             eot,
             beg: ctx.token_beg(),
             prompt,
+            fastest: AtomicU64::new(u64::MAX),
         }
     }
 }
@@ -243,6 +247,68 @@ impl Ord for Hyp {
     }
 }
 
+/// The threads the search's decoder calls run on. The search makes tens of small calls, and
+/// ggml's threads wait for each other at every step of each: should another process take one
+/// of two CPUs, two threads each wait on a thread that is not running. Offline, with one CPU
+/// kept busy, the 31 searches of the voice bench's commands took 988 ms on average on two
+/// threads and 124 on one (74 and 113 with both CPUs free). So a call much slower than the
+/// fastest seen (this search's or an earlier one's) drops the rest of the search to one
+/// thread.
+struct Pace<'a> {
+    threads: usize,
+    /// The fastest call per token-equivalent, in nanoseconds ([`Vocab::fastest`]).
+    fastest: &'a AtomicU64,
+}
+
+impl<'a> Pace<'a> {
+    fn new(threads: usize, fastest: &'a AtomicU64) -> Self {
+        Pace {
+            threads: threads.max(1),
+            fastest,
+        }
+    }
+
+    fn decode(
+        &mut self,
+        state: &mut WhisperState,
+        tokens: &[WhisperTokenId],
+        past: usize,
+    ) -> Result<(), whisper_rs::WhisperError> {
+        let t = std::time::Instant::now();
+        state.decode(tokens, past, self.threads)?;
+        if self.threads > 1 {
+            let took = t.elapsed().as_nanos() as f64;
+            let size = call_size(tokens.len());
+            let fastest = self.fastest.load(AtomicOrdering::Relaxed);
+            if fastest != u64::MAX && slowed(fastest as f64 * size, took) {
+                tracing::debug!(
+                    took_ms = took / 1e6,
+                    fastest_ms = fastest as f64 * size / 1e6,
+                    "another process holds a CPU: the guided search goes on on one thread"
+                );
+                self.threads = 1;
+            } else {
+                self.fastest
+                    .fetch_min((took / size) as u64, AtomicOrdering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a call of `n` tokens costs against one of one token: measured on tiny.en, two
+/// threads, a median 2.0 ms for one token, 2.4 for two, 3.9 for three, 4.2 for five.
+fn call_size(n: usize) -> f64 {
+    1.0 + n.saturating_sub(1) as f64 / 2.0
+}
+
+/// Whether a call that took `took` ns, where the fastest such took `expected`, ran while
+/// another process held a CPU (then it takes ~20 times as long; with the CPUs free, at most
+/// 3.6 times the fastest was seen, and that by under 5 ms).
+fn slowed(expected: f64, took: f64) -> bool {
+    took > expected * 3.0 && took > expected + 8e6
+}
+
 /// Decodes the audio whose encoder output is in `state` (right after `full`) under the
 /// guide. `None` when no command reading is found within `limits`.
 ///
@@ -267,7 +333,8 @@ pub fn decode(
         return Ok(None);
     };
     let p = vocab.prompt.len();
-    state.decode(&vocab.prompt, 0, threads).map_err(err)?;
+    let mut pace = Pace::new(threads, &vocab.fastest);
+    pace.decode(state, &vocab.prompt, 0).map_err(err)?;
     // Tokens given to the decoder so far (the budget counts tokens, not calls: bringing the
     // decoder to another reading decodes all the tokens it lacks in one call), and how many
     // the last call had (its last row holds the logits).
@@ -324,7 +391,7 @@ pub fn decode(
                 // A prefix of what is decoded: its last token again, for its logits.
                 same = same.saturating_sub(1);
                 if h.tokens.is_empty() {
-                    state.decode(&[vocab.beg], p - 1, threads).map_err(err)?;
+                    pace.decode(state, &[vocab.beg], p - 1).map_err(err)?;
                     calls += 1;
                     last_call = 1;
                 }
@@ -335,7 +402,7 @@ pub fn decode(
                 if calls as usize + todo.len() > limits.max_calls as usize {
                     return Ok(None);
                 }
-                state.decode(todo, p + same, threads).map_err(err)?;
+                pace.decode(state, todo, p + same).map_err(err)?;
                 decoded.extend_from_slice(todo);
                 calls += todo.len() as u32;
                 last_call = todo.len();
@@ -499,6 +566,20 @@ mod tests {
         assert!(worst < 0.05, "logits differ by up to {worst}");
         // Reading the first row would have been wrong.
         assert_ne!(argmax(&after_first), argmax(&all));
+    }
+
+    #[test]
+    fn only_a_call_far_slower_than_the_fastest_counts_as_slowed() {
+        let ms = |m: f64| m * 1e6;
+        // tiny.en on two free CPUs: one token 1.6-5.9 ms, five tokens up to 5.0 ms.
+        let one = ms(1.62);
+        assert!(!slowed(one, ms(5.85)));
+        assert!(!slowed(one * call_size(5), ms(5.04)));
+        // One CPU held by another process: a call of one token took 11-135 ms.
+        assert!(slowed(one, ms(11.5)));
+        assert!(slowed(one * call_size(2), ms(83.4)));
+        // A slower model's calls are judged against its own fastest.
+        assert!(!slowed(ms(9.0), ms(20.0)));
     }
 
     #[test]
