@@ -390,15 +390,36 @@ pub fn understand(text: &str) -> Option<Intent> {
 /// only texts these can still match, so a pattern must not let just any words begin a command:
 /// the timer rule, which takes any words before "timer" ("a 3 minute tea timer"), is given
 /// with at most three of them. "1 p.m." is Whisper's spelling of what [`normalize`] makes "1 pm".
+///
+/// Nor any words a duration: where a rule takes one (`d`), the guide takes only what
+/// [`parse_duration`] reads ([`guide_duration`]), so that a timer the rules would match but not
+/// set ("Set a timer for well hour", the duration lost) is decoded again toward one it can
+/// ("… for an hour"). A timer's label then comes only after its duration.
 pub fn guide_patterns() -> Vec<String> {
+    let dur = guide_duration();
     rules()
         .iter()
         .map(|r| {
             r.re.as_str()
                 .replace(r"(?P<pre>[\w -]*?)", r"(?P<pre>(?:[\w-]+ ){0,3}?)")
+                .replace(
+                    r"(?P<d>[\w -]*?)(?:\s+(?:for|called|named)\s+(?P<label>[\w ]+))?",
+                    &format!(r"(?:(?P<d>{dur})(?:\s+(?:for|called|named)\s+(?P<label>[\w ]+))?)?"),
+                )
+                .replace("(?P<d>.+?)", &format!("(?P<d>{dur})"))
                 .replace("(?:am|pm)?", r"(?:am|pm|[ap]\.\s?m\.?)?")
         })
         .collect()
+}
+
+/// A duration as Whisper writes one and [`parse_duration`] reads it: "7 minutes", "an hour
+/// and a half", "1.5 hours", "twenty-five minutes", "1 hour 30 minutes", "half an hour",
+/// "10-minute", and the "two" Whisper hears as "to"/"too"/"into".
+fn guide_duration() -> String {
+    let num = format!(r"(?:\d+\.\d+|{NUM}|to|too|into)");
+    let unit = r"(?:hours?|hrs?|minutes?|mins?|seconds?|secs?)";
+    let part = format!(r"{num}[ -]?{unit}");
+    format!(r"(?:half (?:an? )?hour|{part}(?:,? (?:and )?{part})*(?: and a half)?)")
 }
 
 /// Whisper's spellings brought to what the rules read: "1 p.m." → "1 pm".
@@ -513,9 +534,30 @@ mod tests {
         ] {
             assert!(matched(t), "{t}");
         }
+        // Durations: what parse_duration reads, and nothing else.
+        for t in [
+            " Set a timer for an hour.",
+            " Timer for 45 minutes for the laundry.",
+            " Set a timer.",
+            " Remind me in 20 minutes to check the oven.",
+            " Reminds me an hour to call mum.",
+            " Give me a shout in 15 minutes.",
+            " Wake me up in half an hour.",
+            " Start a countdown of two minutes.",
+            " Start a countdown to minutes.",
+        ] {
+            assert!(matched(t), "{t}");
+            if !t.contains("a timer.") {
+                assert!(understand(t).is_some(), "{t}");
+            }
+        }
         for t in [
             " Search my notice for milk.",
             " Tell me a joke about the timer",
+            " Set a timer for well hour.",
+            " Set a timer for well-hour.",
+            " Reminds me of how to call mom.",
+            " Give me a shout in a bit.",
         ] {
             assert!(!matched(t), "{t}");
         }
