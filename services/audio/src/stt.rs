@@ -436,7 +436,12 @@ fn guided(
     match crate::guide::decode(state, vocab, guide, threads as usize, limits, abort) {
         Ok(found) => {
             let ms = t0.elapsed().as_secs_f64() * 1e3;
-            tracing::debug!(heard = %text, guided = ?found, ms, "guided reading");
+            match &found {
+                Some(g) => tracing::debug!(heard = %text, guided = ?g, ms, "guided reading"),
+                None => {
+                    tracing::info!(heard = %text, ms, "no command reading within the guide's limits")
+                }
+            }
             found.map(|f| Guided { ms, ..f })
         }
         Err(crate::guide::GuideError::Aborted) => None,

@@ -169,37 +169,53 @@ fn engine_thread(path: PathBuf, threads: u32, rx: mpsc::Receiver<Job>, ready: mp
     } else {
         threads
     } as i32;
-    let params = LlamaContextParams::default()
-        .with_embeddings(true)
-        .with_pooling_type(LlamaPoolingType::Mean)
-        .with_n_ctx(NonZeroU32::new(BATCH_TOKENS as u32))
-        .with_n_batch(BATCH_TOKENS as u32)
-        .with_n_ubatch(BATCH_TOKENS as u32)
-        .with_n_seq_max(MAX_SEQS as u32)
-        .with_n_threads(threads)
-        .with_n_threads_batch(threads);
-    let mut ctx = match model.new_context(backend, params) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = ready.send(Err(StartEmbedderError::Context(e.to_string())));
-            return;
-        }
+    let params = |threads: i32| {
+        LlamaContextParams::default()
+            .with_embeddings(true)
+            .with_pooling_type(LlamaPoolingType::Mean)
+            .with_n_ctx(NonZeroU32::new(BATCH_TOKENS as u32))
+            .with_n_batch(BATCH_TOKENS as u32)
+            .with_n_ubatch(BATCH_TOKENS as u32)
+            .with_n_seq_max(MAX_SEQS as u32)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads)
     };
+    // A context of one thread beside it, for when other processes hold the CPUs (see
+    // `one_thread`): llama-cpp-2 does not let a context change its thread count.
+    let mut contexts = Vec::new();
+    for t in if threads > 1 {
+        vec![threads, 1]
+    } else {
+        vec![1]
+    } {
+        match model.new_context(backend, params(t)) {
+            Ok(c) => contexts.push(c),
+            Err(e) => {
+                let _ = ready.send(Err(StartEmbedderError::Context(e.to_string())));
+                return;
+            }
+        }
+    }
     let dims = usize::try_from(model.n_embd()).unwrap_or(0);
     let max_tokens = (model.n_ctx_train() as usize).min(BATCH_TOKENS);
-    let mut engine = Engine {
-        model: &model,
-        ctx: &mut ctx,
-        dims,
-        max_tokens,
-    };
+    let mut engines: Vec<Engine> = contexts
+        .iter_mut()
+        .map(|ctx| Engine {
+            model: &model,
+            ctx,
+            dims,
+            max_tokens,
+        })
+        .collect();
     // One real pass now: a broken model fails the start, not the first user's request.
-    if let Err(e) = engine.embed_all(&["warm up".to_string()]) {
-        let _ = ready.send(Err(StartEmbedderError::NotAnEmbeddingModel {
-            path: shown,
-            reason: e.to_string(),
-        }));
-        return;
+    for engine in &mut engines {
+        if let Err(e) = engine.embed_all(&["warm up".to_string()]) {
+            let _ = ready.send(Err(StartEmbedderError::NotAnEmbeddingModel {
+                path: shown,
+                reason: e.to_string(),
+            }));
+            return;
+        }
     }
     let _ = ready.send(Ok((dims, max_tokens)));
     while let Ok(first) = rx.recv() {
@@ -214,10 +230,13 @@ fn engine_thread(path: PathBuf, threads: u32, rx: mpsc::Receiver<Job>, ready: mp
         let started = Instant::now();
         let texts: Vec<String> = jobs.iter().flat_map(|j| j.texts.iter().cloned()).collect();
         let n = texts.len();
-        let mut results = engine.embed_each(&texts);
+        let one = engines.len() > 1 && one_thread(threads as u32, &texts);
+        let engine = if one { engines.len() - 1 } else { 0 };
+        let mut results = engines[engine].embed_each(&texts);
         tracing::debug!(
             texts = n,
             jobs = jobs.len(),
+            one_thread = one,
             ms = started.elapsed().as_secs_f64() * 1e3,
             "embedded"
         );
@@ -227,6 +246,18 @@ fn engine_thread(path: PathBuf, threads: u32, rx: mpsc::Receiver<Job>, ready: mp
             let _ = job.reply.send(out);
         }
     }
+}
+
+/// Whether a round of `texts` runs on the one-thread context rather than on all `threads`:
+/// when other processes hold the CPUs and the round is short. ggml's threads meet at a spinning
+/// barrier after every operation, so two threads beside another process's computation on two
+/// CPUs wait on each other: in the voice bench, the agent's router embedding one utterance
+/// while the audio service's guided search ran took ~300 ms where it takes a few. A long
+/// round (indexing documents) keeps all threads: it is not what anyone waits on at once.
+fn one_thread(threads: u32, texts: &[String]) -> bool {
+    const SHORT_BYTES: usize = 1000;
+    texts.iter().map(String::len).sum::<usize>() <= SHORT_BYTES
+        && ming_bus::cpu::CpuGauge::shared().threads(threads) == 1
 }
 
 struct Engine<'m, 'c> {
