@@ -534,6 +534,10 @@ fn heard_again(t: &Transcript, text: &str, stage: &str, started: f64) -> Transcr
 /// 2. *second model* (`audio.stt_second_model`): it hears the audio again, and a reading that
 ///    differs goes to the agent in its place, to every tier (`second_decode_started` /
 ///    `second_transcript`);
+///    With the guide, that reading goes with `skip_llm` first, and when the rules cannot act on
+///    it, the second model's own guided reading goes (`second_guided_decode_started` /
+///    `second_guided_transcript`), with `skip_llm`; if neither is acted on, the second reading
+///    goes to every tier;
 /// 3. otherwise the first reading goes to the LLM after all.
 ///
 /// Each reading is published as a transcript event too. The answer to the last reading is
@@ -609,8 +613,10 @@ async fn ask_agent_twice(
         return fallback(bus, first, deferred, text, t).await;
     };
     let started = mono_ms();
+    let (stt2, audio2) = (stt.clone(), audio.clone());
     let decoded =
-        tokio::task::spawn_blocking(move || stt.decode_guided_blocking(audio, margin, None)).await;
+        tokio::task::spawn_blocking(move || stt2.decode_guided_blocking(audio2, margin, None))
+            .await;
     let d = match decoded {
         Ok(Ok(d)) => d,
         Ok(Err(err)) => {
@@ -630,15 +636,82 @@ async fn ask_agent_twice(
     let reading = (!same_words(&d.text, &t.text))
         .then(|| live.reroute(&d.text))
         .flatten();
-    let Some(text2) = reading else {
-        return fallback(bus, first, deferred, text, t).await;
-    };
     let mut t2 = heard_again(&t, &d.text, "second", started);
     t2.confidence = d.min_word_p;
     t2.decode_ms = d.decode_ms;
     t2.audio_ctx = d.audio_ctx;
+    if let Some(cache) = &hearing.guide {
+        // With the guide, the second reading goes to the rules first too, and when they cannot
+        // act on it, the second model's own guided reading is tried before the LLM.
+        if let Some(text2) = &reading {
+            events.publish(kinds::EVENT_TRANSCRIPT, &t2);
+            let r = ask_agent(bus, text2.clone(), t2.clone(), true).await;
+            if !needs_llm(&r) && !could_not(&r) {
+                return r;
+            }
+        }
+        let started = mono_ms();
+        let guided = guided_reading_again(bus, &stt, margin, cache, &audio, &t).await;
+        let guided = guided.filter(|g| {
+            !drops_words(&d.text, &g.text)
+                && !same_words(&g.text, &d.text)
+                && !same_words(&g.text, &t.text)
+        });
+        if let Some((g, text_g)) = guided.and_then(|g| live.reroute(&g.text).map(|x| (g, x))) {
+            let tg = heard_again(&t, &g.text, "second_guided", started);
+            events.publish(kinds::EVENT_TRANSCRIPT, &tg);
+            let r = ask_agent(bus, text_g, tg, true).await;
+            if !needs_llm(&r) && !could_not(&r) {
+                return r;
+            }
+        }
+        return match reading {
+            Some(text2) => ask_agent(bus, text2, t2, false).await,
+            None => fallback(bus, first, deferred, text, t).await,
+        };
+    }
+    let Some(text2) = reading else {
+        return fallback(bus, first, deferred, text, t).await;
+    };
     events.publish(kinds::EVENT_TRANSCRIPT, &t2);
     ask_agent(bus, text2, t2, false).await
+}
+
+/// The second model's guided reading of a turn it has just heard again (its encoder output is
+/// still in its state: only the search runs). Offline over the voice corpus (`guide_probe`,
+/// base q8_0, margin 256), it set right two commands neither tiny.en's readings nor base's own
+/// free one had: "What's the names made?" → "What's today's date?" (0.43 nats) and "Bing me in
+/// two hours about the laundry." → "Ping me …" (0.35), in 48 and 117 ms; none of the 12
+/// sentences that are no command got one.
+async fn guided_reading_again(
+    bus: &BusClient,
+    stt: &Stt,
+    margin: u32,
+    cache: &guide::GuideCache,
+    audio: &stt::Samples,
+    t: &Transcript,
+) -> Option<guide::Guided> {
+    let g = fetch_guide(bus, cache).await?;
+    let (stt, samples, limits) = (stt.clone(), audio.clone(), cache.limits);
+    let decoded = tokio::task::spawn_blocking(move || {
+        stt.decode_guided_blocking(samples, margin, Some((g, limits)))
+    })
+    .await;
+    let guided = match decoded {
+        Ok(Ok(d)) => d.guided,
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "the second model's guided hearing failed");
+            None
+        }
+        Err(_) => None,
+    };
+    tracing::info!(
+        utterance = t.utterance,
+        first = %t.text,
+        guided = ?guided,
+        "the second model's guided hearing of a turn the agent could not act on"
+    );
+    guided
 }
 
 /// The live input's outputs: events, barge-in, and voice turns for the agent, whose answers

@@ -476,6 +476,68 @@ fn a_guided_reading_finds_the_command_in_misheard_audio() {
     assert!(d.guided.is_none(), "{:?}", d.guided);
 }
 
+/// The second model's own guided reading (`lib.rs`, `guided_reading_again`): when whisper base,
+/// hearing a turn again, still writes no command the rules know, the guide searches base's own
+/// encoder output as it does tiny.en's, without encoding again. Of the commands below (as the
+/// voice bench speaks them), those base mishears are checked (at least one must be).
+#[test]
+fn the_second_model_has_a_guided_reading_of_its_own() {
+    use ming_audio::guide::{Guide, Limits};
+    use ming_audio::stt::Samples;
+    let _turn = one_decoder_at_a_time();
+    // Two of the agent's own patterns (`agent.patterns`), as it sends them.
+    let guide = std::sync::Arc::new(
+        Guide::new(&[
+            r"(?i)^\s*(?:please\s+)?(?:give me a (?:shout|call|nudge|ping|buzz)|ping me|nudge me|buzz me|wake me(?: up)?|alert me|let me know)\s+in\s+(?P<d>(?:half (?:an? )?hour|(?:\d+\.\d+|(\d+|an?|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)|to|too|into)[ -]?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?)(?:,? (?:and )?(?:\d+\.\d+|(\d+|an?|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)|to|too|into)[ -]?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?))*(?: and a half)?))(?:\s+(?:to|that|about)\s+(?P<what>.+?))?[.!]?\s*$",
+            r"(?i)^\s*(?:please\s+)?(?:what(?:'s| is) (?:the date|today's date|the day|today)|what day is (?:it|today)|(?:tell|give) me (?:the date|today's date|what day it is))(?: today)?[?.!]?\s*$",
+        ])
+        .expect("the patterns compile"),
+    );
+    let limits = Limits {
+        max_regret: ming_audio::guide::DEFAULT_MAX_REGRET,
+        max_calls: 80,
+        max_tokens: 48,
+    };
+    let mut cfg = config();
+    cfg.audio.stt_model = cfg.audio.stt_second_model.clone();
+    cfg.audio.stt_ctx_margin = cfg.audio.stt_second_ctx_margin;
+    let engine = ming_audio::load_engine(&cfg).expect("the audio models (run `just models`)");
+    let (stt, margin) = (engine.stt, engine.pipeline.ctx_margin);
+    let decode = |audio: &Samples, guided: bool| {
+        stt.decode_guided_blocking(
+            audio.clone(),
+            margin,
+            guided.then(|| (std::sync::Arc::clone(&guide), limits)),
+        )
+        .expect("decode")
+    };
+    let mut misheard = 0;
+    for (said, voice, wpm) in [
+        ("Ping me in two hours about the laundry.", "en-gb", 160),
+        ("What's today's date?", "en-gb", 160),
+    ] {
+        let audio = Samples::new(spoken_16k(said, voice, wpm));
+        // As live: the second model's free reading first, then its guided one.
+        let free = decode(&audio, false);
+        if words(&free.text) == words(said) {
+            println!("{said:?}: heard right");
+            continue;
+        }
+        misheard += 1;
+        let d = decode(&audio, true);
+        assert_eq!(d.text, free.text);
+        let g = d
+            .guided
+            .as_ref()
+            .unwrap_or_else(|| panic!("{said:?} heard as {:?}, no guided reading", d.text));
+        println!("{said:?}: {:?} → {g:?}", d.text);
+        assert_eq!(words(&g.text), words(said));
+        assert!(g.regret <= limits.max_regret, "{g:?}");
+        assert!(!g.encoded, "{g:?}");
+    }
+    assert!(misheard > 0, "base heard every command right: pick others");
+}
+
 /// Live, with the guide: the guided reading of a pause's transcript is searched while the turn
 /// waits out its hangover, on the samples of the speculative decode that becomes the final, and
 /// is waiting there when the agent cannot act on the first reading (`TurnAudio::take_ahead`).
