@@ -540,6 +540,10 @@ fn heard_again(t: &Transcript, text: &str, stage: &str, started: f64) -> Transcr
 ///    goes to every tier;
 /// 3. otherwise the first reading goes to the LLM after all.
 ///
+/// When the rules knew the first reading's command but asked for its key argument (`awaiting`
+/// a slot, no action), a guided reading that differs goes to the agent too, with `skip_llm`; if
+/// it is acted on, that answer is returned, else the question.
+///
 /// Each reading is published as a transcript event too. The answer to the last reading is
 /// returned.
 ///
@@ -571,8 +575,34 @@ async fn ask_agent_twice(
             if *code != ErrorCode::Cancelled && !e.from_broker())
     };
     let deferred = needs_llm(&first);
-    if !deferred && !could_not(&first) {
+    // The rules knew the command but not its key argument, and asked for it ("Set a timer for
+    // a while hour": for how long?). A guided reading that has it ("… for one hour") is a
+    // command of its own, which the agent takes in place of the answer it waits for.
+    let asks_for_argument = matches!(&first, Ok(r) if r.action.is_none()
+        && r.awaiting.as_deref().is_some_and(|a| a != "confirmation"));
+    if !deferred && !could_not(&first) && !asks_for_argument {
         return first;
+    }
+    if asks_for_argument {
+        let Some(cache) = &hearing.guide else {
+            return first;
+        };
+        let started = mono_ms();
+        let guided = guided_reading(bus, live, &hearing, cache, &audio, &t).await;
+        let Some((g, text_g)) = guided
+            .filter(|g| !drops_words(&t.text, &g.text) && !same_words(&g.text, &t.text))
+            .and_then(|g| live.reroute(&g.text).map(|x| (g, x)))
+        else {
+            return first;
+        };
+        let tg = heard_again(&t, &g.text, "guided", started);
+        events.publish(kinds::EVENT_TRANSCRIPT, &tg);
+        let r = ask_agent(bus, text_g, tg, true).await;
+        return if !needs_llm(&r) && !could_not(&r) {
+            r
+        } else {
+            first
+        };
     }
     if let Some(cache) = &hearing.guide {
         let started = mono_ms();
