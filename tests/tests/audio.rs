@@ -978,24 +978,7 @@ async fn heard_again_before_the_llm(
     assert!(st.listening && st.input_ok, "{st:?}");
     let wav =
         ming_tests::espeak_voice(dir, "friday.wav", "What do I have on Friday?", "en-us", 200);
-    let (rate, pcm) = read_wav(&wav);
-    let mut turn = vec![0i16; rate as usize / 5];
-    turn.extend_from_slice(&pcm);
-    turn.extend(std::iter::repeat_n(0, rate as usize));
-    feed_realtime(&m, rate, &turn).await;
-    let mut transcripts = Vec::new();
-    let action = loop {
-        let ev = tokio::time::timeout(Duration::from_secs(60), events.next())
-            .await
-            .unwrap_or_else(|_| panic!("no action; transcripts {transcripts:?}"))
-            .unwrap();
-        if ev.kind == kinds::EVENT_TRANSCRIPT {
-            let t: ming_schemas::audio::Transcript = ev.body().unwrap();
-            transcripts.push(t);
-        } else {
-            break ev.body::<ming_schemas::agent::ActionStarted>().unwrap();
-        }
-    };
+    let (action, transcripts) = spoken_turn(&m, &mut events, &wav).await;
     assert_eq!(
         action.tool, "list_events",
         "{action:?} after {transcripts:?}"
@@ -1126,7 +1109,26 @@ async fn hour_turn(
         "en-us",
         wpm,
     );
-    let (rate, pcm) = read_wav(&wav);
+    let (action, transcripts) = spoken_turn(m, events, &wav).await;
+    println!(
+        "{wpm} wpm: heard {:?}",
+        transcripts.iter().map(|t| &t.text).collect::<Vec<_>>()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (action, transcripts)
+}
+
+/// Feeds the speech in `wav` live (0.2 s of silence before, 1 s after) and waits for the first
+/// action (60 s at most): the action and the transcripts published before it.
+async fn spoken_turn(
+    m: &Mingd,
+    events: &mut EventSubscriber,
+    wav: &Path,
+) -> (
+    ming_schemas::agent::ActionStarted,
+    Vec<ming_schemas::audio::Transcript>,
+) {
+    let (rate, pcm) = read_wav(wav);
     let mut turn = vec![0i16; rate as usize / 5];
     turn.extend_from_slice(&pcm);
     turn.extend(std::iter::repeat_n(0, rate as usize));
@@ -1143,10 +1145,5 @@ async fn hour_turn(
             break ev.body::<ming_schemas::agent::ActionStarted>().unwrap();
         }
     };
-    println!(
-        "{wpm} wpm: heard {:?}",
-        transcripts.iter().map(|t| &t.text).collect::<Vec<_>>()
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
     (action, transcripts)
 }

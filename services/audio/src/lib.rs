@@ -457,25 +457,7 @@ async fn guided_reading(
             }
         }
     }
-    let g = fetch_guide(bus, cache).await?;
-    let (stt, margin, samples, limits) = (
-        hearing.stt.clone(),
-        hearing.margin,
-        audio.clone(),
-        cache.limits,
-    );
-    let decoded = tokio::task::spawn_blocking(move || {
-        stt.decode_guided_blocking(samples, margin, Some((g, limits)))
-    })
-    .await;
-    let guided = match decoded {
-        Ok(Ok(d)) => d.guided,
-        Ok(Err(err)) => {
-            tracing::warn!(error = %err, "the guided hearing failed");
-            None
-        }
-        Err(_) => None,
-    };
+    let guided = search_guided(bus, &hearing.stt, hearing.margin, cache, audio).await;
     tracing::info!(
         utterance = t.utterance,
         first = %t.text,
@@ -483,6 +465,32 @@ async fn guided_reading(
         "a guided hearing of a turn the agent could not act on without the LLM or at all"
     );
     guided
+}
+
+/// `stt`'s guided reading of `audio` (see `guide.rs`): only the search when its state still
+/// holds that audio's encoder output, else it encodes it first. `None` when the guide cannot be
+/// had, the search finds nothing within its limits, or it fails (logged).
+async fn search_guided(
+    bus: &BusClient,
+    stt: &Stt,
+    margin: u32,
+    cache: &guide::GuideCache,
+    audio: &stt::Samples,
+) -> Option<guide::Guided> {
+    let g = fetch_guide(bus, cache).await?;
+    let (stt2, samples, limits) = (stt.clone(), audio.clone(), cache.limits);
+    let decoded = tokio::task::spawn_blocking(move || {
+        stt2.decode_guided_blocking(samples, margin, Some((g, limits)))
+    })
+    .await;
+    match decoded {
+        Ok(Ok(d)) => d.guided,
+        Ok(Err(err)) => {
+            tracing::warn!(model = %stt.model, error = %err, "the guided hearing failed");
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 /// The words of a transcript, without case or punctuation.
@@ -721,20 +729,7 @@ async fn guided_reading_again(
     audio: &stt::Samples,
     t: &Transcript,
 ) -> Option<guide::Guided> {
-    let g = fetch_guide(bus, cache).await?;
-    let (stt, samples, limits) = (stt.clone(), audio.clone(), cache.limits);
-    let decoded = tokio::task::spawn_blocking(move || {
-        stt.decode_guided_blocking(samples, margin, Some((g, limits)))
-    })
-    .await;
-    let guided = match decoded {
-        Ok(Ok(d)) => d.guided,
-        Ok(Err(err)) => {
-            tracing::warn!(error = %err, "the second model's guided hearing failed");
-            None
-        }
-        Err(_) => None,
-    };
+    let guided = search_guided(bus, stt, margin, cache, audio).await;
     tracing::info!(
         utterance = t.utterance,
         first = %t.text,

@@ -392,12 +392,21 @@ fn spoken_16k(text: &str, voice: &str, wpm: u32) -> Vec<f32> {
     audio
 }
 
+/// The guided search's limits as the audio service sets them by default.
+fn guide_limits() -> ming_audio::guide::Limits {
+    ming_audio::guide::Limits {
+        max_regret: ming_audio::guide::DEFAULT_MAX_REGRET,
+        max_calls: 80,
+        max_tokens: 48,
+    }
+}
+
 /// The guided reading (`guide.rs`) with the real tiny.en: misheard commands come back as the
 /// command the patterns know, at a small cost in log-probability; speech that is no command
 /// gets no guided reading within the default limit; a command heard right is left alone.
 #[test]
 fn a_guided_reading_finds_the_command_in_misheard_audio() {
-    use ming_audio::guide::{Guide, Limits};
+    use ming_audio::guide::Guide;
     use ming_audio::stt::Samples;
     let _turn = one_decoder_at_a_time();
     // Three of the agent's own patterns (`agent.patterns`), as it sends them.
@@ -409,11 +418,7 @@ fn a_guided_reading_finds_the_command_in_misheard_audio() {
         ])
         .expect("the patterns compile"),
     );
-    let limits = Limits {
-        max_regret: ming_audio::guide::DEFAULT_MAX_REGRET,
-        max_calls: 80,
-        max_tokens: 48,
-    };
+    let limits = guide_limits();
     let engine = engine();
     let (stt, margin) = (engine.stt, engine.pipeline.ctx_margin);
     let decode = |audio: &Samples, guided: bool| {
@@ -482,7 +487,7 @@ fn a_guided_reading_finds_the_command_in_misheard_audio() {
 /// voice bench speaks them), those base mishears are checked (at least one must be).
 #[test]
 fn the_second_model_has_a_guided_reading_of_its_own() {
-    use ming_audio::guide::{Guide, Limits};
+    use ming_audio::guide::Guide;
     use ming_audio::stt::Samples;
     let _turn = one_decoder_at_a_time();
     // Two of the agent's own patterns (`agent.patterns`), as it sends them.
@@ -493,11 +498,7 @@ fn the_second_model_has_a_guided_reading_of_its_own() {
         ])
         .expect("the patterns compile"),
     );
-    let limits = Limits {
-        max_regret: ming_audio::guide::DEFAULT_MAX_REGRET,
-        max_calls: 80,
-        max_tokens: 48,
-    };
+    let limits = guide_limits();
     let mut cfg = config();
     cfg.audio.stt_model = cfg.audio.stt_second_model.clone();
     cfg.audio.stt_ctx_margin = cfg.audio.stt_second_ctx_margin;
