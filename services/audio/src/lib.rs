@@ -573,65 +573,26 @@ async fn ask_agent_twice(
         return ask_agent(bus, text, t, false).await;
     };
     let first = ask_agent(bus, text.clone(), t.clone(), true).await;
-    // Whether the agent could not act on a reading: it needs the LLM, or it answered that it
-    // did not act (not understood, refused, or the local model failed on it); not a cancel, a
-    // timeout or a stopped agent.
-    let needs_llm =
-        |r: &Result<ming_schemas::agent::Reply, BusError>| matches!(r, Ok(r) if r.needs_llm);
-    let could_not = |r: &Result<ming_schemas::agent::Reply, BusError>| {
-        matches!(r, Err(e @ BusError::Remote { code, .. })
-            if *code != ErrorCode::Cancelled && !e.from_broker())
-    };
-    let deferred = needs_llm(&first);
+    let deferred = matches!(&first, Ok(r) if r.needs_llm);
     // The rules knew the command but not its key argument, and asked for it ("Set a timer for
     // a while hour": for how long?). A guided reading that has it ("… for one hour") is a
     // command of its own, which the agent takes in place of the answer it waits for.
     let asks_for_argument = matches!(&first, Ok(r) if r.action.is_none()
         && r.awaiting.as_deref().is_some_and(|a| a != "confirmation"));
-    if !deferred && !could_not(&first) && !asks_for_argument {
+    if acted(&first) && !asks_for_argument {
         return first;
-    }
-    if asks_for_argument {
-        let Some(cache) = &hearing.guide else {
-            return first;
-        };
-        let started = mono_ms();
-        let guided = guided_reading(bus, live, &hearing, cache, &audio, &t).await;
-        let Some((g, text_g)) = guided
-            .filter(|g| !drops_words(&t.text, &g.text) && !same_words(&g.text, &t.text))
-            .and_then(|g| live.reroute(&g.text).map(|x| (g, x)))
-        else {
-            return first;
-        };
-        let tg = heard_again(&t, &g.text, "guided", started);
-        events.publish(kinds::EVENT_TRANSCRIPT, &tg);
-        let r = ask_agent(bus, text_g, tg, true).await;
-        return if !needs_llm(&r) && !could_not(&r) {
-            r
-        } else {
-            first
-        };
     }
     if let Some(cache) = &hearing.guide {
         let started = mono_ms();
         let guided = guided_reading(bus, live, &hearing, cache, &audio, &t).await;
-        let guided = guided.filter(|g| {
-            let short = drops_words(&t.text, &g.text);
-            if short {
-                tracing::info!(first = %t.text, guided = %g.text, "a guided reading that leaves out much of what was heard is not taken");
-            }
-            !short && !same_words(&g.text, &t.text)
-        });
-        if let Some(g) = guided {
-            if let Some(text_g) = live.reroute(&g.text) {
-                let tg = heard_again(&t, &g.text, "guided", started);
-                events.publish(kinds::EVENT_TRANSCRIPT, &tg);
-                let r = ask_agent(bus, text_g, tg, true).await;
-                if !needs_llm(&r) && !could_not(&r) {
-                    return r;
-                }
-            }
+        if let Some(r) =
+            offer_guided(bus, live, events, &t, guided, &[&t.text], "guided", started).await
+        {
+            return r;
         }
+    }
+    if asks_for_argument {
+        return first;
     }
     // Without a different reading: the first goes to the LLM if it has not been yet.
     async fn fallback(
@@ -684,24 +645,32 @@ async fn ask_agent_twice(
         if let Some(text2) = &reading {
             events.publish(kinds::EVENT_TRANSCRIPT, &t2);
             let r = ask_agent(bus, text2.clone(), t2.clone(), true).await;
-            if !needs_llm(&r) && !could_not(&r) {
+            if acted(&r) {
                 return r;
             }
         }
         let started = mono_ms();
-        let guided = guided_reading_again(bus, &stt, margin, cache, &audio, &t).await;
-        let guided = guided.filter(|g| {
-            !drops_words(&d.text, &g.text)
-                && !same_words(&g.text, &d.text)
-                && !same_words(&g.text, &t.text)
-        });
-        if let Some((g, text_g)) = guided.and_then(|g| live.reroute(&g.text).map(|x| (g, x))) {
-            let tg = heard_again(&t, &g.text, "second_guided", started);
-            events.publish(kinds::EVENT_TRANSCRIPT, &tg);
-            let r = ask_agent(bus, text_g, tg, true).await;
-            if !needs_llm(&r) && !could_not(&r) {
-                return r;
-            }
+        let guided = search_guided(bus, &stt, margin, cache, &audio).await;
+        tracing::info!(
+            utterance = t.utterance,
+            first = %t.text,
+            guided = ?guided,
+            "the second model's guided hearing of a turn the agent could not act on"
+        );
+        let heard = [d.text.as_str(), t.text.as_str()];
+        if let Some(r) = offer_guided(
+            bus,
+            live,
+            events,
+            &t,
+            guided,
+            &heard,
+            "second_guided",
+            started,
+        )
+        .await
+        {
+            return r;
         }
         return match reading {
             Some(text2) => ask_agent(bus, text2, t2, false).await,
@@ -715,28 +684,52 @@ async fn ask_agent_twice(
     ask_agent(bus, text2, t2, false).await
 }
 
-/// The second model's guided reading of a turn it has just heard again (its encoder output is
-/// still in its state: only the search runs). Offline over the voice corpus (`guide_probe`,
+/// Offers `guided`, a guided reading of the turn `t`, to the agent with `skip_llm` (published
+/// as a transcript with the stages `{stage}_decode_started`, from `started`, and
+/// `{stage}_transcript`): not when it is the words of a reading already `heard`, nor when it
+/// leaves out much of the first of them ([`drops_words`]). The agent's answer when it acted on
+/// it (or asked about it); `None` when it did not, or nothing was offered.
+///
+/// Why the second model's guided reading too: offline over the voice corpus (`guide_probe`,
 /// base q8_0, margin 256), it set right two commands neither tiny.en's readings nor base's own
 /// free one had: "What's the names made?" → "What's today's date?" (0.43 nats) and "Bing me in
 /// two hours about the laundry." → "Ping me …" (0.35), in 48 and 117 ms; none of the 12
 /// sentences that are no command got one.
-async fn guided_reading_again(
+#[allow(clippy::too_many_arguments)]
+async fn offer_guided(
     bus: &BusClient,
-    stt: &Stt,
-    margin: u32,
-    cache: &guide::GuideCache,
-    audio: &stt::Samples,
+    live: &live::Live,
+    events: &EventPublisher,
     t: &Transcript,
-) -> Option<guide::Guided> {
-    let guided = search_guided(bus, stt, margin, cache, audio).await;
-    tracing::info!(
-        utterance = t.utterance,
-        first = %t.text,
-        guided = ?guided,
-        "the second model's guided hearing of a turn the agent could not act on"
-    );
-    guided
+    guided: Option<guide::Guided>,
+    heard: &[&str],
+    stage: &str,
+    started: f64,
+) -> Option<Result<ming_schemas::agent::Reply, BusError>> {
+    let g = guided?;
+    if heard.iter().any(|h| same_words(&g.text, h)) {
+        return None;
+    }
+    if heard.first().is_some_and(|h| drops_words(h, &g.text)) {
+        tracing::info!(first = %t.text, guided = %g.text, "a guided reading that leaves out much of what was heard is not taken");
+        return None;
+    }
+    let text = live.reroute(&g.text)?;
+    let tg = heard_again(t, &g.text, stage, started);
+    events.publish(kinds::EVENT_TRANSCRIPT, &tg);
+    let r = ask_agent(bus, text, tg, true).await;
+    acted(&r).then_some(r)
+}
+
+/// Whether the agent answered a reading without needing the LLM, and not with an error of its
+/// own (not understood, refused, or the local model failed on it); a cancel, a timeout or a
+/// stopped agent count as an answer.
+fn acted(r: &Result<ming_schemas::agent::Reply, BusError>) -> bool {
+    match r {
+        Ok(r) => !r.needs_llm,
+        Err(e @ BusError::Remote { code, .. }) => *code == ErrorCode::Cancelled || e.from_broker(),
+        Err(_) => true,
+    }
 }
 
 /// The live input's outputs: events, barge-in, and voice turns for the agent, whose answers

@@ -295,7 +295,7 @@ const NUMBERS: &[&str] = &[
 pub fn reads_complete(text: &str) -> bool {
     let t = text.trim();
     // "Take a note: …" — a colon announces what is to come.
-    if t.ends_with("...") || t.ends_with(',') || t.ends_with('-') || t.ends_with(':') {
+    if announces_more(t) {
         return false;
     }
     let words = words(t);
@@ -350,7 +350,7 @@ const AUXILIARIES: &[&str] = &[
 /// ([`Reading::Unsure`]).
 pub fn strands_a_preposition(text: &str) -> bool {
     let t = text.trim();
-    if t.ends_with("...") || t.ends_with(',') || t.ends_with('-') || t.ends_with(':') {
+    if announces_more(t) {
         return false;
     }
     let words = words(t);
@@ -374,6 +374,11 @@ pub fn strands_a_preposition(text: &str) -> bool {
             .is_some_and(|s| SUBJECTS.contains(&s.as_str()))
             && rest.len() > subject + 1
     })
+}
+
+/// Whether the punctuation says more follows: "…", a comma, a dash, a colon ("Take a note: …").
+fn announces_more(t: &str) -> bool {
+    t.ends_with("...") || t.ends_with(',') || t.ends_with('-') || t.ends_with(':')
 }
 
 /// The transcript's words, lowercased, without punctuation (apostrophes kept).
