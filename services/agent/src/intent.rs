@@ -74,6 +74,20 @@ pub fn parse_duration(text: &str) -> Option<u64> {
     let t = glued
         .replace_all(&text.to_lowercase(), "$1 $2")
         .into_owned();
+    // "one and a half hours" → "1.5 hours" (before the test for "half hour", which it holds).
+    static AND_A_HALF: OnceLock<Regex> = OnceLock::new();
+    let t = AND_A_HALF
+        .get_or_init(|| {
+            Regex::new(&format!(
+                r"\b{NUM}\s+and\s+a\s+half\s+(hours?|hrs?|minutes?|mins?|seconds?|secs?)\b"
+            ))
+            .unwrap_or_else(|_| unreachable!())
+        })
+        .replace_all(&t, |c: &regex::Captures| match word_number(&c[1]) {
+            Some(n) => format!("{n}.5 {}", &c[2]),
+            None => c[0].to_string(),
+        })
+        .into_owned();
     if t.contains("half an hour") || t.contains("half a hour") || t.contains("half hour") {
         return Some(1800);
     }
@@ -389,7 +403,10 @@ pub fn understand(text: &str) -> Option<Intent> {
 /// understand, as Whisper writes it. The audio service decodes a misheard turn again keeping
 /// only texts these can still match, so a pattern must not let just any words begin a command:
 /// the timer rule, which takes any words before "timer" ("a 3 minute tea timer"), is given
-/// with at most three of them. "1 p.m." is Whisper's spelling of what [`normalize`] makes "1 pm".
+/// with a duration and a word on either side of it at most: with any three words, nearly any
+/// start of a reading ("Bring me into …") stayed a possible timer, and such readings took
+/// the search's places for the likelier commands ("Ping me in …"). "1 p.m." is Whisper's
+/// spelling of what [`normalize`] makes "1 pm".
 ///
 /// Nor any words a duration: where a rule takes one (`d`), the guide takes only what
 /// [`parse_duration`] reads ([`guide_duration`]), so that a timer the rules would match but not
@@ -397,11 +414,15 @@ pub fn understand(text: &str) -> Option<Intent> {
 /// ("… for an hour"). A timer's label then comes only after its duration.
 pub fn guide_patterns() -> Vec<String> {
     let dur = guide_duration();
+    let part = guide_duration_part();
     rules()
         .iter()
         .map(|r| {
             r.re.as_str()
-                .replace(r"(?P<pre>[\w -]*?)", r"(?P<pre>(?:[\w-]+ ){0,3}?)")
+                .replace(
+                    r"(?P<pre>[\w -]*?)",
+                    &format!(r"(?P<pre>(?:[\w-]+ )?(?:{part} )?(?:[\w-]+ )?)"),
+                )
                 .replace(
                     r"(?P<d>[\w -]*?)(?:\s+(?:for|called|named)\s+(?P<label>[\w ]+))?",
                     &format!(r"(?:(?P<d>{dur})(?:\s+(?:for|called|named)\s+(?P<label>[\w ]+))?)?"),
@@ -416,10 +437,15 @@ pub fn guide_patterns() -> Vec<String> {
 /// and a half", "1.5 hours", "twenty-five minutes", "1 hour 30 minutes", "half an hour",
 /// "10-minute", and the "two" Whisper hears as "to"/"too"/"into".
 fn guide_duration() -> String {
-    let num = format!(r"(?:\d+\.\d+|{NUM}|to|too|into)");
-    let unit = r"(?:hours?|hrs?|minutes?|mins?|seconds?|secs?)";
-    let part = format!(r"{num}[ -]?{unit}");
+    let part = guide_duration_part();
     format!(r"(?:half (?:an? )?hour|{part}(?:,? (?:and )?{part})*(?: and a half)?)")
+}
+
+/// One number and its unit: "7 minutes", "ten-minute", "1.5 hours", "one and a half hours",
+/// "to hours".
+fn guide_duration_part() -> String {
+    let num = format!(r"(?:\d+\.\d+|{NUM}|to|too|into)");
+    format!(r"{num}(?: and a half)?[ -]?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?)")
 }
 
 /// Whisper's spellings brought to what the rules read: "1 p.m." → "1 pm".
@@ -480,6 +506,8 @@ mod tests {
             ("1 hour 30 minutes", 5400),
             ("1h30m", 5400),
             ("half an hour", 1800),
+            ("one and a half hours", 5400),
+            ("two and a half minutes", 150),
             ("an hour and a half", 5400),
             ("90 seconds", 90),
             ("twenty-five minutes", 1500),
@@ -545,6 +573,8 @@ mod tests {
             " Wake me up in half an hour.",
             " Start a countdown of two minutes.",
             " Start a countdown to minutes.",
+            " Set a timer for one and a half hours.",
+            " PING ME IN TO hours about the laundry.",
         ] {
             assert!(matched(t), "{t}");
             if !t.contains("a timer.") {

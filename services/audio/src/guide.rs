@@ -29,6 +29,10 @@ use whisper_rs::{WhisperContext, WhisperState, WhisperTokenId};
 const TOP_K: usize = 32;
 /// Continuations kept per expanded reading.
 const BRANCH: usize = 4;
+/// First words kept: the first word mostly decides which command a reading can be, and the
+/// decoder's likeliest first words are often one misheard word spelt several ways ("Bring",
+/// "Think", "Sing", "Thing" for "Ping"); with four, "Ping" was never tried.
+const FIRST_BRANCH: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuideError {
@@ -430,10 +434,16 @@ pub fn decode(
         order.insert(end_at, eot);
         let score = |c: usize| if c == eot { end_score } else { logits[c] };
         let best = score(order[0]);
+        let branch = if h.tokens.is_empty() {
+            FIRST_BRANCH
+        } else {
+            BRANCH
+        };
         let mut kept = 0;
+        let mut kept_pieces: Vec<&[u8]> = Vec::with_capacity(BRANCH);
         for &c in &order {
             let regret = h.regret + best - score(c);
-            if regret > limits.max_regret || kept == BRANCH {
+            if regret > limits.max_regret || kept == branch {
                 break;
             }
             let overruled = h.overruled + u32::from(c != order[0]);
@@ -454,7 +464,16 @@ pub fn decode(
             if piece.is_empty() || piece.starts_with(b"[") || piece.starts_with(b" [") {
                 continue;
             }
+            // The patterns ignore case: " Bring" after " bring" is the same reading at a
+            // higher regret, and would take a place of another word.
+            if kept_pieces
+                .iter()
+                .any(|k: &&[u8]| k.eq_ignore_ascii_case(piece))
+            {
+                continue;
+            }
             if let Some(next) = guide.feed(cache, h.state, piece) {
+                kept_pieces.push(piece);
                 let mut tokens = h.tokens.clone();
                 tokens.push(c as WhisperTokenId);
                 heap.push(Hyp {

@@ -393,6 +393,12 @@ fn spoken_16k(text: &str, voice: &str, wpm: u32) -> Vec<f32> {
 }
 
 /// The guided search's limits as the audio service sets them by default.
+/// The agent's reminder pattern for "ping me in …" (`agent.patterns`), as it sends it.
+const PING_PATTERN: &str = r"(?i)^\s*(?:please\s+)?(?:give me a (?:shout|call|nudge|ping|buzz)|ping me|nudge me|buzz me|wake me(?: up)?|alert me|let me know)\s+in\s+(?P<d>(?:half (?:an? )?hour|(?:\d+\.\d+|(\d+|an?|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)|to|too|into)(?: and a half)?[ -]?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?)(?:,? (?:and )?(?:\d+\.\d+|(\d+|an?|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)|to|too|into)(?: and a half)?[ -]?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?))*(?: and a half)?))(?:\s+(?:to|that|about)\s+(?P<what>.+?))?[.!]?\s*$";
+/// The agent's timer pattern as it sends it: a word, a duration and a word may come before
+/// "timer", so nearly any first word can begin a timer.
+const TIMER_PATTERN: &str = r"(?i)^\s*(?:please\s+)?(?:set|start|make|create)?\s*(?:a|an)?\s*(?P<pre>(?:[\w-]+ )?(?:(?:\d+\.\d+|(\d+|an?|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)|to|too|into)(?: and a half)?[ -]?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?) )?(?:[\w-]+ )?)\s*(?:timer|countdown|count down)\s*(?:for|of|from)?\s*(?:(?P<d>(?:half (?:an? )?hour|(?:\d+\.\d+|(\d+|an?|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)|to|too|into)(?: and a half)?[ -]?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?)(?:,? (?:and )?(?:\d+\.\d+|(\d+|an?|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)|to|too|into)(?: and a half)?[ -]?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?))*(?: and a half)?))(?:\s+(?:for|called|named)\s+(?P<label>[\w ]+))?)?[.!]?\s*$";
+
 fn guide_limits() -> ming_audio::guide::Limits {
     ming_audio::guide::Limits {
         max_regret: ming_audio::guide::DEFAULT_MAX_REGRET,
@@ -481,6 +487,42 @@ fn a_guided_reading_finds_the_command_in_misheard_audio() {
     assert!(d.guided.is_none(), "{:?}", d.guided);
 }
 
+/// The first word of a guided reading is searched wider than the rest: with the timer pattern
+/// letting nearly any word begin a command, the decoder's likeliest first words for "Ping"
+/// ("Bring", "bring", "Think", "Sing" — one of them twice, in two cases) had taken every place,
+/// and no command reading was found. Now a word in another case takes no place, and eight
+/// first words are tried.
+#[test]
+fn a_misheard_first_word_is_searched_wide() {
+    use ming_audio::guide::Guide;
+    use ming_audio::stt::Samples;
+    let _turn = one_decoder_at_a_time();
+    let guide = std::sync::Arc::new(
+        Guide::new(&[TIMER_PATTERN, PING_PATTERN]).expect("the patterns compile"),
+    );
+    let limits = guide_limits();
+    let engine = engine();
+    let (stt, margin) = (engine.stt, engine.pipeline.ctx_margin);
+    let said = "Ping me in two hours about the laundry.";
+    let audio = Samples::new(spoken_16k(said, "en-gb", 160));
+    let d = stt
+        .decode_guided_blocking(audio, margin, Some((guide, limits)))
+        .expect("decode");
+    println!("{said:?}: {:?} → {:?}", d.text, d.guided);
+    assert!(
+        !d.text.to_lowercase().starts_with("ping me"),
+        "heard right ({:?}): pick another case",
+        d.text
+    );
+    let g = d
+        .guided
+        .unwrap_or_else(|| panic!("{said:?} heard as {:?}, no guided reading", d.text));
+    let text = g.text.to_lowercase();
+    assert!(text.starts_with("ping me in"), "{g:?}");
+    assert!(text.ends_with("hours about the laundry."), "{g:?}");
+    assert!(g.regret <= limits.max_regret, "{g:?}");
+}
+
 /// The second model's own guided reading (`lib.rs`, `guided_reading_again`): when whisper base,
 /// hearing a turn again, still writes no command the rules know, the guide searches base's own
 /// encoder output as it does tiny.en's, without encoding again. Of the commands below (as the
@@ -493,7 +535,7 @@ fn the_second_model_has_a_guided_reading_of_its_own() {
     // Two of the agent's own patterns (`agent.patterns`), as it sends them.
     let guide = std::sync::Arc::new(
         Guide::new(&[
-            r"(?i)^\s*(?:please\s+)?(?:give me a (?:shout|call|nudge|ping|buzz)|ping me|nudge me|buzz me|wake me(?: up)?|alert me|let me know)\s+in\s+(?P<d>(?:half (?:an? )?hour|(?:\d+\.\d+|(\d+|an?|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)|to|too|into)[ -]?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?)(?:,? (?:and )?(?:\d+\.\d+|(\d+|an?|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)|to|too|into)[ -]?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?))*(?: and a half)?))(?:\s+(?:to|that|about)\s+(?P<what>.+?))?[.!]?\s*$",
+            PING_PATTERN,
             r"(?i)^\s*(?:please\s+)?(?:what(?:'s| is) (?:the date|today's date|the day|today)|what day is (?:it|today)|(?:tell|give) me (?:the date|today's date|what day it is))(?: today)?[?.!]?\s*$",
         ])
         .expect("the patterns compile"),
