@@ -580,6 +580,7 @@ async fn ask_agent_twice(
     let asks_for_argument = matches!(&first, Ok(r) if r.action.is_none()
         && r.awaiting.as_deref().is_some_and(|a| a != "confirmation"));
     if acted(&first) && !asks_for_argument {
+        live.drop_ahead(&audio);
         return first;
     }
     if let Some(cache) = &hearing.guide {

@@ -147,6 +147,14 @@ impl Live {
         self.turn_audio.as_ref()?.take_ahead(samples)
     }
 
+    /// Stops the guided search started ahead on these samples, if one still runs (see
+    /// [`crate::pipeline::TurnAudio::drop_ahead`]).
+    pub fn drop_ahead(&self, samples: &crate::stt::Samples) {
+        if let Some(t) = &self.turn_audio {
+            t.drop_ahead(samples);
+        }
+    }
+
     fn send(&self, input: Input) {
         if let Ok(tx) = self.tx.lock() {
             let _ = tx.send(input);

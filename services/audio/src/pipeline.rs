@@ -43,8 +43,8 @@ pub struct TurnAudio(Arc<Mutex<Kept>>);
 struct Kept {
     /// Finished turns: utterance id and audio.
     turns: VecDeque<(u64, Samples)>,
-    /// Guided searches started ahead of need, by the samples they read.
-    ahead: VecDeque<(Samples, Ahead)>,
+    /// Guided searches started ahead of need, by the samples they read, with their abort flags.
+    ahead: VecDeque<(Samples, Ahead, Arc<AtomicBool>)>,
 }
 
 /// A guided search run ahead of need: `None` while it runs; then `Ok` with its reading (`None`
@@ -65,12 +65,12 @@ impl TurnAudio {
         }
     }
 
-    fn put_ahead(&self, samples: Samples, ahead: Ahead) {
+    fn put_ahead(&self, samples: Samples, ahead: Ahead, abort: Arc<AtomicBool>) {
         if let Ok(mut k) = self.0.lock() {
             if k.ahead.len() == Self::KEEP {
                 k.ahead.pop_front();
             }
-            k.ahead.push_back((samples, ahead));
+            k.ahead.push_back((samples, ahead, abort));
         }
     }
 
@@ -84,8 +84,19 @@ impl TurnAudio {
     /// Takes the guided search started ahead on these very samples, if there was one.
     pub fn take_ahead(&self, samples: &Samples) -> Option<Ahead> {
         let mut k = self.0.lock().ok()?;
-        let i = k.ahead.iter().position(|(s, _)| s.same(samples))?;
-        k.ahead.remove(i).map(|(_, a)| a)
+        let i = k.ahead.iter().position(|(s, _, _)| s.same(samples))?;
+        k.ahead.remove(i).map(|(_, a, _)| a)
+    }
+
+    /// Stops the guided search started ahead on these samples, if one still runs: the agent
+    /// acted on the turn's first reading, and the CPU is the next turn's (or the reply's).
+    pub fn drop_ahead(&self, samples: &Samples) {
+        let Ok(mut k) = self.0.lock() else { return };
+        if let Some(i) = k.ahead.iter().position(|(s, _, _)| s.same(samples)) {
+            if let Some((_, _, abort)) = k.ahead.remove(i) {
+                abort.store(true, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -325,8 +336,8 @@ impl Pipeline {
             }),
         };
         if self.stt.submit(job).is_ok() {
-            self.ahead.push(abort);
-            keep.put_ahead(d.audio.clone(), rx);
+            self.ahead.push(Arc::clone(&abort));
+            keep.put_ahead(d.audio.clone(), rx, abort);
         }
     }
 
@@ -903,6 +914,27 @@ mod tests {
     use ming_config::{Config, LoadOptions};
 
     use super::*;
+
+    /// A search run ahead on a turn the agent acted on is stopped and forgotten; one on other
+    /// samples is left alone.
+    #[test]
+    fn a_search_ahead_is_stopped_when_its_turn_needs_it_no_more() {
+        let keep = TurnAudio::default();
+        let (a, b) = (Samples::new(vec![0.1; 160]), Samples::new(vec![0.1; 160]));
+        let (flag_a, flag_b) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (_tx_a, rx_a) = tokio::sync::watch::channel(None);
+        let (_tx_b, rx_b) = tokio::sync::watch::channel(None);
+        keep.put_ahead(a.clone(), rx_a, Arc::clone(&flag_a));
+        keep.put_ahead(b.clone(), rx_b, Arc::clone(&flag_b));
+        keep.drop_ahead(&a);
+        assert!(flag_a.load(Ordering::Relaxed));
+        assert!(!flag_b.load(Ordering::Relaxed));
+        assert!(keep.take_ahead(&a).is_none());
+        assert!(keep.take_ahead(&b).is_some());
+    }
 
     /// In real time the speculative decode starts where the sound stops, not where Silero's
     /// probability falls (15–130 ms later), and the pause Silero then finds takes it over:
