@@ -86,6 +86,13 @@ pub struct Reply {
     /// `text` says so. Absent (false) otherwise.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub needs_llm: bool,
+    /// A `skip_llm` voice turn whose search found nothing where the user's own data (their
+    /// mailbox) holds words it might have been: nothing was done, and these patterns (as in
+    /// [`Patterns`]) match the same command with its query in those words, for the audio
+    /// service to hear the turn again in them before it asks again without `skip_llm`. Absent
+    /// (empty) otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hear_again: Vec<String>,
 }
 
 /// Reply to `agent.patterns`: regular expressions (Rust `regex` syntax, each with its own

@@ -230,6 +230,7 @@ fn service_bodies() {
             action_started_ms: Some(0.5),
             awaiting: None,
             needs_llm: false,
+            hear_again: Vec::new(),
         })
         .unwrap(),
     );

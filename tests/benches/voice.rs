@@ -532,8 +532,13 @@ async fn main() {
     // `MING_BENCH_VOICE_AUDIO`: more `[audio]` settings, one `key = value` per line, to compare
     // (the services do not see MING_* variables: each test's mingd has its own config).
     let extra = std::env::var("MING_BENCH_VOICE_AUDIO").unwrap_or_default();
+    // The user's mailbox, which the corpus's mail searches look in (the bank, the job offer,
+    // Anna, the flight): a search that finds nothing is heard again in its words.
+    let files = tempfile::tempdir().expect("temp dir");
+    let mail = ming_tests::write_maildir(files.path());
     let m = Mingd::start(&format!(
-        "[audio]\ninput = \"bus\"\noutput = \"none\"\n{extra}\n[inference]\nmodel = \"qwen2.5-coder-0.5b-instruct\"\ncontext_tokens = 4096\n",
+        "[audio]\ninput = \"bus\"\noutput = \"none\"\n{extra}\n[inference]\nmodel = \"qwen2.5-coder-0.5b-instruct\"\ncontext_tokens = 4096\n[agent]\nmail = \"{}\"\n",
+        mail.display()
     ));
     m.wait_ready(&SERVICES, Duration::from_secs(120)).await;
     // Steady state, as after any start but a fresh install's first: the agent computes the

@@ -367,6 +367,127 @@ pub fn espeak_voice(dir: &Path, name: &str, text: &str, voice: &str, speed: u32)
     path
 }
 
+/// A user's mailbox as a Maildir under `dir` (`Mail/{cur,new,tmp}`): twenty messages of an
+/// ordinary month — a bank, a job offer, family, a flight, the dentist, the landlord, bills,
+/// school — for the voice tests and bench to search. Returns the Maildir's path.
+pub fn write_maildir(dir: &Path) -> PathBuf {
+    const MAILS: [(&str, &str, &str); 20] = [
+        (
+            "Northwind Bank <alerts@northwindbank.example>",
+            "Your November statement is ready",
+            "Your statement for November is ready to view in online banking.",
+        ),
+        (
+            "Northwind Bank <alerts@northwindbank.example>",
+            "A new device signed in to your account",
+            "If this was not you, call us on the number on your card.",
+        ),
+        (
+            "Priya Raman <priya.raman@acmerobotics.example>",
+            "Job offer: Senior Engineer at Acme Robotics",
+            "We are delighted to offer you the position. The contract is attached.",
+        ),
+        (
+            "Priya Raman <priya.raman@acmerobotics.example>",
+            "Re: Start date and relocation",
+            "A start on 4 January works for us.",
+        ),
+        (
+            "Anna Moreau <anna.moreau@example.org>",
+            "Sunday lunch?",
+            "Shall we meet at noon at the usual place?",
+        ),
+        (
+            "Anna Moreau <anna.moreau@example.org>",
+            "Photos from Lyon",
+            "Here are the photos from the weekend.",
+        ),
+        (
+            "SkyWays <booking@skyways.example>",
+            "Flight confirmation: London to Lyon on 18 December",
+            "Booking reference QX7K2P. Check-in opens 24 hours before departure.",
+        ),
+        (
+            "City Dental Care <reception@citydental.example>",
+            "Appointment reminder",
+            "Your check-up is on Friday at 9:00.",
+        ),
+        (
+            "Greenfield Lettings <office@greenfieldlettings.example>",
+            "Lease renewal for 14 Elm Road",
+            "Please sign and return the renewal by the end of the month.",
+        ),
+        (
+            "Tom Becker <tom@becker.example>",
+            "Plumber's invoice",
+            "The invoice for the boiler repair, 240 EUR.",
+        ),
+        (
+            "Evergreen Energy <billing@evergreen-energy.example>",
+            "Your electricity bill for November",
+            "Amount due: 86.40 EUR, paid by direct debit on 12 December.",
+        ),
+        (
+            "Oakwood Primary School <office@oakwood-school.example>",
+            "Christmas concert on Thursday",
+            "Doors open at 5 pm in the main hall.",
+        ),
+        (
+            "Maria Lopez <maria.lopez@example.net>",
+            "Book club: next title",
+            "Next month we read The Remains of the Day.",
+        ),
+        (
+            "GitHub <noreply@github.example>",
+            "New issue: voice wake word",
+            "A new issue was opened in mingllm.",
+        ),
+        (
+            "Tax Office <notices@taxoffice.example>",
+            "Your tax return is due by 31 January",
+            "File online before the deadline to avoid a penalty.",
+        ),
+        (
+            "Parcelwise <tracking@parcelwise.example>",
+            "Your parcel is out for delivery",
+            "Expected between 10:00 and 12:00 today.",
+        ),
+        (
+            "Riverside Surgery <appointments@riverside-surgery.example>",
+            "Blood test results",
+            "Your results are normal; no follow-up is needed.",
+        ),
+        (
+            "Mum <mum@family.example>",
+            "Christmas plans",
+            "Are you coming on the 24th or the 25th?",
+        ),
+        (
+            "FitHub Gym <members@fithub.example>",
+            "Your membership renews soon",
+            "Your yearly membership renews on 1 January.",
+        ),
+        (
+            "Harbor Insurance <service@harborinsurance.example>",
+            "Your home insurance policy documents",
+            "Your policy documents for the coming year are attached.",
+        ),
+    ];
+    let md = dir.join("Mail");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(md.join(sub)).expect("Maildir");
+    }
+    for (i, (from, subject, body)) in MAILS.iter().enumerate() {
+        let day = 1 + i % 28;
+        std::fs::write(
+            md.join("cur").join(format!("{:04}.mingtest:2,S", i + 1)),
+            format!("From: {from}\nTo: me@example.org\nSubject: {subject}\nDate: {day} Nov 2026 09:00:00 +0000\n\n{body}\n"),
+        )
+        .expect("write a message");
+    }
+    md
+}
+
 /// The 16-bit samples and rate of a plain PCM WAV.
 pub fn read_wav(path: &Path) -> (u32, Vec<i16>) {
     let b = std::fs::read(path).expect("read the WAV");

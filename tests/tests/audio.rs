@@ -1089,6 +1089,97 @@ async fn a_timer_heard_without_its_length_is_set_from_the_guided_reading() {
     assert!(guided > 0, "tiny.en heard both right: pick other voices");
 }
 
+/// A voice search of the user's mail that finds nothing is heard again in the mailbox's own
+/// words before the agent acts: tiny.en hears espeak-ng's en-gb+f3 "Look for messages from the
+/// bank." as "… from the mic." and en-us "Find emails about the job offer." as "… the jarm
+/// offer." (offline, `guide_probe`); the agent answers those readings with `hear_again`
+/// (vocabulary.rs), and the reading within the mailbox's words ("… the bank.", "… the job
+/// offer.", stage `in_words_transcript`) is the one searched, and finds the messages. Each turn
+/// must end in the right search; at least one of them by its reading in words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voice_search_that_finds_nothing_is_heard_again_in_the_users_words() {
+    let files = tempfile::tempdir().unwrap();
+    let mail = ming_tests::write_maildir(files.path());
+    let m = Mingd::start(&format!(
+        "{CONFIG}stt_second_model = \"\"\n[agent]\nmail = \"{}\"\n",
+        mail.display()
+    ));
+    m.wait_ready(&["audio", "agent"], Duration::from_secs(60))
+        .await;
+    let mut events = EventSubscriber::connect(
+        &m.bus,
+        &[
+            kinds::EVENT_ACTION_STARTED,
+            kinds::EVENT_TRANSCRIPT,
+            kinds::EVENT_ACTION_FINISHED,
+        ],
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut in_words = 0;
+    for (i, (text, voice, wpm, word, found)) in [
+        (
+            "Look for messages from the bank.",
+            "en-gb+f3",
+            180,
+            "bank",
+            "2 message(s)",
+        ),
+        (
+            "Find emails about the job offer.",
+            "en-us",
+            175,
+            "job offer",
+            "1 message(s)",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let st = m.listen("start").await;
+        assert!(st.listening && st.input_ok, "{st:?}");
+        let wav = ming_tests::espeak_voice(m.dir.path(), &format!("mail{i}.wav"), text, voice, wpm);
+        let (action, transcripts) = spoken_turn(&m, &mut events, &wav).await;
+        println!(
+            "{text:?}: heard {:?}",
+            transcripts.iter().map(|t| &t.text).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            action.tool, "search_mail",
+            "{action:?} after {transcripts:?}"
+        );
+        assert!(
+            action.arguments.contains(word),
+            "{action:?} after {transcripts:?}"
+        );
+        if transcripts.len() > 1 {
+            assert!(
+                transcripts[1]
+                    .stages
+                    .iter()
+                    .any(|s| s.name == "in_words_transcript"),
+                "{transcripts:?}"
+            );
+            in_words += 1;
+        }
+        let finished = loop {
+            let ev = tokio::time::timeout(Duration::from_secs(30), events.next())
+                .await
+                .expect("the search finished")
+                .unwrap();
+            if ev.kind == kinds::EVENT_ACTION_FINISHED {
+                break ev.body::<ming_schemas::agent::ActionFinished>().unwrap();
+            }
+        };
+        assert!(
+            finished.ok && finished.result.starts_with(found),
+            "{finished:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(in_words > 0, "tiny.en heard both right: pick other voices");
+}
+
 /// One push-to-talk turn of espeak-ng's en-us "Set a timer for one hour." at `wpm`, fed live:
 /// the first action and the transcripts before it; then the reply is let settle.
 async fn hour_turn(

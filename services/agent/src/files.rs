@@ -183,17 +183,120 @@ pub fn read_mail(source: &Path) -> Vec<Mail> {
     out
 }
 
-/// Messages whose sender, subject or body mention `query` (case-insensitive), newest last.
+/// Words that neither narrow a mail search nor name anything in a mailbox: articles, the
+/// words of the request itself, address noise.
+const MAIL_STOP_WORDS: &[&str] = &[
+    "a",
+    "about",
+    "all",
+    "an",
+    "and",
+    "any",
+    "are",
+    "at",
+    "by",
+    "com",
+    "e-mail",
+    "e-mails",
+    "email",
+    "emails",
+    "example",
+    "for",
+    "from",
+    "fw",
+    "fwd",
+    "gmail",
+    "googlemail",
+    "gmx",
+    "hotmail",
+    "icloud",
+    "in",
+    "is",
+    "it",
+    "mail",
+    "mails",
+    "me",
+    "message",
+    "messages",
+    "my",
+    "net",
+    "new",
+    "no-reply",
+    "noreply",
+    "of",
+    "on",
+    "or",
+    "org",
+    "our",
+    "outlook",
+    "protonmail",
+    "re",
+    "reply",
+    "some",
+    "that",
+    "the",
+    "this",
+    "to",
+    "was",
+    "with",
+    "www",
+    "yahoo",
+    "you",
+    "your",
+];
+
+/// The lowercase words of `s` (letters, digits, inner `'` and `-`), stop words left out.
+fn mail_words(s: &str) -> impl Iterator<Item = String> + '_ {
+    s.split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '-'))
+        .map(|w| w.trim_matches(|c| c == '\'' || c == '-').to_lowercase())
+        .filter(|w| !w.is_empty() && !MAIL_STOP_WORDS.contains(&w.as_str()))
+}
+
+/// Messages that mention every word of `query` that narrows it (in the sender, the subject or
+/// the body, case-insensitive): "the job offer" finds a subject "Your offer for the job". A
+/// query of stop words only is matched as a whole. Newest last.
 pub fn search_mail(source: &Path, query: &str) -> Vec<Mail> {
-    let q = query.to_lowercase();
+    let matches = mail_matcher(query);
     read_mail(source)
         .into_iter()
-        .filter(|m| {
-            [&m.from, &m.subject, &m.body]
-                .iter()
-                .any(|f| f.to_lowercase().contains(&q))
-        })
+        .filter(|m| matches(m))
         .collect()
+}
+
+/// Whether a message is one [`search_mail`] finds for `query`.
+pub fn mail_matcher(query: &str) -> impl Fn(&Mail) -> bool {
+    let terms: Vec<String> = mail_words(query).collect();
+    let phrase = query.trim().to_lowercase();
+    move |m: &Mail| {
+        let all = format!("{}\n{}\n{}", m.from, m.subject, m.body).to_lowercase();
+        if terms.is_empty() {
+            all.contains(&phrase)
+        } else {
+            terms.iter().all(|t| all.contains(t.as_str()))
+        }
+    }
+}
+
+/// The words a user searching `mails` would name: those of the senders (names and address)
+/// and the subjects, most frequent first, at most `limit`. ASCII words of three characters or
+/// more that hold a letter only: what a speech model writes and a guide can match.
+pub fn mail_vocabulary(mails: &[Mail], limit: usize) -> Vec<String> {
+    let mut count: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for m in mails {
+        for w in mail_words(&m.from).chain(mail_words(&m.subject)) {
+            if w.len() >= 3
+                && w.is_ascii()
+                && w.bytes().any(|b| b.is_ascii_alphabetic())
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'\'' || b == b'-')
+            {
+                *count.entry(w).or_default() += 1;
+            }
+        }
+    }
+    let mut words: Vec<(String, usize)> = count.into_iter().collect();
+    words.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    words.into_iter().take(limit).map(|(w, _)| w).collect()
 }
 
 #[cfg(test)]
@@ -254,5 +357,68 @@ mod tests {
         );
         assert!(all[0].body.contains("From the start"));
         assert_eq!(search_mail(&mbox, "bob").len(), 1);
+    }
+
+    #[test]
+    fn a_mail_search_wants_every_word_that_narrows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = dir.path().join("Mail");
+        std::fs::create_dir_all(md.join("cur")).unwrap();
+        std::fs::write(
+            md.join("cur/1"),
+            "From: Northwind Bank <alerts@northwindbank.example>\nSubject: Your November statement\n\nIt is ready.\n",
+        )
+        .unwrap();
+        std::fs::write(
+            md.join("cur/2"),
+            "From: Priya Raman <priya@acme.example>\nSubject: Offer for the platform job\n\nWe are glad to offer you the job.\n",
+        )
+        .unwrap();
+        std::fs::write(
+            md.join("cur/3"),
+            "From: Anna <anna@example.org>\nSubject: Sunday\n\nLunch at the bank holiday?\n",
+        )
+        .unwrap();
+        let subjects = |q: &str| {
+            search_mail(&md, q)
+                .into_iter()
+                .map(|m| m.subject)
+                .collect::<Vec<_>>()
+        };
+        // Articles and request words do not have to be there; every other word does.
+        assert_eq!(subjects("the job offer"), ["Offer for the platform job"]);
+        assert_eq!(subjects("the bank"), ["Your November statement", "Sunday"]);
+        assert_eq!(subjects("Anna bank"), ["Sunday"]);
+        assert!(subjects("the jarm offer").is_empty());
+        // Only stop words: the phrase as a whole.
+        assert_eq!(subjects("the platform"), ["Offer for the platform job"]);
+        assert!(subjects("from the").is_empty());
+    }
+
+    #[test]
+    fn a_mailbox_vocabulary_holds_senders_and_subjects_most_named_first() {
+        let mail = |from: &str, subject: &str| Mail {
+            from: from.into(),
+            subject: subject.into(),
+            date: String::new(),
+            body: "words of the body stay out".into(),
+        };
+        let mails = [
+            mail("Anna <anna@example.org>", "Re: Sunday lunch"),
+            mail("Anna <anna@example.org>", "Photos from Lyon"),
+            mail("Café Zoë <hi@cafe.example>", "Your 2 orders"),
+        ];
+        let v = mail_vocabulary(&mails, 100);
+        assert_eq!(v[0], "anna", "{v:?}");
+        assert!(
+            v.contains(&"lyon".to_string()) && v.contains(&"orders".to_string()),
+            "{v:?}"
+        );
+        for out in [
+            "re", "from", "the", "body", "2", "example", "café", "zoë", "org",
+        ] {
+            assert!(!v.contains(&out.to_string()), "{out} in {v:?}");
+        }
+        assert_eq!(mail_vocabulary(&mails, 1), ["anna"]);
     }
 }

@@ -38,6 +38,7 @@ pub mod log;
 pub mod router;
 pub mod schema;
 pub mod tools;
+pub mod vocabulary;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -85,6 +86,10 @@ pub struct AgentService {
     indexing: tokio::sync::Mutex<()>,
     index_state: std::path::PathBuf,
 }
+
+/// How long a voice turn's mail search may take to find out whether it finds anything, before
+/// it acts as heard (a large mailbox is not read twice on the way to the first action).
+const HEAR_AGAIN_CHECK: Duration = Duration::from_millis(150);
 
 /// The instructions for a mail summary.
 const MAIL_PROMPT: &str =
@@ -836,6 +841,7 @@ impl AgentService {
             action_started_ms: None,
             awaiting,
             needs_llm: false,
+            hear_again: Vec::new(),
         });
         record.stages.push(ming_schemas::agent::Stage {
             name: "replied".into(),
@@ -844,6 +850,37 @@ impl AgentService {
         self.log.append(record);
         if let Some(session) = &msg.session {
             self.conversations.add(session, &msg.text, text);
+        }
+    }
+
+    /// For a mail search of a voice turn that would find nothing: the pattern of the same
+    /// command with its query in the mailbox's words ([`vocabulary::query_in_words`]). `None`
+    /// (act as heard) for any other tool, when something is found, without a mail source or
+    /// words, or when reading the mailbox takes longer than [`HEAR_AGAIN_CHECK`].
+    async fn hear_again(
+        &self,
+        tool: &str,
+        args: &serde_json::Value,
+        heard: &str,
+    ) -> Option<Vec<String>> {
+        if tool != "search_mail" {
+            return None;
+        }
+        let source = self.tools.mail()?.to_path_buf();
+        let query = args.get("query")?.as_str()?.to_string();
+        let heard = heard.to_string();
+        let check = tokio::task::spawn_blocking(move || {
+            let mails = files::read_mail(&source);
+            let matches = files::mail_matcher(&query);
+            if mails.iter().any(matches) {
+                return None;
+            }
+            let words = files::mail_vocabulary(&mails, vocabulary::MAIL_WORDS);
+            vocabulary::query_in_words(&heard, &query, &words).map(|p| vec![p])
+        });
+        match tokio::time::timeout(HEAR_AGAIN_CHECK, check).await {
+            Ok(Ok(patterns)) => patterns,
+            _ => None,
         }
     }
 
@@ -860,6 +897,7 @@ impl AgentService {
             action_started_ms: None,
             awaiting: None,
             needs_llm: true,
+            hear_again: Vec::new(),
         });
     }
 
@@ -1197,6 +1235,25 @@ impl Handler for AgentService {
             resp.error(ErrorCode::BadRequest, answer);
             return;
         }
+        // A voice search that would find nothing: heard again in the user's own words first
+        // (vocabulary.rs); the audio service asks once more, without `skip_llm`, if that
+        // reading does not do better.
+        if msg.skip_llm && msg.voice.is_some() {
+            if let Some(patterns) = self.hear_again(&tool, &args, &msg.text).await {
+                tracing::info!(utterance, tool = %tool, "a voice search that finds nothing: heard again in the user's words first");
+                resp.reply(&Reply {
+                    utterance,
+                    text: "That search finds nothing.".into(),
+                    action: None,
+                    decided_ms: since(started),
+                    action_started_ms: None,
+                    awaiting: None,
+                    needs_llm: false,
+                    hear_again: patterns,
+                });
+                return;
+            }
+        }
         let decided_ms = started.elapsed().as_secs_f64() * 1000.0;
         let arguments = args.to_string();
         record.stages.push(ming_schemas::agent::Stage {
@@ -1312,6 +1369,7 @@ impl Handler for AgentService {
             action_started_ms: Some(action_started_ms),
             awaiting,
             needs_llm: false,
+            hear_again: Vec::new(),
         });
         record.stages.push(ming_schemas::agent::Stage {
             name: "replied".into(),

@@ -493,6 +493,36 @@ async fn search_guided(
     }
 }
 
+/// The first model's guided reading of a turn within `patterns` (the agent's `hear_again`),
+/// under the guide's limits; `None` without a guide (guided hearing is off) or a reading.
+async fn hear_in_words(
+    hearing: &Hearing,
+    patterns: &[String],
+    audio: &stt::Samples,
+) -> Option<guide::Guided> {
+    let limits = hearing.guide.as_ref()?.limits;
+    let g = match guide::Guide::new(patterns) {
+        Ok(g) => Arc::new(g),
+        Err(e) => {
+            tracing::warn!(error = %e, "the agent's patterns to hear a turn again in do not compile");
+            return None;
+        }
+    };
+    let (stt, samples, margin) = (hearing.stt.clone(), audio.clone(), hearing.margin);
+    let decoded = tokio::task::spawn_blocking(move || {
+        stt.decode_guided_blocking(samples, margin, Some((g, limits)))
+    })
+    .await;
+    match decoded {
+        Ok(Ok(d)) => d.guided,
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "the hearing in the user's words failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 /// The words of a transcript, without case or punctuation.
 fn word_keys(s: &str) -> Vec<String> {
     s.split_whitespace()
@@ -573,6 +603,36 @@ async fn ask_agent_twice(
         return ask_agent(bus, text, t, false).await;
     };
     let first = ask_agent(bus, text.clone(), t.clone(), true).await;
+    // A search that finds nothing, where the user's data holds words it might have been: the
+    // turn is heard again in them, then the agent acts as first heard if that does no better.
+    if let Ok(r) = &first {
+        if !r.hear_again.is_empty() {
+            live.drop_ahead(&audio);
+            let started = mono_ms();
+            let guided = hear_in_words(&hearing, &r.hear_again, &audio).await;
+            tracing::info!(
+                utterance = t.utterance,
+                first = %t.text,
+                guided = ?guided,
+                "a hearing in the user's own words of a search that found nothing"
+            );
+            if let Some(r) = offer_guided(
+                bus,
+                live,
+                events,
+                &t,
+                guided,
+                &[&t.text],
+                "in_words",
+                started,
+            )
+            .await
+            {
+                return r;
+            }
+            return ask_agent(bus, text, t, false).await;
+        }
+    }
     let deferred = matches!(&first, Ok(r) if r.needs_llm);
     // The rules knew the command but not its key argument, and asked for it ("Set a timer for
     // a while hour": for how long?). A guided reading that has it ("… for one hour") is a
@@ -727,7 +787,7 @@ async fn offer_guided(
 /// stopped agent count as an answer.
 fn acted(r: &Result<ming_schemas::agent::Reply, BusError>) -> bool {
     match r {
-        Ok(r) => !r.needs_llm,
+        Ok(r) => !r.needs_llm && r.hear_again.is_empty(),
         Err(e @ BusError::Remote { code, .. }) => *code == ErrorCode::Cancelled || e.from_broker(),
         Err(_) => true,
     }
