@@ -329,6 +329,86 @@ async fn documents_and_mail_are_searched_read_only() {
     );
 }
 
+/// A voice turn's mail search (`skip_llm`, as the audio service sends a first reading) that
+/// would find nothing is not run: the agent answers `hear_again`, the pattern of the same
+/// command with its query in the mailbox's words, which holds "… from the bank." and not what
+/// was heard. One that finds something runs; so does the same search typed, finding nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voice_mail_search_that_finds_nothing_is_to_be_heard_again_in_the_mailboxs_words() {
+    let files = tempfile::tempdir().unwrap();
+    let mail = ming_tests::write_maildir(files.path());
+    let m = Mingd::start(&format!("[agent]\nmail = \"{}\"\n", mail.display()));
+    m.wait_ready(&["agent"], Duration::from_secs(20)).await;
+    let ask = |text: &str, voice: bool| {
+        let msg = ming_schemas::agent::Message {
+            text: text.into(),
+            session: None,
+            confirm: false,
+            tool: None,
+            arguments: None,
+            voice: voice.then(|| ming_schemas::audio::Transcript {
+                utterance: 7,
+                text: text.into(),
+                is_final: true,
+                start_sample: 0,
+                end_sample: 32_000,
+                audio_start_ms: 0.0,
+                audio_end_ms: 2000.0,
+                end_reason: "stopped".into(),
+                decode_ms: 100.0,
+                audio_ctx: 200,
+                confidence: 0.5,
+                stages: Vec::new(),
+            }),
+            skip_llm: voice,
+        };
+        let client = &m.client;
+        async move {
+            client
+                .request::<_, ming_schemas::agent::Reply>(
+                    "agent",
+                    kinds::AGENT_MESSAGE,
+                    &msg,
+                    Duration::from_secs(5),
+                )
+                .await
+                .expect("answered")
+        }
+    };
+    let r = ask("Look for messages from the mic.", true).await;
+    assert!(r.action.is_none() && !r.needs_llm, "{r:?}");
+    assert_eq!(r.hear_again.len(), 1, "{r:?}");
+    let re = regex::Regex::new(&r.hear_again[0]).expect("a pattern");
+    assert!(re.is_match(" Look for messages from the bank."), "{re}");
+    assert!(re.is_match("Look for messages from Anna Moreau"), "{re}");
+    assert!(!re.is_match("Look for messages from the mic."), "{re}");
+    assert!(!re.is_match("Find emails about the bank."), "{re}");
+    let r = ask("Look for messages from the bank.", true).await;
+    let a = r.action.as_ref().expect("searched");
+    assert!(
+        a.tool == "search_mail" && a.result.starts_with("2 message(s)") && r.hear_again.is_empty(),
+        "{r:?}"
+    );
+    let r = ask("Look for messages from the mic.", false).await;
+    let a = r.action.as_ref().expect("searched as typed");
+    assert!(a.ok && a.result.starts_with("No message mentions"), "{r:?}");
+    // Nothing was logged for the turn heard again.
+    let texts: Vec<String> = m
+        .interactions(0)
+        .await
+        .items
+        .into_iter()
+        .map(|i| i.text)
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "Look for messages from the bank.",
+            "Look for messages from the mic."
+        ]
+    );
+}
+
 /// The documents folder is indexed into memory (at start, and when asked: only what changed),
 /// so a search finds a passage by meaning; mail is summarised by the local model.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
