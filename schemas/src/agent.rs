@@ -87,10 +87,10 @@ pub struct Reply {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub needs_llm: bool,
     /// A `skip_llm` voice turn whose search found nothing where the user's own data (their
-    /// mailbox) holds words it might have been: nothing was done, and these patterns (as in
-    /// [`Patterns`]) match the same command with its query in those words, for the audio
-    /// service to hear the turn again in them before it asks again without `skip_llm`. Absent
-    /// (empty) otherwise.
+    /// mail, notes, documents) holds words it might have been: nothing was done, and these
+    /// patterns (as in [`Patterns`]) match the same command with its query in those words, for
+    /// the audio service to hear the turn again in them before it asks again without
+    /// `skip_llm`. Absent (empty) otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hear_again: Vec<String>,
 }

@@ -60,9 +60,10 @@ pub fn read_text(path: &Path, meta: &std::fs::Metadata) -> Option<String> {
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Documents under `root` whose name or text contains `query` (case-insensitive), up to `limit`.
+/// Documents under `root` whose name, or one line of whose text, [`text_matcher`] finds for
+/// `query` ("the tax return" finds `tax-return-2025.pdf`), up to `limit`.
 pub fn search_documents(root: &Path, query: &str, limit: usize) -> Vec<DocHit> {
-    let q = query.to_lowercase();
+    let matches = text_matcher(query);
     let mut hits = Vec::new();
     walk(root, |path, meta| {
         if hits.len() >= limit {
@@ -70,9 +71,9 @@ pub fn search_documents(root: &Path, query: &str, limit: usize) -> Vec<DocHit> {
         }
         let name = path
             .file_name()
-            .map(|n| n.to_string_lossy().to_lowercase())
+            .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if name.contains(&q) {
+        if matches(&name) || matches(&name_words(path)) {
             hits.push(DocHit {
                 path: path.to_path_buf(),
                 line: String::new(),
@@ -80,7 +81,7 @@ pub fn search_documents(root: &Path, query: &str, limit: usize) -> Vec<DocHit> {
             return true;
         }
         if let Some(text) = read_text(path, meta) {
-            if let Some(line) = text.lines().find(|l| l.to_lowercase().contains(&q)) {
+            if let Some(line) = text.lines().find(|l| matches(l)) {
                 hits.push(DocHit {
                     path: path.to_path_buf(),
                     line: line.trim().chars().take(160).collect(),
@@ -183,9 +184,9 @@ pub fn read_mail(source: &Path) -> Vec<Mail> {
     out
 }
 
-/// Words that neither narrow a mail search nor name anything in a mailbox: articles, the
-/// words of the request itself, address noise.
-const MAIL_STOP_WORDS: &[&str] = &[
+/// Words that neither narrow a search nor name anything the user keeps: articles, the words
+/// of the request itself ("messages", "notes", "file"), address and file-name noise.
+const STOP_WORDS: &[&str] = &[
     "a",
     "about",
     "all",
@@ -196,18 +197,25 @@ const MAIL_STOP_WORDS: &[&str] = &[
     "at",
     "by",
     "com",
+    "doc",
+    "docs",
+    "docx",
+    "document",
+    "documents",
     "e-mail",
     "e-mails",
     "email",
     "emails",
     "example",
+    "file",
+    "files",
     "for",
     "from",
     "fw",
     "fwd",
     "gmail",
-    "googlemail",
     "gmx",
+    "googlemail",
     "hotmail",
     "icloud",
     "in",
@@ -215,6 +223,7 @@ const MAIL_STOP_WORDS: &[&str] = &[
     "it",
     "mail",
     "mails",
+    "md",
     "me",
     "message",
     "messages",
@@ -223,12 +232,15 @@ const MAIL_STOP_WORDS: &[&str] = &[
     "new",
     "no-reply",
     "noreply",
+    "note",
+    "notes",
     "of",
     "on",
     "or",
     "org",
     "our",
     "outlook",
+    "pdf",
     "protonmail",
     "re",
     "reply",
@@ -237,6 +249,7 @@ const MAIL_STOP_WORDS: &[&str] = &[
     "the",
     "this",
     "to",
+    "txt",
     "was",
     "with",
     "www",
@@ -246,44 +259,35 @@ const MAIL_STOP_WORDS: &[&str] = &[
 ];
 
 /// The lowercase words of `s` (letters, digits, inner `'` and `-`), stop words left out.
-fn mail_words(s: &str) -> impl Iterator<Item = String> + '_ {
+pub fn search_words(s: &str) -> impl Iterator<Item = String> + '_ {
     s.split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '-'))
         .map(|w| w.trim_matches(|c| c == '\'' || c == '-').to_lowercase())
-        .filter(|w| !w.is_empty() && !MAIL_STOP_WORDS.contains(&w.as_str()))
+        .filter(|w| !w.is_empty() && !STOP_WORDS.contains(&w.as_str()))
 }
 
-/// Messages that mention every word of `query` that narrows it (in the sender, the subject or
-/// the body, case-insensitive): "the job offer" finds a subject "Your offer for the job". A
-/// query of stop words only is matched as a whole. Newest last.
-pub fn search_mail(source: &Path, query: &str) -> Vec<Mail> {
-    let matches = mail_matcher(query);
-    read_mail(source)
-        .into_iter()
-        .filter(|m| matches(m))
-        .collect()
-}
-
-/// Whether a message is one [`search_mail`] finds for `query`.
-pub fn mail_matcher(query: &str) -> impl Fn(&Mail) -> bool {
-    let terms: Vec<String> = mail_words(query).collect();
+/// Whether a text is one a search for `query` finds: it holds every word of the query that
+/// narrows it (case-insensitive; "the job offer" finds "Offer for the job"), or, for a query
+/// of stop words only, the query as a whole.
+pub fn text_matcher(query: &str) -> impl Fn(&str) -> bool {
+    let terms: Vec<String> = search_words(query).collect();
     let phrase = query.trim().to_lowercase();
-    move |m: &Mail| {
-        let all = format!("{}\n{}\n{}", m.from, m.subject, m.body).to_lowercase();
+    move |text: &str| {
+        let text = text.to_lowercase();
         if terms.is_empty() {
-            all.contains(&phrase)
+            text.contains(&phrase)
         } else {
-            terms.iter().all(|t| all.contains(t.as_str()))
+            terms.iter().all(|t| text.contains(t.as_str()))
         }
     }
 }
 
-/// The words a user searching `mails` would name: those of the senders (names and address)
-/// and the subjects, most frequent first, at most `limit`. ASCII words of three characters or
-/// more that hold a letter only: what a speech model writes and a guide can match.
-pub fn mail_vocabulary(mails: &[Mail], limit: usize) -> Vec<String> {
+/// The words a user searching `texts` would name, most frequent first, at most `limit`:
+/// ASCII words of three characters or more that hold a letter — what a speech model writes
+/// and the audio service's guide can match.
+pub fn vocabulary<'a>(texts: impl IntoIterator<Item = &'a str>, limit: usize) -> Vec<String> {
     let mut count: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for m in mails {
-        for w in mail_words(&m.from).chain(mail_words(&m.subject)) {
+    for text in texts {
+        for w in search_words(text) {
             if w.len() >= 3
                 && w.is_ascii()
                 && w.bytes().any(|b| b.is_ascii_alphabetic())
@@ -297,6 +301,52 @@ pub fn mail_vocabulary(mails: &[Mail], limit: usize) -> Vec<String> {
     let mut words: Vec<(String, usize)> = count.into_iter().collect();
     words.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     words.into_iter().take(limit).map(|(w, _)| w).collect()
+}
+
+/// Messages that [`mail_matcher`] finds for `query` (in the sender, the subject or the body).
+/// Newest last.
+pub fn search_mail(source: &Path, query: &str) -> Vec<Mail> {
+    let matches = mail_matcher(query);
+    read_mail(source)
+        .into_iter()
+        .filter(|m| matches(m))
+        .collect()
+}
+
+/// Whether a message is one [`search_mail`] finds for `query` ([`text_matcher`] over its
+/// sender, subject and body).
+pub fn mail_matcher(query: &str) -> impl Fn(&Mail) -> bool {
+    let matches = text_matcher(query);
+    move |m: &Mail| matches(&format!("{}\n{}\n{}", m.from, m.subject, m.body))
+}
+
+/// The words a user searching `mails` would name: those of the senders (names and address)
+/// and the subjects ([`vocabulary`]).
+pub fn mail_vocabulary(mails: &[Mail], limit: usize) -> Vec<String> {
+    vocabulary(
+        mails
+            .iter()
+            .flat_map(|m| [m.from.as_str(), m.subject.as_str()]),
+        limit,
+    )
+}
+
+/// A file name as words: "tax-return_2025.pdf" → "tax return 2025 pdf".
+fn name_words(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().replace(['-', '_', '.'], " "))
+        .unwrap_or_default()
+}
+
+/// The words of the documents' names under `root` ([`vocabulary`]; the names a user calls
+/// their documents by).
+pub fn document_vocabulary(root: &Path, limit: usize) -> Vec<String> {
+    let mut names = Vec::new();
+    walk(root, |path, _| {
+        names.push(name_words(path));
+        true
+    });
+    vocabulary(names.iter().map(String::as_str), limit)
 }
 
 #[cfg(test)]
@@ -393,6 +443,51 @@ mod tests {
         // Only stop words: the phrase as a whole.
         assert_eq!(subjects("the platform"), ["Offer for the platform job"]);
         assert!(subjects("from the").is_empty());
+    }
+
+    #[test]
+    fn documents_are_found_by_the_words_of_their_names_and_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("home")).unwrap();
+        std::fs::write(root.join("home/tax-return_2025.pdf"), [0u8, 1, 2]).unwrap();
+        std::fs::write(
+            root.join("home/lease.txt"),
+            "Tenancy of 14 Elm Road\nThe deposit is returned within 30 days.\n",
+        )
+        .unwrap();
+        let found = |q: &str| {
+            search_documents(root, q, 10)
+                .into_iter()
+                .map(|h| {
+                    (
+                        h.path.file_name().unwrap().to_string_lossy().into_owned(),
+                        h.line,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            found("the tax return"),
+            [("tax-return_2025.pdf".into(), String::new())]
+        );
+        assert_eq!(
+            found("deposit returned"),
+            [(
+                "lease.txt".into(),
+                "The deposit is returned within 30 days.".into()
+            )]
+        );
+        // Every word on one line: "elm" and "deposit" are on two.
+        assert!(found("elm deposit").is_empty());
+        let v = document_vocabulary(root, 10);
+        for w in ["tax", "return", "lease"] {
+            assert!(v.contains(&w.to_string()), "{w} not in {v:?}");
+        }
+        assert!(
+            !v.iter().any(|w| w == "pdf" || w == "txt" || w == "2025"),
+            "{v:?}"
+        );
     }
 
     #[test]

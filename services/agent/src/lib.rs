@@ -87,8 +87,8 @@ pub struct AgentService {
     index_state: std::path::PathBuf,
 }
 
-/// How long a voice turn's mail search may take to find out whether it finds anything, before
-/// it acts as heard (a large mailbox is not read twice on the way to the first action).
+/// How long a voice turn's search may take to find out whether it finds anything, before it
+/// acts as heard (a large mailbox or folder is not read twice on the way to the first action).
 const HEAR_AGAIN_CHECK: Duration = Duration::from_millis(150);
 
 /// The instructions for a mail summary.
@@ -853,29 +853,24 @@ impl AgentService {
         }
     }
 
-    /// For a mail search of a voice turn that would find nothing: the pattern of the same
-    /// command with its query in the mailbox's words ([`vocabulary::query_in_words`]). `None`
-    /// (act as heard) for any other tool, when something is found, without a mail source or
-    /// words, or when reading the mailbox takes longer than [`HEAR_AGAIN_CHECK`].
+    /// For a search (mail, notes, documents) of a voice turn that would find nothing: the
+    /// pattern of the same command with its query in the words the searched data holds
+    /// ([`tools::Tools::finds_nothing`], [`vocabulary::query_in_words`]). `None` (act as
+    /// heard) for any other tool, when something is found, without the source or words, or
+    /// when reading the data takes longer than [`HEAR_AGAIN_CHECK`].
     async fn hear_again(
         &self,
         tool: &str,
         args: &serde_json::Value,
         heard: &str,
     ) -> Option<Vec<String>> {
-        if tool != "search_mail" {
+        if !matches!(tool, "search_mail" | "search_notes" | "search_documents") {
             return None;
         }
-        let source = self.tools.mail()?.to_path_buf();
         let query = args.get("query")?.as_str()?.to_string();
-        let heard = heard.to_string();
+        let (tools, tool, heard) = (self.tools.clone(), tool.to_string(), heard.to_string());
         let check = tokio::task::spawn_blocking(move || {
-            let mails = files::read_mail(&source);
-            let matches = files::mail_matcher(&query);
-            if mails.iter().any(matches) {
-                return None;
-            }
-            let words = files::mail_vocabulary(&mails, vocabulary::MAIL_WORDS);
+            let words = tools.finds_nothing(&tool, &query, vocabulary::WORDS)?;
             vocabulary::query_in_words(&heard, &query, &words).map(|p| vec![p])
         });
         match tokio::time::timeout(HEAR_AGAIN_CHECK, check).await {

@@ -205,6 +205,34 @@ impl Tools {
         self.mail.as_deref()
     }
 
+    /// For a search `tool` (mail, notes, documents) whose `query` finds nothing: the words the
+    /// user's data holds that the query might have been (senders and subjects, the notes'
+    /// words, the documents' names; at most `limit`). `None` when something is found, for
+    /// another tool, or without the source.
+    pub fn finds_nothing(&self, tool: &str, query: &str, limit: usize) -> Option<Vec<String>> {
+        use crate::files;
+        match tool {
+            "search_mail" => {
+                let mails = files::read_mail(self.mail.as_deref()?);
+                let matches = files::mail_matcher(query);
+                (!mails.iter().any(matches)).then(|| files::mail_vocabulary(&mails, limit))
+            }
+            "search_notes" => {
+                let notes = self.read_notes();
+                let matches = files::text_matcher(query);
+                (!notes.iter().any(|n| matches(&n.text)))
+                    .then(|| files::vocabulary(notes.iter().map(|n| n.text.as_str()), limit))
+            }
+            "search_documents" => {
+                let root = self.documents.as_deref()?;
+                files::search_documents(root, query, 1)
+                    .is_empty()
+                    .then(|| files::document_vocabulary(root, limit))
+            }
+            _ => None,
+        }
+    }
+
     fn notes_path(&self) -> PathBuf {
         self.dir.join("notes.jsonl")
     }
@@ -274,10 +302,11 @@ impl Tools {
             }
             "search_notes" => {
                 let q = text("query").to_lowercase();
+                let matches = crate::files::text_matcher(&q);
                 let hits: Vec<String> = self
                     .read_notes()
                     .into_iter()
-                    .filter(|n| n.text.to_lowercase().contains(&q))
+                    .filter(|n| matches(&n.text))
                     .map(|n| format!("- {}", n.text))
                     .collect();
                 if hits.is_empty() {
@@ -745,6 +774,46 @@ fn local_now() -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_search_that_finds_nothing_gives_the_words_of_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let tools = Tools::open(dir.path()).unwrap();
+        let run = |tool: &str, args: serde_json::Value| tools.run(tool, &args, false);
+        assert!(
+            run(
+                "add_note",
+                serde_json::json!({"text": "Call the plumber about the boiler"})
+            )
+            .ok
+        );
+        assert!(
+            run(
+                "add_note",
+                serde_json::json!({"text": "Boiler service is due in March"})
+            )
+            .ok
+        );
+        // Every word of the query but the stop words, anywhere in the note.
+        let out = run(
+            "search_notes",
+            serde_json::json!({"query": "the plumber boiler"}),
+        );
+        assert!(out.text.contains("Call the plumber"), "{}", out.text);
+        assert_eq!(tools.finds_nothing("search_notes", "the plumber", 10), None);
+        let words = tools
+            .finds_nothing("search_notes", "the plumbing", 10)
+            .expect("nothing found");
+        assert_eq!(words[0], "boiler", "{words:?}");
+        assert!(words.contains(&"plumber".to_string()), "{words:?}");
+        // No source configured: nothing to hear again in.
+        assert_eq!(tools.finds_nothing("search_mail", "the bank", 10), None);
+        assert_eq!(
+            tools.finds_nothing("search_documents", "the lease", 10),
+            None
+        );
+        assert_eq!(tools.finds_nothing("add_note", "milk", 10), None);
+    }
 
     #[test]
     fn notes_round_trip_and_deletion_needs_confirmation() {
