@@ -121,17 +121,7 @@ async fn without_inference_the_fast_path_acts_and_the_rest_fails_clearly() {
             voice: None,
             skip_llm: true,
         };
-        let client = &m.client;
-        async move {
-            client
-                .request::<_, ming_schemas::agent::Reply>(
-                    "agent",
-                    kinds::AGENT_MESSAGE,
-                    &msg,
-                    Duration::from_secs(5),
-                )
-                .await
-        }
+        send(&m, msg)
     };
     let r = ask("Tell me the time.").await.expect("the rules act");
     assert!(
@@ -362,18 +352,8 @@ async fn a_voice_mail_search_that_finds_nothing_is_to_be_heard_again_in_the_mail
             }),
             skip_llm: voice,
         };
-        let client = &m.client;
-        async move {
-            client
-                .request::<_, ming_schemas::agent::Reply>(
-                    "agent",
-                    kinds::AGENT_MESSAGE,
-                    &msg,
-                    Duration::from_secs(5),
-                )
-                .await
-                .expect("answered")
-        }
+        let sent = send(&m, msg);
+        async move { sent.await.expect("answered") }
     };
     let r = ask("Look for messages from the mic.", true).await;
     assert!(r.action.is_none() && !r.needs_llm, "{r:?}");
@@ -668,4 +648,14 @@ async fn questions_are_answered_by_the_next_message_of_the_conversation() {
         "{:?}",
         page.items
     );
+}
+
+/// Sends `msg` to the agent over the bus, as the audio service does, with a 5 s deadline.
+async fn send(
+    m: &Mingd,
+    msg: ming_schemas::agent::Message,
+) -> Result<ming_schemas::agent::Reply, ming_bus::BusError> {
+    m.client
+        .request("agent", kinds::AGENT_MESSAGE, &msg, Duration::from_secs(5))
+        .await
 }

@@ -478,7 +478,19 @@ async fn search_guided(
     audio: &stt::Samples,
 ) -> Option<guide::Guided> {
     let g = fetch_guide(bus, cache).await?;
-    let (stt2, samples, limits) = (stt.clone(), audio.clone(), cache.limits);
+    guided_by(stt, margin, g, cache.limits, audio).await
+}
+
+/// `stt`'s reading of `audio` guided by `g` under `limits`; `None` when the search finds
+/// nothing within them, or it fails (logged).
+async fn guided_by(
+    stt: &Stt,
+    margin: u32,
+    g: Arc<guide::Guide>,
+    limits: guide::Limits,
+    audio: &stt::Samples,
+) -> Option<guide::Guided> {
+    let (stt2, samples) = (stt.clone(), audio.clone());
     let decoded = tokio::task::spawn_blocking(move || {
         stt2.decode_guided_blocking(samples, margin, Some((g, limits)))
     })
@@ -508,19 +520,7 @@ async fn hear_in_words(
             return None;
         }
     };
-    let (stt, samples, margin) = (hearing.stt.clone(), audio.clone(), hearing.margin);
-    let decoded = tokio::task::spawn_blocking(move || {
-        stt.decode_guided_blocking(samples, margin, Some((g, limits)))
-    })
-    .await;
-    match decoded {
-        Ok(Ok(d)) => d.guided,
-        Ok(Err(err)) => {
-            tracing::warn!(error = %err, "the hearing in the user's words failed");
-            None
-        }
-        Err(_) => None,
-    }
+    guided_by(&hearing.stt, hearing.margin, g, limits, audio).await
 }
 
 /// The words of a transcript, without case or punctuation.
