@@ -5,9 +5,9 @@
 //! about the job offer." as "… the jarm offer.". The words the user searches by are mostly
 //! already in their data — a mailbox's senders and subjects, the notes' words, the documents'
 //! names. So before acting on an empty search, the agent hands the audio service a pattern of
-//! the same command with its query made of those words ([`query_in_words`]); the audio service searches the turn's sound
-//! for the best reading the pattern allows (a guided decode) and takes it only when the model
-//! finds it nearly as likely as what it first wrote. Offline, tiny.en's reading "… from the
+//! the same command with its query made of those words ([`query_in_words`]); the audio
+//! service searches the turn's sound for the best reading the pattern allows (a guided
+//! decode) and takes it only when the model finds it nearly as likely as what it first wrote. Offline, tiny.en's reading "… from the
 //! bank." cost 1.33 nats more than "… from the mic.", "… the job offer." 1.44 (the limit is
 //! 4.5); "Any emails from Anna?", heard "and it emails from", would need 10.6, and stays as
 //! heard.
