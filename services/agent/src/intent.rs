@@ -239,8 +239,9 @@ fn rules() -> &'static [Rule] {
                 build: |c| note(&c["text"]),
             },
             Rule {
-                // "right down": the homophone, as Whisper wrote "Write down that the car needs …".
-                re: r(r"^\s*(?:please\s+)?(?:(?:write|right|jot|note) down(?: that\b)?|note that)\s*:?\s*(?P<text>.+?)\s*$"),
+                // "right down": the homophone, as Whisper wrote "Write down that the car needs …";
+                // "note on": "Note down the dentist number." as tiny.en hears espeak-ng's voice.
+                re: r(r"^\s*(?:please\s+)?(?:(?:write|right|jot|note) down(?: that\b)?|note (?:that|on)\b)\s*:?\s*(?P<text>.+?)\s*$"),
                 build: |c| note(&c["text"]),
             },
             Rule {
@@ -711,6 +712,11 @@ mod tests {
                 json!({"title": "dentist appointment", "date": "tomorrow", "time": "15:00", "minutes": 60}),
             ),
             // As Whisper writes them.
+            (
+                "Note on the dentist's number.",
+                "add_note",
+                json!({"text": "the dentist's number"}),
+            ),
             (
                 "Give me a shout in 15 minutes.",
                 "set_timer",
