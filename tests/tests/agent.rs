@@ -369,9 +369,18 @@ async fn a_voice_mail_search_that_finds_nothing_is_to_be_heard_again_in_the_mail
         a.tool == "search_mail" && a.result.starts_with("2 message(s)") && r.hear_again.is_empty(),
         "{r:?}"
     );
+    // The answer says what the first hearing searched for: a swap is never silent.
+    assert!(
+        r.text
+            .starts_with("Nothing mentions \u{201c}the mic\u{201d}")
+            && r.text.contains("\u{201c}the bank\u{201d}")
+            && r.text.contains("2 message(s)"),
+        "{r:?}"
+    );
     let r = ask("Look for messages from the mic.", false).await;
     let a = r.action.as_ref().expect("searched as typed");
     assert!(a.ok && a.result.starts_with("No message mentions"), "{r:?}");
+    assert!(r.text.starts_with("No message mentions"), "{r:?}");
     // Nothing was logged for the turn heard again.
     let texts: Vec<String> = m
         .interactions(0)

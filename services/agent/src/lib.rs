@@ -85,6 +85,9 @@ pub struct AgentService {
     /// One documents indexing pass at a time; its state file.
     indexing: tokio::sync::Mutex<()>,
     index_state: std::path::PathBuf,
+    /// Voice searches sent to be heard again, so that the answer to the reading that comes
+    /// back says what was heard first.
+    first_heard: vocabulary::FirstHeard,
 }
 
 /// How long a voice turn's search may take to find out whether it finds anything, before it
@@ -1236,6 +1239,10 @@ impl Handler for AgentService {
         if msg.skip_llm && msg.voice.is_some() {
             if let Some(patterns) = self.hear_again(&tool, &args, &msg.text).await {
                 tracing::info!(utterance, tool = %tool, "a voice search that finds nothing: heard again in the user's words first");
+                if let (Some(v), Some(q)) = (&msg.voice, args.get("query").and_then(|q| q.as_str()))
+                {
+                    self.first_heard.put(v.utterance, q);
+                }
                 resp.reply(&Reply {
                     utterance,
                     text: "That search finds nothing.".into(),
@@ -1336,6 +1343,20 @@ impl Handler for AgentService {
         }
         // A destructive call that waits for a yes: the session's next message may give it.
         let mut text = outcome.text.clone();
+        // A search heard again in the user's words: what the first hearing searched for.
+        let first = msg
+            .voice
+            .as_ref()
+            .and_then(|v| self.first_heard.take(v.utterance));
+        if let (Some(first), Some(now)) = (first, args.get("query").and_then(|q| q.as_str())) {
+            if let Some(said) = tool
+                .starts_with("search_")
+                .then(|| vocabulary::searched_instead(&first, now))
+                .flatten()
+            {
+                text.insert_str(0, &said);
+            }
+        }
         let awaiting = match (&msg.session, outcome.needs_confirmation) {
             (Some(session), true) => {
                 let q = followup::Question::Confirm {
@@ -1418,6 +1439,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         events: EventPublisher::connect(&bus, opts.service.clone())?,
         indexing: tokio::sync::Mutex::new(()),
         index_state: paths.data_dir.join("agent").join("documents-index.json"),
+        first_heard: vocabulary::FirstHeard::default(),
     });
     // The documents folder into memory: at start (once memory answers), then on the schedule.
     let every = cfg.agent.documents_index_minutes;
