@@ -12,6 +12,8 @@
 //! 4.5); "Any emails from Anna?", heard "and it emails from", would need 10.6, and stays as
 //! heard.
 
+use std::time::{Duration, Instant};
+
 /// How many of the data's words a hearing again chooses among.
 pub const WORDS: usize = 400;
 
@@ -60,30 +62,35 @@ pub fn query_in_words(heard: &str, query: &str, words: &[String]) -> Option<Stri
 /// hearing searched for and that it found nothing ([`searched_instead`]). A search for
 /// something the data does not hold can be heard as one that it does ("Search my notes for
 /// milk." heard in the notes' words as "… for meal." at 2.55 nats, inside what the right
-/// readings cost), so the swap is never silent. The last few turns only.
+/// readings cost), so the swap is never silent. The last few turns of the last half minute
+/// only: a restarted audio service counts its utterances from 1 again.
 #[derive(Default)]
-pub struct FirstHeard(std::sync::Mutex<std::collections::VecDeque<(u64, String)>>);
+pub struct FirstHeard(std::sync::Mutex<std::collections::VecDeque<(u64, String, Instant)>>);
 
 impl FirstHeard {
     /// Turns remembered (a turn is heard again within a second or so of its first reading).
     const KEEP: usize = 16;
+    /// How long one is remembered.
+    const FOR: Duration = Duration::from_secs(30);
 
     /// Remembers that `utterance`'s search for `query` found nothing.
     pub fn put(&self, utterance: u64, query: &str) {
         if let Ok(mut q) = self.0.lock() {
-            q.retain(|(u, _)| *u != utterance);
+            q.retain(|(u, _, at)| *u != utterance && at.elapsed() < Self::FOR);
             if q.len() == Self::KEEP {
                 q.pop_front();
             }
-            q.push_back((utterance, query.to_string()));
+            q.push_back((utterance, query.to_string(), Instant::now()));
         }
     }
 
     /// What `utterance`'s first hearing searched for, once.
     pub fn take(&self, utterance: u64) -> Option<String> {
         let mut q = self.0.lock().ok()?;
-        let at = q.iter().position(|(u, _)| *u == utterance)?;
-        q.remove(at).map(|(_, query)| query)
+        let at = q.iter().position(|(u, _, _)| *u == utterance)?;
+        q.remove(at)
+            .filter(|(_, _, at)| at.elapsed() < Self::FOR)
+            .map(|(_, query, _)| query)
     }
 }
 
