@@ -330,27 +330,14 @@ async fn a_voice_mail_search_that_finds_nothing_is_to_be_heard_again_in_the_mail
     let m = Mingd::start(&format!("[agent]\nmail = \"{}\"\n", mail.display()));
     m.wait_ready(&["agent"], Duration::from_secs(20)).await;
     let ask = |text: &str, voice: bool| {
-        let msg = ming_schemas::agent::Message {
-            text: text.into(),
-            session: None,
-            confirm: false,
-            tool: None,
-            arguments: None,
-            voice: voice.then(|| ming_schemas::audio::Transcript {
-                utterance: 7,
-                text: text.into(),
-                is_final: true,
-                start_sample: 0,
-                end_sample: 32_000,
-                audio_start_ms: 0.0,
-                audio_end_ms: 2000.0,
-                end_reason: "stopped".into(),
-                decode_ms: 100.0,
-                audio_ctx: 200,
-                confidence: 0.5,
-                stages: Vec::new(),
-            }),
-            skip_llm: voice,
+        let msg = if voice {
+            voice_reading(7, text, None)
+        } else {
+            ming_schemas::agent::Message {
+                voice: None,
+                skip_llm: false,
+                ..voice_reading(7, text, None)
+            }
         };
         let sent = send(&m, msg);
         async move { sent.await.expect("answered") }
@@ -396,6 +383,96 @@ async fn a_voice_mail_search_that_finds_nothing_is_to_be_heard_again_in_the_mail
             "Look for messages from the mic."
         ]
     );
+}
+
+/// A guided reading of a voice turn keeps a note only of words the turn was first heard with:
+/// from a first reading that was no command ("No time for them to stay on board."), the
+/// guide's "Note that I'm going to discover." is refused — the decoder's words on the way to a
+/// command, not the user's — and the audio service goes on hearing the turn again; a guided
+/// reading that keeps the heard words is noted, and the same words typed are noted whatever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guided_reading_keeps_a_note_only_of_words_first_heard() {
+    let m = Mingd::start("");
+    m.wait_ready(&["agent"], Duration::from_secs(20)).await;
+    let notes = m.dir.path().join("data/agent/notes.jsonl");
+    let guided = Some("guided_transcript");
+    let r = send(
+        &m,
+        voice_reading(21, "No time for them to stay on board.", None),
+    )
+    .await
+    .expect("answered");
+    assert!(r.needs_llm && r.action.is_none(), "{r:?}");
+    let r = send(
+        &m,
+        voice_reading(21, "Note that I'm going to discover.", guided),
+    )
+    .await;
+    assert!(
+        matches!(&r, Err(ming_bus::BusError::Remote { code: ming_schemas::ErrorCode::BadRequest, message, .. }) if message.contains("not sure of the words")),
+        "{r:?}"
+    );
+    assert!(!notes.exists(), "nothing noted");
+    let r = send(
+        &m,
+        voice_reading(22, "Right now, let the car need new brakes.", None),
+    )
+    .await
+    .expect("answered");
+    assert!(r.needs_llm && r.action.is_none(), "{r:?}");
+    let r = send(
+        &m,
+        voice_reading(22, "Write down the car needs new brakes.", guided),
+    )
+    .await
+    .expect("noted");
+    let a = r.action.expect("noted");
+    assert!(
+        a.tool == "add_note" && a.ok && a.arguments.contains("needs new brakes"),
+        "{a:?}"
+    );
+    let typed = ming_schemas::agent::Message {
+        voice: None,
+        skip_llm: false,
+        ..voice_reading(21, "Note that I'm going to discover.", None)
+    };
+    let r = send(&m, typed).await.expect("noted");
+    assert!(r.action.is_some_and(|a| a.ok), "typed");
+    let kept = std::fs::read_to_string(&notes).unwrap();
+    assert_eq!(kept.lines().count(), 2, "{kept}");
+}
+
+/// A voice turn's reading `text` as the audio service sends it (`skip_llm`), of utterance
+/// `utterance`, with the stage of a hearing again when it is one.
+fn voice_reading(utterance: u64, text: &str, stage: Option<&str>) -> ming_schemas::agent::Message {
+    ming_schemas::agent::Message {
+        text: text.into(),
+        session: None,
+        confirm: false,
+        tool: None,
+        arguments: None,
+        voice: Some(ming_schemas::audio::Transcript {
+            utterance,
+            text: text.into(),
+            is_final: true,
+            start_sample: 0,
+            end_sample: 32_000,
+            audio_start_ms: 0.0,
+            audio_end_ms: 2000.0,
+            end_reason: "stopped".into(),
+            decode_ms: 100.0,
+            audio_ctx: 200,
+            confidence: 0.5,
+            stages: stage
+                .map(|name| ming_schemas::audio::Stage {
+                    name: name.into(),
+                    at_ms: 0.0,
+                })
+                .into_iter()
+                .collect(),
+        }),
+        skip_llm: true,
+    }
 }
 
 /// The documents folder is indexed into memory (at start, and when asked: only what changed),

@@ -88,6 +88,9 @@ pub struct AgentService {
     /// Voice searches sent to be heard again, so that the answer to the reading that comes
     /// back says what was heard first.
     first_heard: vocabulary::FirstHeard,
+    /// Readings of voice turns not understood without the local model, which a guided reading
+    /// of the same turn's free text must keep words of ([`vocabulary::strays`]).
+    not_understood: vocabulary::Turns<String>,
 }
 
 /// How long a voice turn's search may take to find out whether it finds anything, before it
@@ -1092,7 +1095,12 @@ impl Handler for AgentService {
                         .await
                     {
                         Some(d) => Ok(d),
-                        None => return Self::needs_llm(resp, utterance, started),
+                        None => {
+                            if let Some(v) = &msg.voice {
+                                self.not_understood.put(v.utterance, msg.text.clone());
+                            }
+                            return Self::needs_llm(resp, utterance, started);
+                        }
                     }
                 }
                 None => {
@@ -1208,6 +1216,28 @@ impl Handler for AgentService {
                 }
             }
         }
+        // A guided reading's free text that strays from what the turn was first heard as: the
+        // decoder's words on the way to a command, not the user's (vocabulary::strays).
+        if let (Some(v), Some(text)) = (&msg.voice, args.get("text").and_then(|t| t.as_str())) {
+            let guided = v
+                .stages
+                .iter()
+                .any(|s| s.name.ends_with("guided_transcript"));
+            if refusal.is_none()
+                && guided
+                && matches!(tool.as_str(), "add_note" | "remember")
+                && vocabulary::strays(text, &self.not_understood.all(v.utterance))
+            {
+                refusal = Some((
+                    "free text not heard",
+                    "unsure",
+                    format!(
+                        "I heard \u{201c}{}\u{201d} and am not sure of the words to keep; please say it again",
+                        msg.text.trim()
+                    ),
+                ));
+            }
+        }
         if refusal.is_none() {
             if let Some(schema) = self.schema_of(&tool) {
                 if let Err(e) = schema::validate(&schema, &args) {
@@ -1241,7 +1271,7 @@ impl Handler for AgentService {
                 tracing::info!(utterance, tool = %tool, "a voice search that finds nothing: heard again in the user's words first");
                 if let (Some(v), Some(q)) = (&msg.voice, args.get("query").and_then(|q| q.as_str()))
                 {
-                    self.first_heard.put(v.utterance, q);
+                    self.first_heard.put(v.utterance, q.to_string());
                 }
                 resp.reply(&Reply {
                     utterance,
@@ -1440,6 +1470,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         indexing: tokio::sync::Mutex::new(()),
         index_state: paths.data_dir.join("agent").join("documents-index.json"),
         first_heard: vocabulary::FirstHeard::default(),
+        not_understood: vocabulary::Turns::default(),
     });
     // The documents folder into memory: at start (once memory answers), then on the schedule.
     let every = cfg.agent.documents_index_minutes;

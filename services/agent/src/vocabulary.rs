@@ -57,41 +57,86 @@ pub fn query_in_words(heard: &str, query: &str, words: &[String]) -> Option<Stri
     ))
 }
 
-/// The queries of voice searches sent to be heard again, by voice utterance: when the turn's
-/// reading in the user's words comes back and is searched, the answer says what the first
-/// hearing searched for and that it found nothing ([`searched_instead`]). A search for
-/// something the data does not hold can be heard as one that it does ("Search my notes for
-/// milk." heard in the notes' words as "… for meal." at 2.55 nats, inside what the right
-/// readings cost), so the swap is never silent. The last few turns of the last half minute
-/// only: a restarted audio service counts its utterances from 1 again.
-#[derive(Default)]
-pub struct FirstHeard(std::sync::Mutex<std::collections::VecDeque<(u64, String, Instant)>>);
+/// What the agent keeps of a voice turn while the audio service may hear it again, by voice
+/// utterance: the last few turns of the last half minute only (a turn is heard again within a
+/// second or so; a restarted audio service counts its utterances from 1 again).
+pub struct Turns<T>(std::sync::Mutex<std::collections::VecDeque<(u64, T, Instant)>>);
 
-impl FirstHeard {
-    /// Turns remembered (a turn is heard again within a second or so of its first reading).
-    const KEEP: usize = 16;
-    /// How long one is remembered.
+impl<T> Default for Turns<T> {
+    fn default() -> Self {
+        Self(std::sync::Mutex::default())
+    }
+}
+
+impl<T: Clone> Turns<T> {
+    /// Entries kept.
+    const KEEP: usize = 32;
+    /// How long one is kept.
     const FOR: Duration = Duration::from_secs(30);
 
-    /// Remembers that `utterance`'s search for `query` found nothing.
-    pub fn put(&self, utterance: u64, query: &str) {
+    /// Keeps `value` for `utterance` (after what it has already).
+    pub fn put(&self, utterance: u64, value: T) {
         if let Ok(mut q) = self.0.lock() {
-            q.retain(|(u, _, at)| *u != utterance && at.elapsed() < Self::FOR);
+            q.retain(|(_, _, at)| at.elapsed() < Self::FOR);
             if q.len() == Self::KEEP {
                 q.pop_front();
             }
-            q.push_back((utterance, query.to_string(), Instant::now()));
+            q.push_back((utterance, value, Instant::now()));
         }
     }
 
-    /// What `utterance`'s first hearing searched for, once.
-    pub fn take(&self, utterance: u64) -> Option<String> {
-        let mut q = self.0.lock().ok()?;
-        let at = q.iter().position(|(u, _, _)| *u == utterance)?;
-        q.remove(at)
-            .filter(|(_, _, at)| at.elapsed() < Self::FOR)
-            .map(|(_, query, _)| query)
+    /// What `utterance` has, oldest first.
+    pub fn all(&self, utterance: u64) -> Vec<T> {
+        let Ok(q) = self.0.lock() else {
+            return Vec::new();
+        };
+        q.iter()
+            .filter(|(u, _, at)| *u == utterance && at.elapsed() < Self::FOR)
+            .map(|(_, v, _)| v.clone())
+            .collect()
     }
+
+    /// What `utterance` has first, once: everything it has is let go.
+    pub fn take(&self, utterance: u64) -> Option<T> {
+        let first = self.all(utterance).into_iter().next();
+        if let Ok(mut q) = self.0.lock() {
+            q.retain(|(u, _, _)| *u != utterance);
+        }
+        first
+    }
+}
+
+/// The queries of voice searches sent to be heard again ([`Turns`]): when the turn's reading in
+/// the user's words comes back and is searched, the answer says what the first hearing searched
+/// for and that it found nothing ([`searched_instead`]). A search for something the data does
+/// not hold can be heard as one that it does ("Search my notes for milk." heard in the notes'
+/// words as "… for meal." at 2.55 nats, inside what the right readings cost), so the swap is
+/// never silent.
+pub type FirstHeard = Turns<String>;
+
+/// Whether `text`, the free text (a note's, a memory's) of a guided reading of a voice turn,
+/// strays from what the turn's earlier readings heard: fewer than half of its words are among
+/// theirs. The guide keeps a reading to the words of a command, but the free text after them is
+/// whatever the decoder writes on the way, and from a reading that was no command at all it
+/// wrote notes such as "November 10, December" (from "No time for them to stay number."), "the
+/// end of December" and "I'm going to discover" — kept, they are notes the user never said.
+/// The guided readings that set a note right kept its words ("Right now, let the car need new
+/// brakes." → "Write down the car needs new brakes.": four of five). `false` without earlier
+/// readings.
+pub fn strays(text: &str, before: &[String]) -> bool {
+    let words = |s: &str| -> Vec<String> {
+        s.split_whitespace()
+            .map(|w| {
+                w.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'')
+                    .to_lowercase()
+            })
+            .filter(|w| !w.is_empty())
+            .collect()
+    };
+    let heard: std::collections::HashSet<String> = before.iter().flat_map(|b| words(b)).collect();
+    let said = words(text);
+    let kept = said.iter().filter(|w| heard.contains(*w)).count();
+    !heard.is_empty() && kept * 2 < said.len()
 }
 
 /// The start of the answer to a search heard again that searched `now` where the first
@@ -122,21 +167,49 @@ mod tests {
     #[test]
     fn a_search_heard_again_says_what_was_heard_first() {
         let first = FirstHeard::default();
-        first.put(7, "the mic");
-        first.put(8, "milk");
+        first.put(7, "the mic".into());
+        first.put(8, "milk".into());
+        first.put(7, "the bank".into());
+        assert_eq!(first.all(7), ["the mic", "the bank"]);
         assert_eq!(first.take(7).as_deref(), Some("the mic"));
         assert_eq!(first.take(7), None, "once");
-        for u in 100..120 {
-            first.put(u, "x");
+        for u in 100..140 {
+            first.put(u, "x".into());
         }
         assert_eq!(first.take(8), None, "the last few turns only");
-        assert_eq!(first.take(119).as_deref(), Some("x"));
+        assert_eq!(first.take(139).as_deref(), Some("x"));
         let said = searched_instead("milk", "meal").unwrap();
         assert!(
             said.contains("\u{201c}milk\u{201d}") && said.contains("\u{201c}meal\u{201d}"),
             "{said}"
         );
         assert_eq!(searched_instead("the Bank", "the bank."), None);
+    }
+
+    #[test]
+    fn a_guided_notes_words_must_be_mostly_heard_before() {
+        let before = |s: &[&str]| s.iter().map(|t| (*t).to_string()).collect::<Vec<_>>();
+        // From the voice bench: readings that were no command, and the notes the guide made.
+        let first = before(&["No time for them to stay number."]);
+        assert!(strays("November 10, December", &first));
+        assert!(strays("I'm going to discover", &first));
+        assert!(strays(
+            "the end of December",
+            &before(&["No time for them to December."])
+        ));
+        // Guided readings that kept what was heard.
+        assert!(!strays(
+            "the car needs new brakes",
+            &before(&["Right now, let the car need new brakes."])
+        ));
+        assert!(!strays(
+            "call the man tomorrow",
+            &before(&[
+                "dot down call the bank tomorrow.",
+                "Dot down call the bank."
+            ])
+        ));
+        assert!(!strays("anything", &[]), "nothing heard before");
     }
 
     fn words(w: &[&str]) -> Vec<String> {
