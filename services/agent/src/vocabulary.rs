@@ -124,15 +124,6 @@ pub type FirstHeard = Turns<String>;
 /// brakes." → "Write down the car needs new brakes.": four of five). `false` without earlier
 /// readings.
 pub fn strays(text: &str, before: &[String]) -> bool {
-    let words = |s: &str| -> Vec<String> {
-        s.split_whitespace()
-            .map(|w| {
-                w.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'')
-                    .to_lowercase()
-            })
-            .filter(|w| !w.is_empty())
-            .collect()
-    };
     let heard: std::collections::HashSet<String> = before.iter().flat_map(|b| words(b)).collect();
     let said = words(text);
     let kept = said.iter().filter(|w| heard.contains(*w)).count();
@@ -142,22 +133,24 @@ pub fn strays(text: &str, before: &[String]) -> bool {
 /// The start of the answer to a search heard again that searched `now` where the first
 /// hearing searched `first` and found nothing; `None` when they are the same words.
 pub fn searched_instead(first: &str, now: &str) -> Option<String> {
-    let key = |s: &str| {
-        s.split_whitespace()
-            .map(|w| {
-                w.trim_matches(|c: char| !c.is_alphanumeric())
-                    .to_lowercase()
-            })
-            .filter(|w| !w.is_empty())
-            .collect::<Vec<_>>()
-    };
-    (key(first) != key(now)).then(|| {
+    (words(first) != words(now)).then(|| {
         format!(
             "Nothing mentions \u{201c}{}\u{201d}; heard again in your own words as \u{201c}{}\u{201d}: ",
             first.trim(),
             now.trim()
         )
     })
+}
+
+/// The words of `s`, lowercase, without the punctuation around them.
+fn words(s: &str) -> Vec<String> {
+    s.split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
 }
 
 #[cfg(test)]
