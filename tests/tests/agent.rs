@@ -396,36 +396,26 @@ async fn a_guided_reading_keeps_a_note_only_of_words_first_heard() {
     m.wait_ready(&["agent"], Duration::from_secs(20)).await;
     let notes = m.dir.path().join("data/agent/notes.jsonl");
     let guided = Some("guided_transcript");
-    let r = send(
-        &m,
-        voice_reading(21, "No time for them to stay on board.", None),
-    )
-    .await
-    .expect("answered");
+    let hear = |utterance: u64, text: &str, stage: Option<&str>| {
+        send(&m, voice_reading(utterance, text, stage))
+    };
+    let r = hear(21, "No time for them to stay on board.", None)
+        .await
+        .expect("answered");
     assert!(r.needs_llm && r.action.is_none(), "{r:?}");
-    let r = send(
-        &m,
-        voice_reading(21, "Note that I'm going to discover.", guided),
-    )
-    .await;
+    let r = hear(21, "Note that I'm going to discover.", guided).await;
     assert!(
         matches!(&r, Err(ming_bus::BusError::Remote { code: ming_schemas::ErrorCode::BadRequest, message, .. }) if message.contains("not sure of the words")),
         "{r:?}"
     );
     assert!(!notes.exists(), "nothing noted");
-    let r = send(
-        &m,
-        voice_reading(22, "Right now, let the car need new brakes.", None),
-    )
-    .await
-    .expect("answered");
+    let r = hear(22, "Right now, let the car need new brakes.", None)
+        .await
+        .expect("answered");
     assert!(r.needs_llm && r.action.is_none(), "{r:?}");
-    let r = send(
-        &m,
-        voice_reading(22, "Write down the car needs new brakes.", guided),
-    )
-    .await
-    .expect("noted");
+    let r = hear(22, "Write down the car needs new brakes.", guided)
+        .await
+        .expect("noted");
     let a = r.action.expect("noted");
     assert!(
         a.tool == "add_note" && a.ok && a.arguments.contains("needs new brakes"),

@@ -1218,16 +1218,18 @@ impl Handler for AgentService {
         }
         // A guided reading's free text that strays from what the turn was first heard as: the
         // decoder's words on the way to a command, not the user's (vocabulary::strays).
-        if let (Some(v), Some(text)) = (&msg.voice, args.get("text").and_then(|t| t.as_str())) {
+        let free_text = matches!(tool.as_str(), "add_note" | "remember");
+        if let (None, true, Some(v), Some(text)) = (
+            &refusal,
+            free_text,
+            &msg.voice,
+            args.get("text").and_then(|t| t.as_str()),
+        ) {
             let guided = v
                 .stages
                 .iter()
                 .any(|s| s.name.ends_with("guided_transcript"));
-            if refusal.is_none()
-                && guided
-                && matches!(tool.as_str(), "add_note" | "remember")
-                && vocabulary::strays(text, &self.not_understood.all(v.utterance))
-            {
+            if guided && vocabulary::strays(text, &self.not_understood.all(v.utterance)) {
                 refusal = Some((
                     "free text not heard",
                     "unsure",
@@ -1378,12 +1380,9 @@ impl Handler for AgentService {
             .voice
             .as_ref()
             .and_then(|v| self.first_heard.take(v.utterance));
-        if let (Some(first), Some(now)) = (first, args.get("query").and_then(|q| q.as_str())) {
-            if let Some(said) = tool
-                .starts_with("search_")
-                .then(|| vocabulary::searched_instead(&first, now))
-                .flatten()
-            {
+        let now = args.get("query").and_then(|q| q.as_str());
+        if let (Some(first), Some(now), true) = (first, now, tool.starts_with("search_")) {
+            if let Some(said) = vocabulary::searched_instead(&first, now) {
                 text.insert_str(0, &said);
             }
         }
