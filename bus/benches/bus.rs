@@ -100,8 +100,9 @@ fn main() {
     {
         cfg.broker_spin = Duration::from_micros(us);
     }
-    // `bus.client_spin_us` (default 200) for the async BusClient; `MING_BENCH_CLIENT_SPIN_US=0`
-    // measures the client that sleeps as soon as its request is out.
+    // `bus.client_spin_us` (default 200) for the async BusClient. A second async client that
+    // sleeps as soon as its request is out is measured in the same run: whether the poll pays
+    // depends on the VM (ARCHITECTURE.md).
     if let Some(us) = std::env::var("MING_BENCH_CLIENT_SPIN_US")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -118,23 +119,33 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let client = rt.block_on(async {
-        let client = BusClient::connect(&cfg, "bench").unwrap();
-        // Wait for the worker to register.
-        loop {
-            let r: Result<serde_bytes::ByteBuf, _> = client
-                .request(
-                    "echo",
-                    "bench.echo",
-                    &serde_bytes::ByteBuf::from(vec![1u8]),
-                    Duration::from_millis(200),
-                )
-                .await;
-            if r.is_ok() {
-                break client;
+    let connect = |cfg: &BusConfig, name: &str| {
+        rt.block_on(async {
+            let client = BusClient::connect(cfg, name).unwrap();
+            // Wait for the worker to register.
+            loop {
+                let r: Result<serde_bytes::ByteBuf, _> = client
+                    .request(
+                        "echo",
+                        "bench.echo",
+                        &serde_bytes::ByteBuf::from(vec![1u8]),
+                        Duration::from_millis(200),
+                    )
+                    .await;
+                if r.is_ok() {
+                    break client;
+                }
             }
-        }
-    });
+        })
+    };
+    let client = connect(&cfg, "bench");
+    let sleeper = connect(
+        &BusConfig {
+            client_spin: Duration::ZERO,
+            ..cfg.clone()
+        },
+        "bench-sleeps",
+    );
 
     let payload = vec![7u8; 64];
     let sample = Envelope::request(
@@ -147,22 +158,37 @@ fn main() {
     let frame_len = sample.encode().len();
     let (raw50, raw99) = raw_pair(dir.path(), &sample.encode());
 
-    // Through the broker, async client (BusClient) → broker → worker → broker → client.
-    let (b50, b99) = rt.block_on(async {
-        let body = serde_bytes::ByteBuf::from(payload.clone());
-        let mut times = Vec::with_capacity(ROUND_TRIPS);
-        for i in 0..ROUND_TRIPS + WARMUP {
-            let t = Instant::now();
-            let _: serde_bytes::ByteBuf = client
-                .request("echo", "bench.echo", &body, Duration::from_secs(5))
-                .await
-                .unwrap();
-            if i >= WARMUP {
+    // Through the broker, async client (BusClient) → broker → worker → broker → client: the
+    // client as configured and one that never polls, in four rounds of turns, so that the VM's
+    // drift over the run is shared between them.
+    let round_trips = |client: &BusClient, n: usize| {
+        rt.block_on(async {
+            let body = serde_bytes::ByteBuf::from(payload.clone());
+            let mut times = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = Instant::now();
+                let _: serde_bytes::ByteBuf = client
+                    .request("echo", "bench.echo", &body, Duration::from_secs(5))
+                    .await
+                    .unwrap();
                 times.push(t.elapsed());
             }
+            times
+        })
+    };
+    let (mut polls, mut sleeps) = (Vec::new(), Vec::new());
+    round_trips(&client, WARMUP);
+    round_trips(&sleeper, WARMUP);
+    for round in 0..4 {
+        if round % 2 == 0 {
+            polls.extend(round_trips(&client, ROUND_TRIPS / 4));
+            sleeps.extend(round_trips(&sleeper, ROUND_TRIPS / 4));
+        } else {
+            sleeps.extend(round_trips(&sleeper, ROUND_TRIPS / 4));
+            polls.extend(round_trips(&client, ROUND_TRIPS / 4));
         }
-        stats(times)
-    });
+    }
+    let ((b50, b99), (z50, z99)) = (stats(polls), stats(sleeps));
 
     // Through the broker from a plain blocking DEALER (no tokio on the caller's side).
     let ctx = zmq::Context::new();
@@ -279,6 +305,12 @@ fn main() {
         us(b50),
         us(b99),
         us(b50) / us(raw50)
+    );
+    println!(
+        "| broker, async BusClient that never polls (client_spin_us = 0) | {:.1} | {:.1} | {:.2}x |",
+        us(z50),
+        us(z99),
+        us(z50) / us(raw50)
     );
     println!();
     println!("| throughput | per second |");
