@@ -86,8 +86,9 @@ pub struct Reply {
     /// `text` says so. Absent (false) otherwise.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub needs_llm: bool,
-    /// A `skip_llm` voice turn whose search found nothing where the user's own data (their
-    /// mail, notes, documents) holds words it might have been: nothing was done, and these
+    /// A `skip_llm` voice turn whose look-up (a search, a mail summary, a note to delete) found
+    /// nothing where the user's own data (their mail, notes, documents) holds words it might
+    /// have been: nothing was done, and these
     /// patterns (as in [`Patterns`]) match the same command with its query in those words, for
     /// the audio service to hear the turn again in them before it asks again without
     /// `skip_llm`. Absent (empty) otherwise.

@@ -385,6 +385,57 @@ async fn a_voice_mail_search_that_finds_nothing_is_to_be_heard_again_in_the_mail
     );
 }
 
+/// A spoken note to delete that matches no note is heard again in the notes' own words, as a
+/// spoken search is; the reading that comes back still only asks before it deletes, and the
+/// question says what the first hearing named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voice_note_to_delete_that_matches_none_is_to_be_heard_again_in_the_notes_words() {
+    let m = Mingd::start("");
+    m.wait_ready(&["agent"], Duration::from_secs(20)).await;
+    let notes = m.dir.path().join("data/agent/notes.jsonl");
+    let typed = ming_schemas::agent::Message {
+        voice: None,
+        skip_llm: false,
+        ..voice_reading(
+            30,
+            "Take a note: call the dentist on Monday about the crown.",
+            None,
+        )
+    };
+    let r = send(&m, typed).await.expect("answered");
+    assert!(r.action.as_ref().is_some_and(|a| a.ok), "{r:?}");
+    let r = send(
+        &m,
+        voice_reading(31, "Delete the note about the dentures.", None),
+    )
+    .await
+    .expect("answered");
+    assert!(r.action.is_none() && !r.needs_llm, "{r:?}");
+    assert_eq!(r.hear_again.len(), 1, "{r:?}");
+    let re = regex::Regex::new(&r.hear_again[0]).expect("a pattern");
+    assert!(re.is_match("Delete the note about the dentist."), "{re}");
+    assert!(!re.is_match("Delete the note about the dentures."), "{re}");
+    assert!(!re.is_match("Search my notes for the dentist."), "{re}");
+    let r = send(
+        &m,
+        voice_reading(31, "Delete the note about the dentist.", None),
+    )
+    .await
+    .expect("answered");
+    let a = r.action.as_ref().expect("looked up");
+    assert!(a.tool == "delete_note" && !a.ok, "{r:?}");
+    assert!(
+        r.text
+            .starts_with("Nothing mentions \u{201c}the dentures\u{201d}")
+            && r.text.contains("\u{201c}the dentist\u{201d}")
+            && r.text.contains("call the dentist on Monday")
+            && r.text.contains("nothing was deleted"),
+        "{r:?}"
+    );
+    let kept = std::fs::read_to_string(&notes).unwrap();
+    assert!(kept.contains("call the dentist on Monday"), "{kept}");
+}
+
 /// A guided reading of a voice turn keeps a note only of words the turn was first heard with:
 /// from a first reading that was no command ("No time for them to stay on board."), the
 /// guide's "Note that I'm going to discover." is refused — the decoder's words on the way to a

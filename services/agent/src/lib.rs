@@ -859,8 +859,9 @@ impl AgentService {
         }
     }
 
-    /// For a search (mail, notes, documents) of a voice turn that would find nothing: the
-    /// pattern of the same command with its query in the words the searched data holds
+    /// For a look-up of the user's data ([`tools::looks_up_data`]: a search of mail, notes or
+    /// documents, a mail summary, a note to delete) of a voice turn that would find nothing:
+    /// the pattern of the same command with its query in the words the data holds
     /// ([`tools::Tools::finds_nothing`], [`vocabulary::query_in_words`]). `None` (act as
     /// heard) for any other tool, when something is found, without the source or words, or
     /// when reading the data takes longer than [`HEAR_AGAIN_CHECK`].
@@ -870,7 +871,7 @@ impl AgentService {
         args: &serde_json::Value,
         heard: &str,
     ) -> Option<Vec<String>> {
-        if !matches!(tool, "search_mail" | "search_notes" | "search_documents") {
+        if !tools::looks_up_data(tool) {
             return None;
         }
         let query = args.get("query")?.as_str()?.to_string();
@@ -1265,19 +1266,19 @@ impl Handler for AgentService {
             resp.error(ErrorCode::BadRequest, answer);
             return;
         }
-        // A voice search that would find nothing: heard again in the user's own words first
+        // A voice look-up that would find nothing: heard again in the user's own words first
         // (vocabulary.rs); the audio service asks once more, without `skip_llm`, if that
         // reading does not do better.
         if msg.skip_llm && msg.voice.is_some() {
             if let Some(patterns) = self.hear_again(&tool, &args, &msg.text).await {
-                tracing::info!(utterance, tool = %tool, "a voice search that finds nothing: heard again in the user's words first");
+                tracing::info!(utterance, tool = %tool, "a voice look-up that finds nothing: heard again in the user's words first");
                 if let (Some(v), Some(q)) = (&msg.voice, args.get("query").and_then(|q| q.as_str()))
                 {
                     self.first_heard.put(v.utterance, q.to_string());
                 }
                 resp.reply(&Reply {
                     utterance,
-                    text: "That search finds nothing.".into(),
+                    text: "That finds nothing in your data.".into(),
                     action: None,
                     decided_ms: since(started),
                     action_started_ms: None,
@@ -1375,13 +1376,13 @@ impl Handler for AgentService {
         }
         // A destructive call that waits for a yes: the session's next message may give it.
         let mut text = outcome.text.clone();
-        // A search heard again in the user's words: what the first hearing searched for.
+        // A look-up heard again in the user's words: what the first hearing looked for.
         let first = msg
             .voice
             .as_ref()
             .and_then(|v| self.first_heard.take(v.utterance));
         let now = args.get("query").and_then(|q| q.as_str());
-        if let (Some(first), Some(now), true) = (first, now, tool.starts_with("search_")) {
+        if let (Some(first), Some(now), true) = (first, now, tools::looks_up_data(&tool)) {
             if let Some(said) = vocabulary::searched_instead(&first, now) {
                 text.insert_str(0, &said);
             }

@@ -59,6 +59,16 @@ pub struct Timer {
 /// The longest timer or reminder (30 days; later things belong in the calendar).
 pub const MAX_TIMER_S: u64 = 30 * 24 * 3600;
 
+/// The tools whose `query` names something in the user's own data (mail, notes, documents): a
+/// voice reading whose query finds nothing there is heard again in the data's words
+/// ([`Tools::finds_nothing`]).
+pub fn looks_up_data(tool: &str) -> bool {
+    matches!(
+        tool,
+        "search_mail" | "summarize_mail" | "search_notes" | "delete_note" | "search_documents"
+    )
+}
+
 /// The JSON Schemas of the tools, for the LLM tier (`reply` answers without acting).
 pub fn schemas() -> &'static [(&'static str, &'static str, Value)] {
     static SCHEMAS: std::sync::OnceLock<Vec<(&'static str, &'static str, Value)>> =
@@ -205,19 +215,19 @@ impl Tools {
         self.mail.as_deref()
     }
 
-    /// For a search `tool` (mail, notes, documents) whose `query` finds nothing: the words the
-    /// user's data holds that the query might have been (senders and subjects, the notes'
-    /// words, the documents' names; at most `limit`). `None` when something is found, for
-    /// another tool, or without the source.
+    /// For a `tool` that looks up the user's data ([`looks_up_data`]) whose `query` finds
+    /// nothing: the words the data holds that the query might have been (senders and
+    /// subjects, the notes' words, the documents' names; at most `limit`). `None` when
+    /// something is found, for another tool, or without the source.
     pub fn finds_nothing(&self, tool: &str, query: &str, limit: usize) -> Option<Vec<String>> {
         use crate::files;
         match tool {
-            "search_mail" => {
+            "search_mail" | "summarize_mail" => {
                 let mails = files::read_mail(self.mail.as_deref()?);
                 let matches = files::mail_matcher(query);
                 (!mails.iter().any(matches)).then(|| files::mail_vocabulary(&mails, limit))
             }
-            "search_notes" => {
+            "search_notes" | "delete_note" => {
                 let notes = self.read_notes();
                 let matches = files::text_matcher(query);
                 (!notes.iter().any(|n| matches(&n.text)))
@@ -322,9 +332,10 @@ impl Tools {
                 }
                 let _guard = self.notes.lock();
                 let notes = self.read_notes();
-                let (gone, keep): (Vec<Note>, Vec<Note>) = notes
-                    .into_iter()
-                    .partition(|n| n.text.to_lowercase().contains(&q));
+                // The notes a search for the same words finds (and the user confirms the list).
+                let matches = crate::files::text_matcher(&q);
+                let (gone, keep): (Vec<Note>, Vec<Note>) =
+                    notes.into_iter().partition(|n| matches(&n.text));
                 if gone.is_empty() {
                     return ok(format!("No note mentions \"{q}\"; nothing deleted."));
                 }
@@ -813,6 +824,14 @@ mod tests {
             None
         );
         assert_eq!(tools.finds_nothing("add_note", "milk", 10), None);
+        // A note to delete is looked up as a search of the notes is.
+        assert_eq!(tools.finds_nothing("delete_note", "the plumber", 10), None);
+        assert_eq!(
+            tools.finds_nothing("delete_note", "the plumbing", 10),
+            Some(words)
+        );
+        assert!(looks_up_data("delete_note") && looks_up_data("summarize_mail"));
+        assert!(!looks_up_data("add_note") && !looks_up_data("remember"));
     }
 
     #[test]
@@ -831,6 +850,36 @@ mod tests {
         assert!(t.run("delete_note", &json!({"query": "milk"}), true).ok);
         let left: Vec<String> = t.read_notes().into_iter().map(|n| n.text).collect();
         assert_eq!(left, ["call mum"]);
+        // The notes a search for the same words finds: every word, anywhere in the note.
+        assert!(
+            t.run(
+                "add_note",
+                &json!({"text": "the dentist's number is 555 0101"}),
+                false
+            )
+            .ok
+        );
+        let asked = t.run(
+            "delete_note",
+            &json!({"query": "the dentist number"}),
+            false,
+        );
+        assert!(
+            asked.needs_confirmation && asked.text.contains("555 0101"),
+            "{}",
+            asked.text
+        );
+        let none = t.run(
+            "delete_note",
+            &json!({"query": "the dentist's address"}),
+            true,
+        );
+        assert!(
+            none.ok && none.text.starts_with("No note mentions"),
+            "{}",
+            none.text
+        );
+        assert_eq!(t.read_notes().len(), 2);
     }
 
     #[test]
