@@ -62,7 +62,27 @@ pub fn word_number(w: &str) -> Option<u64> {
     }
 }
 
-const NUM: &str = r"(\d+|an?|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)";
+/// A count in digits or words ("7", "seven", "twenty-five"), as a regex alternation.
+macro_rules! count {
+    () => {
+        r"\d+|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?"
+    };
+}
+
+/// A number as the rules read one: a count, or "a"/"an" for one ([`article_fits`] says
+/// before which units).
+const NUM: &str = concat!("(", count!(), "|an?)");
+
+/// Whether "a" or "an" (for one) may stand before `unit`: "a minute", "a second", "an hour" —
+/// not "an second" (a reading a guided search made of "ninety seconds"), "a hour" or
+/// "a minutes". Any other number fits any unit.
+fn article_fits(number: &str, unit: &str) -> bool {
+    match number.to_lowercase().as_str() {
+        "a" => matches!(unit, "minute" | "min" | "second" | "sec"),
+        "an" => matches!(unit, "hour" | "hr"),
+        _ => true,
+    }
+}
 
 /// Parses a duration ("seven minutes", "1 hour 30 minutes", "1h30m", "half an hour",
 /// "an hour and a half", "90 seconds") into seconds.
@@ -113,6 +133,9 @@ pub fn parse_duration(text: &str) -> Option<u64> {
         // A one-letter unit only after digits ("5m", "1h30m"): "am" is not a minute, nor "ones"
         // a second ("Where am I free tomorrow?" was a 1-minute free slot).
         if unit.len() == 1 && !c[1].chars().all(|d| d.is_ascii_digit()) {
+            continue;
+        }
+        if !article_fits(&c[1], unit) {
             continue;
         }
         let scale = match unit.chars().next() {
@@ -445,8 +468,10 @@ fn guide_duration() -> String {
 /// One number and its unit: "7 minutes", "ten-minute", "1.5 hours", "one and a half hours",
 /// "to hours".
 fn guide_duration_part() -> String {
-    let num = format!(r"(?:\d+\.\d+|{NUM}|to|too|into)");
-    format!(r"{num}(?: and a half)?[ -]?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?)")
+    let num = concat!(r"(?:\d+\.\d+|", count!(), "|to|too|into)");
+    format!(
+        r"(?:{num}(?: and a half)?[ -]?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?)|an[ -]?(?:hour|hr)(?: and a half)?|a[ -]?(?:minute|min|second|sec)(?: and a half)?)"
+    )
 }
 
 /// Whisper's spellings brought to what the rules read: "1 p.m." → "1 pm".
@@ -527,6 +552,12 @@ mod tests {
         assert_eq!(parse_duration("soon"), None);
         for t in [
             "Where am I free tomorrow?",
+            // "a"/"an" is one only where English puts it ("Count down an second." was a
+            // guided reading of "Count down ninety seconds.").
+            "count down an second",
+            "a hour",
+            "an minute",
+            "a seconds",
             "read the ones I noted",
             "it's often late",
         ] {
@@ -589,9 +620,13 @@ mod tests {
             " Set a timer for well-hour.",
             " Reminds me of how to call mom.",
             " Give me a shout in a bit.",
+            " Count down an second.",
+            " Set a timer for a hours.",
         ] {
             assert!(!matched(t), "{t}");
         }
+        assert!(matched(" Count down a second."));
+        assert!(matched(" Set a timer for an hour and a half."));
         assert_understood(vec![(
             "Start at 10-minute timer",
             "set_timer",
