@@ -652,10 +652,15 @@ async fn ask_agent_twice(
             return r;
         }
     }
-    if asks_for_argument {
+    // The question stands unless the second model's hearing has the argument: base's guided
+    // reading of espeak's "Count down ninety seconds." was "Count down 90 seconds." where
+    // tiny.en heard "I'll do seconds." (the router's set_timer, "For how long?"). Without the
+    // guide there is no such reading to wait for.
+    if asks_for_argument && hearing.guide.is_none() {
         return first;
     }
-    // Without a different reading: the first goes to the LLM if it has not been yet.
+    // Without a different reading: the first goes to the LLM if it has not been yet (a
+    // question asked stays the answer).
     async fn fallback(
         bus: &BusClient,
         first: Result<ming_schemas::agent::Reply, BusError>,
@@ -734,8 +739,8 @@ async fn ask_agent_twice(
             return r;
         }
         return match reading {
-            Some(text2) => ask_agent(bus, text2, t2, false).await,
-            None => fallback(bus, first, deferred, text, t).await,
+            Some(text2) if !asks_for_argument => ask_agent(bus, text2, t2, false).await,
+            _ => fallback(bus, first, deferred, text, t).await,
         };
     }
     let Some(text2) = reading else {
