@@ -637,8 +637,7 @@ async fn ask_agent_twice(
     // The rules knew the command but not its key argument, and asked for it ("Set a timer for
     // a while hour": for how long?). A guided reading that has it ("… for one hour") is a
     // command of its own, which the agent takes in place of the answer it waits for.
-    let asks_for_argument = matches!(&first, Ok(r) if r.action.is_none()
-        && r.awaiting.as_deref().is_some_and(|a| a != "confirmation"));
+    let asks_for_argument = asks_argument(&first);
     if acted(&first) && !asks_for_argument {
         live.drop_ahead(&audio);
         return first;
@@ -708,10 +707,15 @@ async fn ask_agent_twice(
     if let Some(cache) = &hearing.guide {
         // With the guide, the second reading goes to the rules first too, and when they cannot
         // act on it, the second model's own guided reading is tried before the LLM.
+        // A reading that is again a command without its argument ("Count down anty seconds."
+        // after "I'll do seconds.") is asked about only if the guided reading has none either.
+        let mut asked = None;
         if let Some(text2) = &reading {
             events.publish(kinds::EVENT_TRANSCRIPT, &t2);
             let r = ask_agent(bus, text2.clone(), t2.clone(), true).await;
-            if acted(&r) {
+            if asks_argument(&r) {
+                asked = Some(r);
+            } else if acted(&r) {
                 return r;
             }
         }
@@ -737,6 +741,9 @@ async fn ask_agent_twice(
         .await
         {
             return r;
+        }
+        if let Some(asked) = asked {
+            return asked;
         }
         return match reading {
             Some(text2) if !asks_for_argument => ask_agent(bus, text2, t2, false).await,
@@ -785,6 +792,13 @@ async fn offer_guided(
     events.publish(kinds::EVENT_TRANSCRIPT, &tg);
     let r = ask_agent(bus, text, tg, true).await;
     acted(&r).then_some(r)
+}
+
+/// Whether the agent answered a reading with a question for a command's missing argument ("For
+/// how long?"), not with an action.
+fn asks_argument(r: &Result<ming_schemas::agent::Reply, BusError>) -> bool {
+    matches!(r, Ok(r) if r.action.is_none()
+        && r.awaiting.as_deref().is_some_and(|a| a != "confirmation"))
 }
 
 /// Whether the agent answered a reading without needing the LLM, and not with an error of its
