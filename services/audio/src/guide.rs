@@ -404,6 +404,12 @@ pub fn decode(
             let todo = &h.tokens[same..];
             if !todo.is_empty() {
                 if calls as usize + todo.len() > limits.max_calls as usize {
+                    // Which limit ended a search says whether a larger budget would help.
+                    tracing::info!(
+                        calls,
+                        regret = h.regret,
+                        "the guided search spent its budget of tokens"
+                    );
                     return Ok(None);
                 }
                 pace.decode(state, todo, p + same).map_err(err)?;
@@ -487,6 +493,10 @@ pub fn decode(
             }
         }
     }
+    tracing::info!(
+        calls,
+        "the guided search found no reading within its regret"
+    );
     Ok(None)
 }
 
