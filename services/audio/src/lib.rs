@@ -478,25 +478,27 @@ async fn search_guided(
     audio: &stt::Samples,
 ) -> Option<guide::Guided> {
     let g = fetch_guide(bus, cache).await?;
-    guided_by(stt, margin, g, cache.limits, audio).await
+    decode_guided(stt, margin, g, cache.limits, audio)
+        .await?
+        .guided
 }
 
-/// `stt`'s reading of `audio` guided by `g` under `limits`; `None` when the search finds
-/// nothing within them, or it fails (logged).
-async fn guided_by(
+/// `stt`'s free reading of `audio`, with its reading guided by `g` under `limits` when the
+/// free one is not already one `g` accepts; `None` when decoding fails (logged).
+async fn decode_guided(
     stt: &Stt,
     margin: u32,
     g: Arc<guide::Guide>,
     limits: guide::Limits,
     audio: &stt::Samples,
-) -> Option<guide::Guided> {
+) -> Option<stt::Decoded> {
     let (stt2, samples) = (stt.clone(), audio.clone());
     let decoded = tokio::task::spawn_blocking(move || {
         stt2.decode_guided_blocking(samples, margin, Some((g, limits)))
     })
     .await;
     match decoded {
-        Ok(Ok(d)) => d.guided,
+        Ok(Ok(d)) => Some(d),
         Ok(Err(err)) => {
             tracing::warn!(model = %stt.model, error = %err, "the guided hearing failed");
             None
@@ -529,26 +531,16 @@ async fn hear_in_words(
             return None;
         }
     };
-    let found = guided_by(&hearing.stt, hearing.margin, g.clone(), limits, audio).await;
+    let found = decode_guided(&hearing.stt, hearing.margin, g.clone(), limits, audio)
+        .await
+        .and_then(|d| d.guided);
     if found.is_some() {
         return found;
     }
     let mut padded = vec![0.0f32; IN_WORDS_RETRY_PAD];
     padded.extend_from_slice(&audio.0);
-    let (stt, samples) = (hearing.stt.clone(), stt::Samples::new(padded));
-    let (margin, g2) = (hearing.margin, g.clone());
-    let decoded = tokio::task::spawn_blocking(move || {
-        stt.decode_guided_blocking(samples, margin, Some((g2, limits)))
-    })
-    .await;
-    let d = match decoded {
-        Ok(Ok(d)) => d,
-        Ok(Err(err)) => {
-            tracing::warn!(error = %err, "the second hearing in the user's words failed");
-            return None;
-        }
-        Err(_) => return None,
-    };
+    let padded = stt::Samples::new(padded);
+    let d = decode_guided(&hearing.stt, hearing.margin, g.clone(), limits, &padded).await?;
     tracing::info!(free = %d.text, guided = ?d.guided, "heard again in the user's words with more silence before the speech");
     // The free reading may already be in the words (the guide then searches nothing).
     d.guided.or_else(|| {
