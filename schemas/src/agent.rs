@@ -35,6 +35,15 @@ pub struct Message {
     /// (false): every tier.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skip_llm: bool,
+    /// With `skip_llm`: the learned router is left out too, so that only the rules (and the
+    /// answer to a pending question) can act; otherwise the reply says `needs_llm`. The audio
+    /// service sends a voice turn's first reading so when it can hear the turn again guided
+    /// toward the rules' commands, and asks the router only when that reading does not do: in
+    /// the voice bench the router acted on misheard words ("Time at 45 minutes." for "Timer
+    /// for five minutes.", a 45-minute timer) that the guided reading set right. Absent
+    /// (false): the router is asked whenever the rules do not understand.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_router: bool,
 }
 
 /// Which tier understood the utterance.

@@ -211,6 +211,7 @@ fn service_bodies() {
             arguments: None,
             voice: None,
             skip_llm: false,
+            skip_router: false,
         })
         .unwrap(),
     );

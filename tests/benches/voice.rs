@@ -408,6 +408,7 @@ async fn typed(
         arguments: None,
         voice: None,
         skip_llm: false,
+        skip_router: false,
     };
     let start = Instant::now();
     let req = m.client.request::<_, ming_schemas::agent::Reply>(

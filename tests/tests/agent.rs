@@ -120,6 +120,7 @@ async fn without_inference_the_fast_path_acts_and_the_rest_fails_clearly() {
             arguments: None,
             voice: None,
             skip_llm: true,
+            skip_router: false,
         };
         send(&m, msg)
     };
@@ -336,6 +337,7 @@ async fn a_voice_mail_search_that_finds_nothing_is_to_be_heard_again_in_the_mail
             ming_schemas::agent::Message {
                 voice: None,
                 skip_llm: false,
+                skip_router: false,
                 ..voice_reading(7, text, None)
             }
         };
@@ -396,6 +398,7 @@ async fn a_voice_note_to_delete_that_matches_none_is_to_be_heard_again_in_the_no
     let typed = ming_schemas::agent::Message {
         voice: None,
         skip_llm: false,
+        skip_router: false,
         ..voice_reading(
             30,
             "Take a note: call the dentist on Monday about the crown.",
@@ -475,6 +478,7 @@ async fn a_guided_reading_keeps_a_note_only_of_words_first_heard() {
     let typed = ming_schemas::agent::Message {
         voice: None,
         skip_llm: false,
+        skip_router: false,
         ..voice_reading(21, "Note that I'm going to discover.", None)
     };
     let r = send(&m, typed).await.expect("noted");
@@ -513,6 +517,7 @@ fn voice_reading(utterance: u64, text: &str, stage: Option<&str>) -> ming_schema
                 .collect(),
         }),
         skip_llm: true,
+        skip_router: false,
     }
 }
 

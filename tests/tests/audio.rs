@@ -955,18 +955,38 @@ tts_engine = "piper"
     assert!(wrong <= 1, "heard {heard:?}: {wrong} words differ\n{out}");
 }
 
+/// What Whisper tiny.en hears espeak-ng's fast American "What do I have on Friday?" as.
+const FRIDAY_FIRST_HEARD: &str = "What do I come on Friday?";
+
 /// Whisper tiny.en hears espeak-ng's fast American "What do I have on Friday?" as "What do I
-/// come on Friday?", which the rules do not know. Fed live under `config`, the turn must be
-/// heard again (its second transcript has the stage `{stage}_transcript`) and the agent act on
-/// that reading with its rules: `list_events` for Friday; the interaction log holds only that
-/// reading. Returns the two transcripts.
+/// come on Friday?" ([`FRIDAY_FIRST_HEARD`]), which the rules do not know. Fed live under
+/// `config`, the turn must be heard again (its second transcript has the stage
+/// `{stage}_transcript`) and the agent act on that reading with its rules: `list_events` for
+/// Friday; the interaction log holds only that reading. With `router`, the seed-trained router
+/// is installed first, and shown to act on the first reading when it is asked: it must not be
+/// asked before the reading heard again. Returns the two transcripts.
 async fn heard_again_before_the_llm(
     config: &str,
     stage: &str,
+    router: bool,
 ) -> Vec<ming_schemas::audio::Transcript> {
     let m = Mingd::start(config);
-    m.wait_ready(&["audio", "agent"], Duration::from_secs(60))
-        .await;
+    let since = if router {
+        m.wait_ready(&ming_tests::SERVICES, Duration::from_secs(60))
+            .await;
+        let (code, out) = m.ming(&["train", "router", "--seed-only", "--json"]);
+        assert_eq!(code, 0, "{out}");
+        let (code, out) = m.ming(&["ask", "--json", FRIDAY_FIRST_HEARD]);
+        assert!(
+            code == 0 && out.contains("\"tier\": \"router\"") && out.contains("friday"),
+            "the seed router does not act on the first reading (pick another): {out}"
+        );
+        m.interactions(0).await.next
+    } else {
+        m.wait_ready(&["audio", "agent"], Duration::from_secs(60))
+            .await;
+        0
+    };
     let dir = m.dir.path();
     let mut events = EventSubscriber::connect(
         &m.bus,
@@ -1002,7 +1022,7 @@ async fn heard_again_before_the_llm(
         Duration::from_secs(10),
         "the logged interaction",
         || async {
-            let page = m.interactions(0).await;
+            let page = m.interactions(since).await;
             (!page.items.is_empty()).then_some(page)
         },
     )
@@ -1020,13 +1040,14 @@ async fn heard_again_before_the_llm(
     transcripts
 }
 
-/// A live turn the agent cannot act on without the LLM is first heard again by tiny.en itself,
-/// guided toward the agent's commands (`audio.stt_guide`, on by default): "What do I come on
-/// Friday?" becomes "What do I have on Friday?", which the rules know, before the second model
-/// or the LLM is asked.
+/// A live turn the rules cannot act on is first heard again by tiny.en itself, guided toward
+/// the agent's commands (`audio.stt_guide`, on by default): "What do I come on Friday?" becomes
+/// "What do I have on Friday?", which the rules know, before the learned router, the second
+/// model or the LLM is asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_turn_the_agent_cannot_act_on_is_heard_again_guided_by_the_agents_commands() {
-    let transcripts = heard_again_before_the_llm(CONFIG, "guided").await;
+async fn a_turn_the_rules_cannot_act_on_is_heard_again_guided_by_the_agents_commands_before_the_router(
+) {
+    let transcripts = heard_again_before_the_llm(CONFIG, "guided", true).await;
     println!(
         "first {:?}, guided {:?}",
         transcripts[0].text, transcripts[1].text
@@ -1038,7 +1059,7 @@ async fn a_turn_the_agent_cannot_act_on_is_heard_again_guided_by_the_agents_comm
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_the_agent_cannot_act_on_is_heard_again_by_the_second_model() {
     let transcripts =
-        heard_again_before_the_llm(&format!("{CONFIG}stt_guide = false\n"), "second").await;
+        heard_again_before_the_llm(&format!("{CONFIG}stt_guide = false\n"), "second", false).await;
     let second = &transcripts[1];
     println!(
         "first {:?} ({:.2}), second {:?} ({:.2}) in {:.0} ms",

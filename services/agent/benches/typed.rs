@@ -67,6 +67,7 @@ fn main() {
             arguments: None,
             voice: None,
             skip_llm: false,
+            skip_router: false,
         };
         while client
             .request::<_, Reply>(

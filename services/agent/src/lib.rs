@@ -1085,8 +1085,10 @@ impl Handler for AgentService {
             {
                 Some(d) => Ok(d),
                 None if msg.skip_llm => {
-                    match self
-                        .route(
+                    let routed = if msg.skip_router {
+                        None
+                    } else {
+                        self.route(
                             &msg.text,
                             req.envelope.deadline_ms,
                             &mut record.stages,
@@ -1094,7 +1096,8 @@ impl Handler for AgentService {
                             false,
                         )
                         .await
-                    {
+                    };
+                    match routed {
                         Some(d) => Ok(d),
                         None => {
                             if let Some(v) = &msg.voice {

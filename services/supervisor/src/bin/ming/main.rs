@@ -426,6 +426,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 arguments: tool_args,
                 voice: None,
                 skip_llm: false,
+                skip_router: false,
             };
             // Understanding may need the local model: a minute unless told otherwise.
             let timeout = args
@@ -740,6 +741,7 @@ async fn chat(cli: &Cli, timeout_ms: Option<u64>) -> anyhow::Result<ExitCode> {
             arguments: None,
             voice: None,
             skip_llm: false,
+            skip_router: false,
         };
         let body = ming_schemas::to_body(&msg)?;
         let mut stream =
