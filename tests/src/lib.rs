@@ -5,6 +5,7 @@
 //! (`target/<profile>/`); `just test` builds them first.
 
 pub mod provider;
+pub mod voice;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

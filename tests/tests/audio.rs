@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ming_bus::events::EventSubscriber;
-use ming_schemas::audio::{Feed, ListenState, Speak, Speaking, Spoken, Transcribe, Transcribed};
+use ming_schemas::audio::{Speak, Speaking, Spoken, Transcribe, Transcribed};
 use ming_schemas::{kinds, ErrorCode};
+use ming_tests::voice::{feed_realtime, heard_again_before_the_llm, spoken_turn};
 use ming_tests::{read_wav, Mingd};
 
 const CONFIG: &str = r#"
@@ -203,30 +204,6 @@ async fn transcription_over_the_bus_and_awkward_files() {
     let (code, out) = m.ming(&["transcribe", junk.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(out.contains("not a WAV file"), "{out}");
-}
-
-/// Feeds `pcm` (at `rate`) to the live input in 20 ms pieces at real-time pace.
-async fn feed_realtime(m: &Mingd, rate: u32, pcm: &[i16]) {
-    let step = rate as usize / 50;
-    let start = Instant::now();
-    for (i, chunk) in pcm.chunks(step).enumerate() {
-        let bytes: Vec<u8> = chunk.iter().flat_map(|s| s.to_le_bytes()).collect();
-        let _: ListenState = m
-            .client
-            .request(
-                "audio",
-                kinds::AUDIO_FEED,
-                &Feed {
-                    pcm: serde_bytes::ByteBuf::from(bytes),
-                    rate,
-                },
-                Duration::from_secs(5),
-            )
-            .await
-            .expect("feed");
-        let due = start + Duration::from_millis(20 * (i as u64 + 1));
-        tokio::time::sleep_until(due.into()).await;
-    }
 }
 
 /// With one speech-to-text model and no guided hearing: a turn the rules do not know goes to the
@@ -955,105 +932,6 @@ tts_engine = "piper"
     assert!(wrong <= 1, "heard {heard:?}: {wrong} words differ\n{out}");
 }
 
-/// What Whisper tiny.en hears espeak-ng's fast American "What do I have on Friday?" as.
-const FRIDAY_FIRST_HEARD: &str = "What do I come on Friday?";
-
-/// Whisper tiny.en hears espeak-ng's fast American "What do I have on Friday?" as "What do I
-/// come on Friday?" ([`FRIDAY_FIRST_HEARD`]), which the rules do not know. Fed live under
-/// `config`, the turn must be heard again (its second transcript has the stage
-/// `{stage}_transcript`) and the agent act on that reading with its rules: `list_events` for
-/// Friday; the interaction log holds only that reading. With `router`, the seed-trained router
-/// is installed first, and shown to act on the first reading when it is asked: it must not be
-/// asked before the reading heard again. Returns the two transcripts.
-async fn heard_again_before_the_llm(
-    config: &str,
-    stage: &str,
-    router: bool,
-) -> Vec<ming_schemas::audio::Transcript> {
-    let m = Mingd::start(config);
-    let since = if router {
-        m.wait_ready(&ming_tests::SERVICES, Duration::from_secs(60))
-            .await;
-        let (code, out) = m.ming(&["train", "router", "--seed-only", "--json"]);
-        assert_eq!(code, 0, "{out}");
-        let (code, out) = m.ming(&["ask", "--json", FRIDAY_FIRST_HEARD]);
-        assert!(
-            code == 0 && out.contains("\"tier\": \"router\"") && out.contains("friday"),
-            "the seed router does not act on the first reading (pick another): {out}"
-        );
-        m.interactions(0).await.next
-    } else {
-        m.wait_ready(&["audio", "agent"], Duration::from_secs(60))
-            .await;
-        0
-    };
-    let dir = m.dir.path();
-    let mut events = EventSubscriber::connect(
-        &m.bus,
-        &[kinds::EVENT_ACTION_STARTED, kinds::EVENT_TRANSCRIPT],
-    )
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let st = m.listen("start").await;
-    assert!(st.listening && st.input_ok, "{st:?}");
-    let wav =
-        ming_tests::espeak_voice(dir, "friday.wav", "What do I have on Friday?", "en-us", 200);
-    let (action, transcripts) = spoken_turn(&m, &mut events, &wav).await;
-    assert_eq!(
-        action.tool, "list_events",
-        "{action:?} after {transcripts:?}"
-    );
-    assert!(action.arguments.contains("friday"), "{action:?}");
-    // Two readings of the one utterance: tiny.en's, then the one heard again.
-    assert_eq!(transcripts.len(), 2, "{transcripts:?}");
-    assert_eq!(transcripts[0].utterance, transcripts[1].utterance);
-    assert_ne!(transcripts[0].text, transcripts[1].text);
-    let second = &transcripts[1];
-    assert!(
-        second
-            .stages
-            .iter()
-            .any(|s| s.name == format!("{stage}_transcript")),
-        "{second:?}"
-    );
-    // The first reading went to the rules only (`skip_llm`): not to the LLM, and not logged.
-    // The action starts before the interaction is logged: wait for the log.
-    let page = ming_tests::eventually(
-        Duration::from_secs(10),
-        "the logged interaction",
-        || async {
-            let page = m.interactions(since).await;
-            (!page.items.is_empty()).then_some(page)
-        },
-    )
-    .await;
-    assert_eq!(
-        page.items
-            .iter()
-            .map(|i| i.text.as_str())
-            .collect::<Vec<_>>(),
-        [second.text.trim()],
-        "{:?}",
-        page.items
-    );
-    assert_eq!(page.items[0].tier, Some(ming_schemas::agent::Tier::Fast));
-    transcripts
-}
-
-/// A live turn the rules cannot act on is first heard again by tiny.en itself, guided toward
-/// the agent's commands (`audio.stt_guide`, on by default): "What do I come on Friday?" becomes
-/// "What do I have on Friday?", which the rules know, before the learned router, the second
-/// model or the LLM is asked.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_turn_the_rules_cannot_act_on_is_heard_again_guided_by_the_agents_commands_before_the_router(
-) {
-    let transcripts = heard_again_before_the_llm(CONFIG, "guided", true).await;
-    println!(
-        "first {:?}, guided {:?}",
-        transcripts[0].text, transcripts[1].text
-    );
-}
-
 /// Without the guide, the second model (`audio.stt_second_model`, whisper-base-q8 by default)
 /// hears the turn again before the LLM is asked; base hears it right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1227,35 +1105,5 @@ async fn hour_turn(
         transcripts.iter().map(|t| &t.text).collect::<Vec<_>>()
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    (action, transcripts)
-}
-
-/// Feeds the speech in `wav` live (0.2 s of silence before, 1 s after) and waits for the first
-/// action (60 s at most): the action and the transcripts published before it.
-async fn spoken_turn(
-    m: &Mingd,
-    events: &mut EventSubscriber,
-    wav: &Path,
-) -> (
-    ming_schemas::agent::ActionStarted,
-    Vec<ming_schemas::audio::Transcript>,
-) {
-    let (rate, pcm) = read_wav(wav);
-    let mut turn = vec![0i16; rate as usize / 5];
-    turn.extend_from_slice(&pcm);
-    turn.extend(std::iter::repeat_n(0, rate as usize));
-    feed_realtime(m, rate, &turn).await;
-    let mut transcripts: Vec<ming_schemas::audio::Transcript> = Vec::new();
-    let action = loop {
-        let ev = tokio::time::timeout(Duration::from_secs(60), events.next())
-            .await
-            .unwrap_or_else(|_| panic!("no action; transcripts {transcripts:?}"))
-            .unwrap();
-        if ev.kind == kinds::EVENT_TRANSCRIPT {
-            transcripts.push(ev.body().unwrap());
-        } else {
-            break ev.body::<ming_schemas::agent::ActionStarted>().unwrap();
-        }
-    };
     (action, transcripts)
 }
