@@ -470,6 +470,8 @@ async fn pass(m: &Mingd, name: &str, corpus: &[Spoken]) {
     let mut misses = Vec::new();
     // The transcript's confidence for commands that ended in the right action, and the rest.
     let (mut sure_right, mut sure_wrong) = (Vec::new(), Vec::new());
+    // Each acted turn's latency, for the slowest few (the p95 is the third or fourth of them).
+    let mut slow: Vec<(f64, String)> = Vec::new();
     for (i, want, rate, pcm, end) in corpus {
         let (got, heard, confidence, decode) =
             voice_turn(m, *rate, pcm, *end, &mut actions, &mut transcripts).await;
@@ -482,6 +484,13 @@ async fn pass(m: &Mingd, name: &str, corpus: &[Spoken]) {
             sure_wrong.push(f64::from(confidence));
         }
         if let Some((a, ms, t)) = &got {
+            slow.push((
+                *ms,
+                format!(
+                    "#{i} {ms:.0} ms: heard {heard:?} → {} ({:?})",
+                    a.tool, a.tier
+                ),
+            ));
             if let Some(t) = t {
                 voice.to_transcript.push(*t);
                 voice.transcript_to_action.push(ms - t);
@@ -522,6 +531,10 @@ async fn pass(m: &Mingd, name: &str, corpus: &[Spoken]) {
         pct(&sure_wrong, 0.1),
         pct(&sure_wrong, 0.5)
     );
+    slow.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (_, s) in slow.iter().take(4) {
+        println!("    slowest: {s}");
+    }
     for miss in misses {
         println!("    miss: {miss}");
     }
