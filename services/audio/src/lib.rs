@@ -438,6 +438,11 @@ async fn fetch_guide(bus: &BusClient, cache: &guide::GuideCache) -> Option<Arc<g
     }
 }
 
+/// How long a second hearing waits for the one the pipeline started ahead of need before it
+/// hears the turn itself (base decodes a command in 250–400 ms on two cores, and searches its
+/// guided reading in 30–370 ms more).
+const SECOND_AHEAD_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// How long a guided hearing waits for the search the pipeline started ahead of need before it
 /// searches itself (a search takes 20–250 ms; it is aborted when a newer decode comes).
 const AHEAD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -649,6 +654,16 @@ async fn in_words(
     Some(ask_agent(bus, text.to_string(), t.clone(), Tiers::All).await)
 }
 
+/// Stops the guided search and second hearing started ahead on a turn's audio when dropped:
+/// the turn has its answer, and the CPU is the reply's and the next turn's.
+struct StopAhead<'a>(&'a live::Live, stt::Samples);
+
+impl Drop for StopAhead<'_> {
+    fn drop(&mut self) {
+        self.0.drop_ahead(&self.1);
+    }
+}
+
 /// Asks the agent to act on a live turn's transcript, hearing the turn again when it could not.
 /// The first reading goes with `skip_llm` (and with the guide, `skip_router` too: only the rules
 /// may act on it). When only the learned router or the local model could understand it, or the
@@ -699,6 +714,8 @@ async fn ask_agent_twice(
     let Some(audio) = audio.filter(|_| hearing.guide.is_some() || hearing.second.is_some()) else {
         return ask_agent(bus, text, t, Tiers::All).await;
     };
+    // However the turn ends, what still runs ahead on its audio stops then.
+    let _ahead = StopAhead(live, audio.clone());
     // With the guide, the router waits for the guided reading: it acted on misheard words that
     // the guided reading set right.
     let rules_first = hearing.guide.is_some();
@@ -766,10 +783,26 @@ async fn ask_agent_twice(
         return fallback(bus, first, deferred, text, t).await;
     };
     let started = mono_ms();
-    let (stt2, audio2) = (stt.clone(), audio.clone());
-    let decoded =
-        tokio::task::spawn_blocking(move || stt2.decode_guided_blocking(audio2, margin, None))
-            .await;
+    // Heard already while the turn waited out its hangover (after the search ahead found
+    // nothing), with its own guided reading when its free one is no command?
+    let ahead = match live.take_second(&audio) {
+        Some(mut rx) => {
+            match tokio::time::timeout(SECOND_AHEAD_WAIT, rx.wait_for(Option::is_some)).await {
+                Ok(Ok(r)) => r.clone().and_then(Result::ok),
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    let heard_ahead = ahead.is_some();
+    let decoded = match ahead {
+        Some(d) => Ok(Ok(d)),
+        None => {
+            let (stt2, audio2) = (stt.clone(), audio.clone());
+            tokio::task::spawn_blocking(move || stt2.decode_guided_blocking(audio2, margin, None))
+                .await
+        }
+    };
     let d = match decoded {
         Ok(Ok(d)) => d,
         Ok(Err(err)) => {
@@ -783,6 +816,7 @@ async fn ask_agent_twice(
         first = %t.text,
         second = %d.text,
         decode_ms = d.decode_ms,
+        ahead = heard_ahead,
         before_llm = deferred,
         "a second hearing of a turn the agent could not act on without the LLM or at all"
     );
@@ -809,7 +843,11 @@ async fn ask_agent_twice(
             }
         }
         let started = mono_ms();
-        let guided = search_guided(bus, &stt, margin, cache, &audio).await;
+        let guided = if heard_ahead {
+            d.guided.clone()
+        } else {
+            search_guided(bus, &stt, margin, cache, &audio).await
+        };
         tracing::info!(
             utterance = t.utterance,
             first = %t.text,

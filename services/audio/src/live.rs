@@ -77,7 +77,7 @@ impl Live {
         if let Some(keep) = &turn_audio {
             p = p.with_turn_audio(keep.clone());
             if let Some(guide) = &engine.guide {
-                p = p.with_guide(Arc::clone(guide));
+                p = p.with_guide(Arc::clone(guide), engine.second.clone());
             }
         }
         let spawned = std::thread::Builder::new()
@@ -147,7 +147,16 @@ impl Live {
         self.turn_audio.as_ref()?.take_ahead(samples)
     }
 
-    /// Stops the guided search started ahead on these samples, if one still runs (see
+    /// The second hearing the pipeline started ahead of need on these samples, taken.
+    pub fn take_second(
+        &self,
+        samples: &crate::stt::Samples,
+    ) -> Option<crate::pipeline::AheadSecond> {
+        self.turn_audio.as_ref()?.take_second(samples)
+    }
+
+    /// Stops the guided search and second hearing started ahead on these samples, if they
+    /// still run (see
     /// [`crate::pipeline::TurnAudio::drop_ahead`]).
     pub fn drop_ahead(&self, samples: &crate::stt::Samples) {
         if let Some(t) = &self.turn_audio {

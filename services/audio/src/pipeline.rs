@@ -45,7 +45,16 @@ struct Kept {
     turns: VecDeque<(u64, Samples)>,
     /// Guided searches started ahead of need, by the samples they read, with their abort flags.
     ahead: VecDeque<(Samples, Ahead, Arc<AtomicBool>)>,
+    /// Second hearings started ahead of need (after a guided search ahead found nothing), by
+    /// the samples they read, with their abort flags.
+    second: VecDeque<(Samples, AheadSecond, Arc<AtomicBool>)>,
 }
+
+/// A second hearing started ahead of need: `None` until it is decided; then `Ok` with the
+/// second model's reading (and its own guided reading, when its free one is no command), or
+/// `Err` when it did not run to the end (the guided search ahead found a reading, or it was
+/// aborted, or it failed): the turn is then heard again as before.
+pub type AheadSecond = tokio::sync::watch::Receiver<Option<Result<Decoded, ()>>>;
 
 /// A guided search run ahead of need: `None` while it runs; then `Ok` with its reading (`None`
 /// when the guide found none within its limits), or `Err` when it did not finish (aborted for
@@ -74,6 +83,22 @@ impl TurnAudio {
         }
     }
 
+    fn put_second(&self, samples: Samples, second: AheadSecond, abort: Arc<AtomicBool>) {
+        if let Ok(mut k) = self.0.lock() {
+            if k.second.len() == Self::KEEP {
+                k.second.pop_front();
+            }
+            k.second.push_back((samples, second, abort));
+        }
+    }
+
+    /// Takes the second hearing started ahead on these very samples, if there was one.
+    pub fn take_second(&self, samples: &Samples) -> Option<AheadSecond> {
+        let mut k = self.0.lock().ok()?;
+        let i = k.second.iter().position(|(s, _, _)| s.same(samples))?;
+        k.second.remove(i).map(|(_, a, _)| a)
+    }
+
     /// Takes the audio of `utterance`, if it is still kept.
     pub fn take(&self, utterance: u64) -> Option<Samples> {
         let mut k = self.0.lock().ok()?;
@@ -88,12 +113,18 @@ impl TurnAudio {
         k.ahead.remove(i).map(|(_, a, _)| a)
     }
 
-    /// Stops the guided search started ahead on these samples, if one still runs: the agent
-    /// acted on the turn's first reading, and the CPU is the next turn's (or the reply's).
+    /// Stops the guided search and the second hearing started ahead on these samples, if they
+    /// still run: the agent acted on a reading of the turn, and the CPU is the next turn's (or
+    /// the reply's).
     pub fn drop_ahead(&self, samples: &Samples) {
         let Ok(mut k) = self.0.lock() else { return };
         if let Some(i) = k.ahead.iter().position(|(s, _, _)| s.same(samples)) {
             if let Some((_, _, abort)) = k.ahead.remove(i) {
+                abort.store(true, Ordering::Relaxed);
+            }
+        }
+        if let Some(i) = k.second.iter().position(|(s, _, _)| s.same(samples)) {
+            if let Some((_, _, abort)) = k.second.remove(i) {
                 abort.store(true, Ordering::Relaxed);
             }
         }
@@ -247,6 +278,9 @@ pub struct Pipeline {
     turn_audio: Option<TurnAudio>,
     /// The guide, for searching a pause's reading ahead of need (live input, with `turn_audio`).
     guide: Option<Arc<GuideCache>>,
+    /// The second model and its margin, for hearing a pause ahead of need when the guided
+    /// search ahead found nothing.
+    second: Option<(Stt, u32)>,
     /// Guided searches started ahead and maybe still running: a newer decode aborts them.
     ahead: Vec<Arc<AtomicBool>>,
     /// Milliseconds spent decoding (for the real-time factor).
@@ -286,6 +320,7 @@ impl Pipeline {
             armed: Arc::new(AtomicBool::new(true)),
             turn_audio: None,
             guide: None,
+            second: None,
             ahead: Vec::new(),
             stt_ms: 0.0,
             samples: 0,
@@ -308,9 +343,13 @@ impl Pipeline {
     /// the guide (once compiled) does not know it as a command: the search runs while the turn
     /// waits out its hangover, and its result goes to `turn_audio` (see
     /// [`TurnAudio::take_ahead`]) for when the agent cannot act on the first reading. A newer
-    /// decode aborts it.
-    pub fn with_guide(mut self, guide: Arc<GuideCache>) -> Self {
+    /// decode aborts it. With `second` (the second model and its margin), a search that finds
+    /// nothing goes on to the second model's hearing of the same samples — its free reading and,
+    /// when that is no command, its guided one — kept the same way
+    /// ([`TurnAudio::take_second`]).
+    pub fn with_guide(mut self, guide: Arc<GuideCache>, second: Option<(Stt, u32)>) -> Self {
         self.guide = Some(guide);
+        self.second = second;
         self
     }
 
@@ -326,18 +365,58 @@ impl Pipeline {
         }
         let (tx, rx) = tokio::sync::watch::channel(None);
         let abort = Arc::new(AtomicBool::new(false));
+        // The second hearing, decided when the search is done (on the STT thread).
+        let (tx2, rx2) = tokio::sync::watch::channel(None);
+        let abort2 = Arc::new(AtomicBool::new(false));
+        let then = self.second.clone().map(|(stt, margin)| {
+            (
+                stt,
+                margin,
+                Arc::clone(&guide),
+                cache.limits,
+                Arc::clone(&abort2),
+            )
+        });
+        let chained = then.is_some();
         let job = Job {
             samples: d.audio.clone(),
             ctx_margin: self.cfg.ctx_margin,
             abort: Arc::clone(&abort),
             guide: Some((guide, cache.limits)),
             done: Box::new(move |r| {
-                let _ = tx.send(Some(r.map(|d| d.guided).map_err(|_| ())));
+                let found = r.map(|d| (d.guided.clone(), d));
+                if let Some((stt, margin, guide, limits, abort2)) = then {
+                    match &found {
+                        Ok((None, d)) => {
+                            let tx3 = tx2.clone();
+                            let job = Job {
+                                samples: d.audio.clone(),
+                                ctx_margin: margin,
+                                abort: abort2,
+                                guide: Some((guide, limits)),
+                                done: Box::new(move |r| {
+                                    let _ = tx3.send(Some(r.map_err(|_| ())));
+                                }),
+                            };
+                            if stt.submit(job).is_err() {
+                                let _ = tx2.send(Some(Err(())));
+                            }
+                        }
+                        _ => {
+                            let _ = tx2.send(Some(Err(())));
+                        }
+                    }
+                }
+                let _ = tx.send(Some(found.map(|(g, _)| g).map_err(|_| ())));
             }),
         };
         if self.stt.submit(job).is_ok() {
             self.ahead.push(Arc::clone(&abort));
             keep.put_ahead(d.audio.clone(), rx, abort);
+            if chained {
+                self.ahead.push(Arc::clone(&abort2));
+                keep.put_second(d.audio.clone(), rx2, abort2);
+            }
         }
     }
 

@@ -583,9 +583,11 @@ fn the_second_model_has_a_guided_reading_of_its_own() {
 
 /// Live, with the guide: the guided reading of a pause's transcript is searched while the turn
 /// waits out its hangover, on the samples of the speculative decode that becomes the final, and
-/// is waiting there when the agent cannot act on the first reading (`TurnAudio::take_ahead`).
-/// Real models and espeak-ng speech fed in 20 ms blocks at real-time pace; of the commands below,
-/// those tiny.en mishears live are checked (at least one must be).
+/// is waiting there when the agent cannot act on the first reading (`TurnAudio::take_ahead`);
+/// when the search finds nothing, the second model's hearing of the same samples follows
+/// (`TurnAudio::take_second`). Real models and espeak-ng speech fed in 20 ms blocks at
+/// real-time pace; of the commands below, those tiny.en mishears live are checked (one the
+/// guide sets right and one it cannot, at least).
 #[test]
 fn a_live_turn_has_its_guided_reading_searched_ahead() {
     use ming_audio::guide::{GuideCache, Limits};
@@ -604,7 +606,19 @@ fn a_live_turn_has_its_guided_reading_searched_ahead() {
             r"(?i)^\s*(?:set|start) a timer for (?P<d>[\w ]+?)[.!]?\s*$",
         ])
         .expect("the patterns compile");
-    let mut checked = 0;
+    let engine = engine();
+    assert!(
+        engine.second.is_some(),
+        "the default config has a second model"
+    );
+    let wait = |what: &str, poll: &mut dyn FnMut() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !poll() {
+            assert!(Instant::now() < deadline, "{what} never finished");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let (mut checked, mut second_heard) = (0, 0);
     for (said, voice, wpm) in [
         ("Search my notes for milk.", "en-gb+f3", 180),
         ("Find my note about the plumber.", "en-us", 175),
@@ -614,10 +628,10 @@ fn a_live_turn_has_its_guided_reading_searched_ahead() {
     ] {
         let keep = TurnAudio::default();
         let (tx, rx) = std::sync::mpsc::channel::<Input>();
-        let mut p = engine()
+        let mut p = engine
             .pipeline(Mode::Live, 16_000, tx)
             .with_turn_audio(keep.clone())
-            .with_guide(std::sync::Arc::clone(&cache));
+            .with_guide(std::sync::Arc::clone(&cache), engine.second.clone());
         let mut audio = spoken_16k(said, voice, wpm);
         audio.extend(vec![0.0; 16_000]);
         let mut out = Vec::new();
@@ -646,30 +660,56 @@ fn a_live_turn_has_its_guided_reading_searched_ahead() {
         let mut ahead = keep
             .take_ahead(&samples)
             .unwrap_or_else(|| panic!("{said:?}: no search ahead for {:?}", f[0].text));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let found = loop {
-            if let Some(r) = ahead.borrow_and_update().clone() {
-                break r;
-            }
-            assert!(Instant::now() < deadline, "the search ahead never finished");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let g = found.expect("the search finished");
+        let mut second = keep
+            .take_second(&samples)
+            .unwrap_or_else(|| panic!("{said:?}: no second hearing decided ahead"));
+        let mut found = None;
+        wait("the search ahead", &mut || {
+            found = ahead.borrow_and_update().clone();
+            found.is_some()
+        });
+        let mut heard = None;
+        wait("the second hearing ahead", &mut || {
+            heard = second.borrow_and_update().clone();
+            heard.is_some()
+        });
+        let g = found.and_then(Result::ok).expect("the search finished");
+        let heard = heard.expect("decided");
         println!(
             "{said:?} ({voice}, {wpm}) heard as {:?}, searched ahead: {g:?}",
             f[0].text
         );
-        if let Some(g) = g {
-            assert!(
-                !g.encoded,
-                "the search reused the speculative decode's encoding: {g:?}"
-            );
-            assert_eq!(words(&g.text), words(said));
-            checked += 1;
+        match g {
+            Some(g) => {
+                assert!(
+                    !g.encoded,
+                    "the search reused the speculative decode's encoding: {g:?}"
+                );
+                assert_eq!(words(&g.text), words(said));
+                assert!(
+                    heard.is_err(),
+                    "a guided reading was found: no second hearing"
+                );
+                checked += 1;
+            }
+            None => {
+                let d = heard.expect("the search found nothing: the second model heard it");
+                println!(
+                    "    the second model, ahead: {:?} in {:.0} ms, guided {:?}",
+                    d.text, d.decode_ms, d.guided
+                );
+                assert!(d.audio.same(&samples), "the same samples");
+                assert!(!d.text.is_empty());
+                second_heard += 1;
+            }
         }
     }
     assert!(
         checked > 0,
         "no command was misheard and set right: pick other cases"
+    );
+    assert!(
+        second_heard > 0,
+        "no search found nothing: pick other cases"
     );
 }
