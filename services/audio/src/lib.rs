@@ -783,8 +783,8 @@ async fn ask_agent_twice(
         return fallback(bus, first, deferred, text, t).await;
     };
     let started = mono_ms();
-    // Heard already while the turn waited out its hangover (after the search ahead found
-    // nothing), with its own guided reading when its free one is no command?
+    // Heard already while the turn waited out its hangover (after the guided search ahead),
+    // with its own guided reading when its free one is no command?
     let ahead = match live.take_second(&audio) {
         Some(mut rx) => {
             match tokio::time::timeout(SECOND_AHEAD_WAIT, rx.wait_for(Option::is_some)).await {

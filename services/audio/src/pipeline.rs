@@ -45,15 +45,15 @@ struct Kept {
     turns: VecDeque<(u64, Samples)>,
     /// Guided searches started ahead of need, by the samples they read, with their abort flags.
     ahead: VecDeque<(Samples, Ahead, Arc<AtomicBool>)>,
-    /// Second hearings started ahead of need (after a guided search ahead found nothing), by
-    /// the samples they read, with their abort flags.
+    /// Second hearings started ahead of need (after a guided search ahead), by the samples they
+    /// read, with their abort flags.
     second: VecDeque<(Samples, AheadSecond, Arc<AtomicBool>)>,
 }
 
 /// A second hearing started ahead of need: `None` until it is decided; then `Ok` with the
 /// second model's reading (and its own guided reading, when its free one is no command), or
-/// `Err` when it did not run to the end (the guided search ahead found a reading, or it was
-/// aborted, or it failed): the turn is then heard again as before.
+/// `Err` when it did not run to the end (it or the guided search before it was aborted, or it
+/// failed): the turn is then heard again as before.
 pub type AheadSecond = tokio::sync::watch::Receiver<Option<Result<Decoded, ()>>>;
 
 /// A guided search run ahead of need: `None` while it runs; then `Ok` with its reading (`None`
@@ -343,10 +343,11 @@ impl Pipeline {
     /// the guide (once compiled) does not know it as a command: the search runs while the turn
     /// waits out its hangover, and its result goes to `turn_audio` (see
     /// [`TurnAudio::take_ahead`]) for when the agent cannot act on the first reading. A newer
-    /// decode aborts it. With `second` (the second model and its margin), a search that finds
-    /// nothing goes on to the second model's hearing of the same samples — its free reading and,
-    /// when that is no command, its guided one — kept the same way
-    /// ([`TurnAudio::take_second`]).
+    /// decode aborts it. With `second` (the second model and its margin), the search goes on to
+    /// the second model's hearing of the same samples — its free reading and, when that is no
+    /// command, its guided one — kept the same way ([`TurnAudio::take_second`]): when the search
+    /// finds nothing, and also when it finds a reading, which the agent may still not take ("Note
+    /// on November 10, December" for "Note down the dentist number." is free text never heard).
     pub fn with_guide(mut self, guide: Arc<GuideCache>, second: Option<(Stt, u32)>) -> Self {
         self.guide = Some(guide);
         self.second = second;
@@ -387,7 +388,7 @@ impl Pipeline {
                 let found = r.map(|d| (d.guided.clone(), d));
                 if let Some((stt, margin, guide, limits, abort2)) = then {
                     match &found {
-                        Ok((None, d)) => {
+                        Ok((_, d)) => {
                             let tx3 = tx2.clone();
                             let job = Job {
                                 samples: d.audio.clone(),

@@ -584,8 +584,7 @@ fn the_second_model_has_a_guided_reading_of_its_own() {
 /// Live, with the guide: the guided reading of a pause's transcript is searched while the turn
 /// waits out its hangover, on the samples of the speculative decode that becomes the final, and
 /// is waiting there when the agent cannot act on the first reading (`TurnAudio::take_ahead`);
-/// when the search finds nothing, the second model's hearing of the same samples follows
-/// (`TurnAudio::take_second`). Real models and espeak-ng speech fed in 20 ms blocks at
+/// the second model's hearing of the same samples follows (`TurnAudio::take_second`). Real models and espeak-ng speech fed in 20 ms blocks at
 /// real-time pace; of the commands below, those tiny.en mishears live are checked (one the
 /// guide sets right and one it cannot, at least).
 #[test]
@@ -618,7 +617,7 @@ fn a_live_turn_has_its_guided_reading_searched_ahead() {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    let (mut checked, mut second_heard) = (0, 0);
+    let (mut checked, mut found_nothing) = (0, 0);
     for (said, voice, wpm) in [
         ("Search my notes for milk.", "en-gb+f3", 180),
         ("Find my note about the plumber.", "en-us", 175),
@@ -674,7 +673,17 @@ fn a_live_turn_has_its_guided_reading_searched_ahead() {
             heard.is_some()
         });
         let g = found.and_then(Result::ok).expect("the search finished");
-        let heard = heard.expect("decided");
+        // The second model heard the turn ahead whether or not the search found a reading (the
+        // agent may not take the one it found).
+        let d = heard
+            .expect("decided")
+            .expect("the second model heard the turn ahead");
+        assert!(d.audio.same(&samples), "the same samples");
+        assert!(!d.text.is_empty());
+        println!(
+            "    the second model, ahead: {:?} in {:.0} ms, guided {:?}",
+            d.text, d.decode_ms, d.guided
+        );
         println!(
             "{said:?} ({voice}, {wpm}) heard as {:?}, searched ahead: {g:?}",
             f[0].text
@@ -686,22 +695,9 @@ fn a_live_turn_has_its_guided_reading_searched_ahead() {
                     "the search reused the speculative decode's encoding: {g:?}"
                 );
                 assert_eq!(words(&g.text), words(said));
-                assert!(
-                    heard.is_err(),
-                    "a guided reading was found: no second hearing"
-                );
                 checked += 1;
             }
-            None => {
-                let d = heard.expect("the search found nothing: the second model heard it");
-                println!(
-                    "    the second model, ahead: {:?} in {:.0} ms, guided {:?}",
-                    d.text, d.decode_ms, d.guided
-                );
-                assert!(d.audio.same(&samples), "the same samples");
-                assert!(!d.text.is_empty());
-                second_heard += 1;
-            }
+            None => found_nothing += 1,
         }
     }
     assert!(
@@ -709,7 +705,7 @@ fn a_live_turn_has_its_guided_reading_searched_ahead() {
         "no command was misheard and set right: pick other cases"
     );
     assert!(
-        second_heard > 0,
+        found_nothing > 0,
         "no search found nothing: pick other cases"
     );
 }
