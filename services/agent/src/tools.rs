@@ -59,14 +59,29 @@ pub struct Timer {
 /// The longest timer or reminder (30 days; later things belong in the calendar).
 pub const MAX_TIMER_S: u64 = 30 * 24 * 3600;
 
-/// The tools whose `query` names something in the user's own data (mail, notes, documents): a
-/// voice reading whose query finds nothing there is heard again in the data's words
+/// The user's own data a tool's `query` names something in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Data {
+    Mail,
+    Notes,
+    Documents,
+}
+
+/// The data `tool`'s `query` looks something up in, if it is one of those tools: a voice reading
+/// whose query finds nothing there is heard again in the data's words
 /// ([`Tools::finds_nothing`]).
+pub fn looked_up(tool: &str) -> Option<Data> {
+    match tool {
+        "search_mail" | "summarize_mail" => Some(Data::Mail),
+        "search_notes" | "delete_note" => Some(Data::Notes),
+        "search_documents" => Some(Data::Documents),
+        _ => None,
+    }
+}
+
+/// Whether `tool` looks up the user's data ([`looked_up`]).
 pub fn looks_up_data(tool: &str) -> bool {
-    matches!(
-        tool,
-        "search_mail" | "summarize_mail" | "search_notes" | "delete_note" | "search_documents"
-    )
+    looked_up(tool).is_some()
 }
 
 /// The JSON Schemas of the tools, for the LLM tier (`reply` answers without acting).
@@ -221,25 +236,24 @@ impl Tools {
     /// something is found, for another tool, or without the source.
     pub fn finds_nothing(&self, tool: &str, query: &str, limit: usize) -> Option<Vec<String>> {
         use crate::files;
-        match tool {
-            "search_mail" | "summarize_mail" => {
+        match looked_up(tool)? {
+            Data::Mail => {
                 let mails = files::read_mail(self.mail.as_deref()?);
                 let matches = files::mail_matcher(query);
                 (!mails.iter().any(matches)).then(|| files::mail_vocabulary(&mails, limit))
             }
-            "search_notes" | "delete_note" => {
+            Data::Notes => {
                 let notes = self.read_notes();
                 let matches = files::text_matcher(query);
                 (!notes.iter().any(|n| matches(&n.text)))
                     .then(|| files::vocabulary(notes.iter().map(|n| n.text.as_str()), limit))
             }
-            "search_documents" => {
+            Data::Documents => {
                 let root = self.documents.as_deref()?;
                 files::search_documents(root, query, 1)
                     .is_empty()
                     .then(|| files::document_vocabulary(root, limit))
             }
-            _ => None,
         }
     }
 
