@@ -446,12 +446,27 @@ pub fn check(
             if empty_query || !grounded(value, &heard) {
                 return Err(Ungrounded::Words {
                     key: key.into(),
-                    value: value.into(),
+                    value: quoted(value),
                 });
             }
         }
     }
     Ok(())
+}
+
+/// Words of an argument quoted back in an answer that is often spoken.
+const QUOTED_WORDS: usize = 8;
+
+/// `value` as an answer quotes it: its first [`QUOTED_WORDS`] words, with "…" when there were
+/// more. The LLM once filled a voice turn's query with the previous answer, a mail's 200
+/// characters ("SkyWays <booking@skyways.example> — Flight confirmation: London to Lyon …"),
+/// and the refusal read all of it out.
+fn quoted(value: &str) -> String {
+    let words: Vec<&str> = value.split_whitespace().collect();
+    if words.len() <= QUOTED_WORDS {
+        return words.join(" ");
+    }
+    format!("{}\u{2026}", words[..QUOTED_WORDS].join(" "))
 }
 
 #[cfg(test)]
@@ -720,6 +735,35 @@ mod tests {
             Ok(())
         );
         assert!(named_by_voice("search_documents", "Where did I put the lease?").is_err());
+    }
+
+    #[test]
+    fn a_long_argument_not_said_is_quoted_short() {
+        // The LLM's query for a misheard "and it emails from our": the previous answer, clipped.
+        let long = "SkyWays <booking@skyways.example> — Flight confirmation: London to Lyon on 18 December: Booking reference QX7K2P.";
+        let e = check_of(
+            "search_mail",
+            json!({ "query": long }),
+            "and it emails from our",
+            None,
+        )
+        .expect_err("not said");
+        assert_eq!(
+            e.to_string(),
+            "its query \u{201c}SkyWays <booking@skyways.example> — Flight confirmation: London to Lyon\u{2026}\u{201d} is not something you said"
+        );
+        let e = check_of(
+            "search_notes",
+            json!({"query": "the plumber's  number"}),
+            "Search my notes for milk",
+            None,
+        )
+        .expect_err("not said");
+        assert!(
+            e.to_string()
+                .contains("\u{201c}the plumber's number\u{201d}"),
+            "{e}"
+        );
     }
 
     #[test]
