@@ -995,25 +995,35 @@ mod tests {
 
     use super::*;
 
-    /// A search run ahead on a turn the agent acted on is stopped and forgotten; one on other
-    /// samples is left alone.
+    /// A search and a second hearing run ahead on a turn the agent acted on are stopped and
+    /// forgotten; those on other samples are left alone.
     #[test]
     fn a_search_ahead_is_stopped_when_its_turn_needs_it_no_more() {
         let keep = TurnAudio::default();
         let (a, b) = (Samples::new(vec![0.1; 160]), Samples::new(vec![0.1; 160]));
-        let (flag_a, flag_b) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicBool::new(false)),
-        );
+        let flag = || Arc::new(AtomicBool::new(false));
+        let (flag_a, flag_b, second_a, second_b) = (flag(), flag(), flag(), flag());
         let (_tx_a, rx_a) = tokio::sync::watch::channel(None);
         let (_tx_b, rx_b) = tokio::sync::watch::channel(None);
+        let (_tx2_a, rx2_a) = tokio::sync::watch::channel(None);
+        let (_tx2_b, rx2_b) = tokio::sync::watch::channel(None);
         keep.put_ahead(a.clone(), rx_a, Arc::clone(&flag_a));
         keep.put_ahead(b.clone(), rx_b, Arc::clone(&flag_b));
+        keep.put_second(a.clone(), rx2_a, Arc::clone(&second_a));
+        keep.put_second(b.clone(), rx2_b, Arc::clone(&second_b));
         keep.drop_ahead(&a);
         assert!(flag_a.load(Ordering::Relaxed));
+        assert!(second_a.load(Ordering::Relaxed));
         assert!(!flag_b.load(Ordering::Relaxed));
+        assert!(!second_b.load(Ordering::Relaxed));
         assert!(keep.take_ahead(&a).is_none());
+        assert!(keep.take_second(&a).is_none());
         assert!(keep.take_ahead(&b).is_some());
+        // The search taken, its turn's second hearing is still there to be stopped (the turn
+        // was answered by the guided reading).
+        keep.drop_ahead(&b);
+        assert!(second_b.load(Ordering::Relaxed));
+        assert!(keep.take_second(&b).is_none());
     }
 
     /// In real time the speculative decode starts where the sound stops, not where Silero's
