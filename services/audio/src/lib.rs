@@ -675,7 +675,9 @@ impl Drop for StopAhead<'_> {
 ///    and gave up at most `stt_guide_max_regret` nats goes to the agent, again with `skip_llm`
 ///    (stages `guided_decode_started` / `guided_transcript`); if the agent acts on it, done;
 ///    if not, the first reading goes to the router (`skip_llm` alone), and if it acts, done;
-/// 2. *second model* (`audio.stt_second_model`): it hears the audio again, and a reading that
+/// 2. *second model* (`audio.stt_second_model`): it hears the audio again — with the guide most
+///    often already done, started ahead of need during the hangover (`Pipeline::with_guide`; the
+///    stage `second_decode_started` then marks when the turn took it) — and a reading that
 ///    differs goes to the agent in its place, to every tier (`second_decode_started` /
 ///    `second_transcript`);
 ///    With the guide, that reading goes with `skip_llm` first, and when the rules cannot act on
