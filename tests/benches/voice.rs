@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use ming_bus::events::EventSubscriber;
 use ming_schemas::agent::{ActionStarted, Message};
-use ming_schemas::audio::{Feed, ListenState};
 use ming_schemas::kinds;
 use ming_schemas::training::{Train, Trained};
 use ming_tests::{espeak_voice, read_wav, Mingd, SERVICES};
@@ -345,19 +344,7 @@ async fn voice_turn(
     let eos = start + eos_offset;
     let mut seen = Seen::default();
     for (i, chunk) in turn.chunks(step).enumerate() {
-        let bytes: Vec<u8> = chunk.iter().flat_map(|s| s.to_le_bytes()).collect();
-        let _: Result<ListenState, _> = m
-            .client
-            .request(
-                "audio",
-                kinds::AUDIO_FEED,
-                &Feed {
-                    pcm: serde_bytes::ByteBuf::from(bytes),
-                    rate,
-                },
-                Duration::from_secs(5),
-            )
-            .await;
+        let _ = ming_tests::voice::feed(m, rate, chunk).await;
         // Watch the events while pacing the audio.
         let due = start + Duration::from_millis(20 * (i as u64 + 1));
         seen.watch(due, actions, transcripts).await;

@@ -10,25 +10,43 @@ use ming_schemas::kinds;
 
 use crate::{read_wav, Mingd};
 
+/// A voice turn's reading as the audio service sends it with `skip_llm` (and `skip_router`
+/// with the guide on), in the session "voice", without its transcript.
+pub fn first_reading(text: &str, skip_router: bool) -> ming_schemas::agent::Message {
+    ming_schemas::agent::Message {
+        text: text.into(),
+        session: Some("voice".into()),
+        confirm: false,
+        tool: None,
+        arguments: None,
+        voice: None,
+        skip_llm: true,
+        skip_router,
+    }
+}
+
+/// Feeds one piece of `pcm` (16-bit mono at `rate`) to the live input (`audio.feed`).
+pub async fn feed(m: &Mingd, rate: u32, pcm: &[i16]) -> Result<ListenState, ming_bus::BusError> {
+    let bytes: Vec<u8> = pcm.iter().flat_map(|s| s.to_le_bytes()).collect();
+    m.client
+        .request(
+            "audio",
+            kinds::AUDIO_FEED,
+            &Feed {
+                pcm: serde_bytes::ByteBuf::from(bytes),
+                rate,
+            },
+            Duration::from_secs(5),
+        )
+        .await
+}
+
 /// Feeds `pcm` (at `rate`) to the live input in 20 ms pieces at real-time pace.
 pub async fn feed_realtime(m: &Mingd, rate: u32, pcm: &[i16]) {
     let step = rate as usize / 50;
     let start = Instant::now();
     for (i, chunk) in pcm.chunks(step).enumerate() {
-        let bytes: Vec<u8> = chunk.iter().flat_map(|s| s.to_le_bytes()).collect();
-        let _: ListenState = m
-            .client
-            .request(
-                "audio",
-                kinds::AUDIO_FEED,
-                &Feed {
-                    pcm: serde_bytes::ByteBuf::from(bytes),
-                    rate,
-                },
-                Duration::from_secs(5),
-            )
-            .await
-            .expect("feed");
+        feed(m, rate, chunk).await.expect("feed");
         let due = start + Duration::from_millis(20 * (i as u64 + 1));
         tokio::time::sleep_until(due.into()).await;
     }

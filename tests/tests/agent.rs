@@ -111,19 +111,7 @@ async fn without_inference_the_fast_path_acts_and_the_rest_fails_clearly() {
     // the LLM could understand is answered with `needs_llm` (inference is down: nothing waited
     // for it), with nothing done and nothing logged.
     let logged = m.interactions(0).await.items.len();
-    let ask = |text: &str| {
-        let msg = ming_schemas::agent::Message {
-            text: text.into(),
-            session: Some("voice".into()),
-            confirm: false,
-            tool: None,
-            arguments: None,
-            voice: None,
-            skip_llm: true,
-            skip_router: false,
-        };
-        send(&m, msg)
-    };
+    let ask = |text: &str| send(&m, ming_tests::voice::first_reading(text, false));
     let r = ask("Tell me the time.").await.expect("the rules act");
     assert!(
         !r.needs_llm && r.action.as_ref().is_some_and(|a| a.tool == "clock"),

@@ -122,39 +122,25 @@ async fn the_router_learns_from_the_seed_set_and_from_a_correction() {
     // A voice turn's first reading while the audio service can still hear it again guided
     // (`skip_llm` and `skip_router`): only the rules may act, so the idiom is not acted on and
     // the reply says the rules did not understand it; with `skip_llm` alone the router acts.
-    let first_reading = |skip_router| ming_schemas::agent::Message {
-        text: IDIOM.into(),
-        session: Some("voice".into()),
-        confirm: false,
-        tool: None,
-        arguments: None,
-        voice: None,
-        skip_llm: true,
-        skip_router,
+    let ask = |skip_router| {
+        let (m, msg) = (&m, ming_tests::voice::first_reading(IDIOM, skip_router));
+        async move {
+            m.client
+                .request::<_, ming_schemas::agent::Reply>(
+                    "agent",
+                    kinds::AGENT_MESSAGE,
+                    &msg,
+                    Duration::from_secs(10),
+                )
+                .await
+                .expect("agent.message")
+        }
     };
     let logged = m.interactions(0).await.items.len();
-    let r: ming_schemas::agent::Reply = m
-        .client
-        .request(
-            "agent",
-            kinds::AGENT_MESSAGE,
-            &first_reading(true),
-            Duration::from_secs(10),
-        )
-        .await
-        .expect("agent.message");
+    let r = ask(true).await;
     assert!(r.needs_llm && r.action.is_none(), "{r:?}");
     assert_eq!(m.interactions(0).await.items.len(), logged);
-    let r: ming_schemas::agent::Reply = m
-        .client
-        .request(
-            "agent",
-            kinds::AGENT_MESSAGE,
-            &first_reading(false),
-            Duration::from_secs(10),
-        )
-        .await
-        .expect("agent.message");
+    let r = ask(false).await;
     let action = r.action.expect("the router acts");
     assert_eq!(
         (action.tool.as_str(), action.tier),
