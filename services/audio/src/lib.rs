@@ -731,7 +731,6 @@ async fn ask_agent_twice(
         return r;
     }
     if acted(&first) && !asks_argument(&first) {
-        live.drop_ahead(&audio);
         return first;
     }
     if let Some(cache) = &hearing.guide {
