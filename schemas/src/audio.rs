@@ -82,7 +82,10 @@ pub struct Transcript {
     /// the speech-to-text is of the whole transcript. Absent from older senders: 1.0.
     #[serde(default = "sure")]
     pub confidence: f32,
-    /// `speech_started`, `speech_ended`, `decode_started`, `transcript` … (monotonic ms).
+    /// `speech_started`, `speech_ended`, `decode_started`, `transcript` … (monotonic ms). A
+    /// reading heard again adds `{hearing}_decode_started` / `{hearing}_transcript` (`guided`,
+    /// `second`, `second_guided`, `in_words`): when that hearing ran, which for one run ahead of
+    /// need is before the turn took it, and may be before `speech_ended`.
     #[serde(default)]
     pub stages: Vec<Stage>,
 }

@@ -142,6 +142,20 @@ pub async fn heard_again_before_the_llm(
             .any(|s| s.name == format!("{stage}_transcript")),
         "{second:?}"
     );
+    // Its stages say when that hearing ran: after the speech began, its reading after its start.
+    let at = |name: &str| {
+        second
+            .stages
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.at_ms)
+    };
+    let (spoke, began, ready) = (
+        at("speech_started").expect("the turn's start"),
+        at(&format!("{stage}_decode_started")).expect("the hearing's start"),
+        at(&format!("{stage}_transcript")).expect("the hearing's reading"),
+    );
+    assert!(spoke < began && began <= ready, "{second:?}");
     // The first reading went to the rules only (`skip_llm`): not to the LLM, and not logged.
     // The action starts before the interaction is logged: wait for the log.
     let page = crate::eventually(

@@ -166,6 +166,9 @@ pub struct Guided {
     pub calls: u32,
     /// How long the search took (ms).
     pub ms: f64,
+    /// When the search began (`ming_bus::mono_ms`): one run ahead of need began before the
+    /// turn took it.
+    pub started_ms: f64,
     /// Whether the audio was encoded for it (`false`: the encoder output of the free reading
     /// just before was still there).
     pub encoded: bool,
@@ -326,6 +329,7 @@ pub fn decode(
     limits: Limits,
     abort: &AtomicBool,
 ) -> Result<Option<Guided>, GuideError> {
+    let started_ms = ming_bus::mono_ms();
     let err = |e: whisper_rs::WhisperError| GuideError::Decode(e.to_string());
     let mut cache = guide
         .cache
@@ -378,6 +382,7 @@ pub fn decode(
                 overruled: h.overruled,
                 calls,
                 ms: 0.0,
+                started_ms,
                 encoded: false,
             }));
         }

@@ -567,6 +567,7 @@ async fn hear_in_words(
             overruled: 0,
             calls: 0,
             ms: d.decode_ms,
+            started_ms: d.started_ms,
             encoded: true,
         })
     })
@@ -594,19 +595,30 @@ fn drops_words(first: &str, guided: &str) -> bool {
     g + (f / 4).max(2) < f
 }
 
-/// The transcript `t` heard again as `text`, with the stages of that hearing.
-fn heard_again(t: &Transcript, text: &str, stage: &str, started: f64) -> Transcript {
+/// The transcript `t` heard again as `text`, with the stages of that hearing: `began`, when
+/// its decoding began, and `ready`, when its reading was in (monotonic ms). A hearing run ahead
+/// of need began, and was ready, before the turn took it — often before the turn ended — and
+/// the stages say when it actually ran, so that `ming trace` shows where a turn's time went.
+fn heard_again(t: &Transcript, text: &str, stage: &str, began: f64, ready: f64) -> Transcript {
     let mut t2 = t.clone();
     t2.text = text.to_string();
     t2.stages.push(ming_schemas::audio::Stage {
         name: format!("{stage}_decode_started"),
-        at_ms: started,
+        at_ms: began,
     });
     t2.stages.push(ming_schemas::audio::Stage {
         name: format!("{stage}_transcript"),
-        at_ms: mono_ms(),
+        at_ms: ready.max(began),
     });
     t2
+}
+
+/// When a hearing of a turn began and when its reading was in: from `asked`, when the turn
+/// asked for it, or earlier when it ran ahead of need (`ran_from`, `took_ms`: its decode's own
+/// start and length; a hearing the turn waited on ends now, one run ahead ended earlier).
+fn hearing_span(asked: f64, ran_from: f64, took_ms: f64) -> (f64, f64) {
+    let now = mono_ms();
+    (asked.min(ran_from), (ran_from + took_ms).min(now))
 }
 
 /// When the agent answered the reading `text` of the turn `t` with `hear_again` (a look-up that
@@ -676,8 +688,8 @@ impl Drop for StopAhead<'_> {
 ///    (stages `guided_decode_started` / `guided_transcript`); if the agent acts on it, done;
 ///    if not, the first reading goes to the router (`skip_llm` alone), and if it acts, done;
 /// 2. *second model* (`audio.stt_second_model`): it hears the audio again — with the guide most
-///    often already done, started ahead of need during the hangover (`Pipeline::with_guide`; the
-///    stage `second_decode_started` then marks when the turn took it) — and a reading that
+///    often already done, started ahead of need during the hangover (`Pipeline::with_guide`; its
+///    stages then say when it ran, before the turn took it) — and a reading that
 ///    differs goes to the agent in its place, to every tier (`second_decode_started` /
 ///    `second_transcript`);
 ///    With the guide, that reading goes with `skip_llm` first, and when the rules cannot act on
@@ -824,7 +836,8 @@ async fn ask_agent_twice(
     let reading = (!same_words(&d.text, &t.text))
         .then(|| live.reroute(&d.text))
         .flatten();
-    let mut t2 = heard_again(&t, &d.text, "second", started);
+    let (began, ready) = hearing_span(started, d.started_ms, d.decode_ms);
+    let mut t2 = heard_again(&t, &d.text, "second", began, ready);
     t2.confidence = d.min_word_p;
     t2.decode_ms = d.decode_ms;
     t2.audio_ctx = d.audio_ctx;
@@ -916,7 +929,8 @@ async fn offer_guided(
         return None;
     }
     let text = live.reroute(&g.text)?;
-    let tg = heard_again(t, &g.text, stage, started);
+    let (began, ready) = hearing_span(started, g.started_ms, g.ms);
+    let tg = heard_again(t, &g.text, stage, began, ready);
     events.publish(kinds::EVENT_TRANSCRIPT, &tg);
     let r = ask_agent(bus, text, tg, Tiers::NoLlm).await;
     acted(&r).then_some(r)
@@ -1192,6 +1206,45 @@ mod tests {
             "Remind me to water the plants tonight at nine",
             "Remind me to water"
         ));
+    }
+
+    #[test]
+    fn a_hearing_run_ahead_is_timed_when_it_ran_not_when_it_was_taken() {
+        let now = mono_ms();
+        // Ran ahead: began 500 ms before the turn asked, in 300 ms.
+        let (began, ready) = hearing_span(now, now - 500.0, 300.0);
+        assert_eq!((began, ready), (now - 500.0, now - 200.0));
+        // Asked for, then run: from the ask to its reading.
+        let (began, ready) = hearing_span(now - 400.0, now - 390.0, 350.0);
+        assert_eq!((began, ready), (now - 400.0, now - 40.0));
+        let t = Transcript {
+            utterance: 7,
+            text: "What's today's made?".into(),
+            is_final: true,
+            start_sample: 0,
+            end_sample: 32_000,
+            audio_start_ms: 0.0,
+            audio_end_ms: 2000.0,
+            end_reason: "complete".into(),
+            decode_ms: 120.0,
+            audio_ctx: 200,
+            confidence: 0.3,
+            stages: vec![],
+        };
+        let t2 = heard_again(&t, "What's today's date?", "second", began, ready);
+        let stages: Vec<_> = t2
+            .stages
+            .iter()
+            .map(|s| (s.name.as_str(), s.at_ms))
+            .collect();
+        assert_eq!(
+            stages,
+            [
+                ("second_decode_started", now - 400.0),
+                ("second_transcript", now - 40.0)
+            ]
+        );
+        assert_eq!(t2.text, "What's today's date?");
     }
 
     #[test]

@@ -972,6 +972,7 @@ fn empty() -> Decoded {
         text: String::new(),
         audio_ctx: 0,
         decode_ms: 0.0,
+        started_ms: 0.0,
         last_word_p: 1.0,
         min_word_p: 1.0,
         guided: None,

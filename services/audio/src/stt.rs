@@ -86,6 +86,9 @@ pub struct Decoded {
     pub text: String,
     pub audio_ctx: u32,
     pub decode_ms: f64,
+    /// When the decode began (`ming_bus::mono_ms`): a reading heard ahead of need began before
+    /// the turn took it, and its stages say so.
+    pub started_ms: f64,
     /// The decoder's probability for the last word (its least likely token; 1.0 with no
     /// words). A word whisper adds to audio that stops mid-sentence ("set a timer for *it*")
     /// is typically unlikely.
@@ -284,6 +287,7 @@ fn decode(
     guide: Option<(&Guide, &Vocab, Limits)>,
 ) -> Result<Decoded, SttError> {
     let started = Instant::now();
+    let started_ms = ming_bus::mono_ms();
     if abort.load(Ordering::Relaxed) {
         return Err(SttError::Aborted);
     }
@@ -411,6 +415,7 @@ fn decode(
             1500
         },
         decode_ms,
+        started_ms,
     })
 }
 

@@ -635,6 +635,7 @@ fn a_live_turn_has_its_guided_reading_searched_ahead() {
         audio.extend(vec![0.0; 16_000]);
         let mut out = Vec::new();
         let t0 = Instant::now();
+        let t0_mono = ming_bus::mono_ms();
         for (i, c) in audio.chunks(320).enumerate() {
             p.handle(Input::Audio(c.to_vec()), &mut out);
             while let Ok(input) = rx.try_recv() {
@@ -688,6 +689,24 @@ fn a_live_turn_has_its_guided_reading_searched_ahead() {
             "{said:?} ({voice}, {wpm}) heard as {:?}, searched ahead: {g:?}",
             f[0].text
         );
+        // What ran ahead says when it ran (the stages of a reading heard again come from it):
+        // the second model after the search, both after the speech began and before now.
+        let (spoke, now) = (t0_mono, ming_bus::mono_ms());
+        assert!(
+            spoke < d.started_ms && d.started_ms + d.decode_ms <= now,
+            "the second hearing ran at {} ms for {} ms, speech from {spoke}, now {now}",
+            d.started_ms,
+            d.decode_ms
+        );
+        if let Some(g) = &g {
+            assert!(
+                spoke < g.started_ms && g.started_ms + g.ms <= d.started_ms + 1.0,
+                "the search ran at {} ms for {} ms, the second hearing from {}",
+                g.started_ms,
+                g.ms,
+                d.started_ms
+            );
+        }
         match g {
             Some(g) => {
                 assert!(
