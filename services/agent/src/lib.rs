@@ -1220,6 +1220,26 @@ impl Handler for AgentService {
                 }
             }
         }
+        // The local model's chat answer (`reply`) to a voice turn heard again as other words
+        // than at first: the two hearings share under half their words, so neither is what was
+        // said, and an answer to either is an answer to words the user did not say ("Can you
+        // lament its appointment on Friday night?", heard again "Shabu-Rament is the ultimate
+        // on-flying item.", was told "Shabu-Rament is … a popular and beloved item in the world
+        // of fashion"). A tool the model chose is held to the words by grounding above; a
+        // reading heard again as the same words goes to the model as it is.
+        if let (None, Some(v)) = (&refusal, &msg.voice) {
+            let first = self.not_understood.all(v.utterance).into_iter().next();
+            if chats_about_a_stray_hearing(tier, &tool, &msg.text, first) {
+                refusal = Some((
+                    "hearings disagree",
+                    "unsure",
+                    format!(
+                        "I heard \u{201c}{}\u{201d} and am not sure what you want; please say it again",
+                        msg.text.trim()
+                    ),
+                ));
+            }
+        }
         // A guided reading's free text that strays from what the turn was first heard as: the
         // decoder's words on the way to a command, not the user's (vocabulary::strays).
         let free_text = matches!(tool.as_str(), "add_note" | "remember");
@@ -1586,4 +1606,54 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     fetcher.abort();
     indexer.abort();
     result
+}
+
+/// Whether the local model's answer `tool` to a voice turn's reading `text` is a chat answer
+/// (`reply`) to words that stray from the turn's `first` reading: the second hearing keeps
+/// under half of its words ([`vocabulary::strays`]), so neither is what was said.
+fn chats_about_a_stray_hearing(tier: Tier, tool: &str, text: &str, first: Option<String>) -> bool {
+    tier == Tier::Llm && tool == "reply" && first.is_some_and(|f| vocabulary::strays(text, &[f]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_model_does_not_chat_about_a_turn_heard_two_ways() {
+        let first = || Some("What made it?".to_string());
+        // The voice bench's second hearing, which the local model answered "I'm Ming, …".
+        assert!(chats_about_a_stray_hearing(
+            Tier::Llm,
+            "reply",
+            "What my elite?",
+            first()
+        ));
+        // Heard alike, or heard once: answered.
+        assert!(!chats_about_a_stray_hearing(
+            Tier::Llm,
+            "reply",
+            "What made it?",
+            first()
+        ));
+        assert!(!chats_about_a_stray_hearing(
+            Tier::Llm,
+            "reply",
+            "What my elite?",
+            None
+        ));
+        // A tool is held to the words by grounding, and no other tier chats.
+        assert!(!chats_about_a_stray_hearing(
+            Tier::Llm,
+            "clock",
+            "What my elite?",
+            first()
+        ));
+        assert!(!chats_about_a_stray_hearing(
+            Tier::Router,
+            "reply",
+            "What my elite?",
+            first()
+        ));
+    }
 }

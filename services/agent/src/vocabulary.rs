@@ -122,7 +122,8 @@ pub type FirstHeard = Turns<String>;
 /// end of December" and "I'm going to discover" — kept, they are notes the user never said.
 /// The guided readings that set a note right kept its words ("Right now, let the car need new
 /// brakes." → "Write down the car needs new brakes.": four of five). `false` without earlier
-/// readings.
+/// readings. The same test keeps the local model from chatting about a voice turn whose second
+/// hearing strays from its first ("What my elite?" after "What made it?").
 pub fn strays(text: &str, before: &[String]) -> bool {
     let heard: std::collections::HashSet<String> = before.iter().flat_map(|b| words(b)).collect();
     let said = words(text);
@@ -203,6 +204,26 @@ mod tests {
             ])
         ));
         assert!(!strays("anything", &[]), "nothing heard before");
+    }
+
+    #[test]
+    fn a_second_hearing_strays_from_the_first_when_it_keeps_under_half_its_words() {
+        let first = |s: &str| vec![s.to_string()];
+        // From the voice bench: second hearings the local model chatted about.
+        assert!(strays("What my elite?", &first("What made it?")));
+        assert!(strays(
+            "Shabu-Rament is the ultimate on-flying item.",
+            &first("Can you lament its appointment on Friday night?")
+        ));
+        // Heard again much the same (the local model set this timer right).
+        assert!(!strays(
+            "think me in two hours about the laundry.",
+            &first("Think me into hours about the laundry.")
+        ));
+        assert!(!strays(
+            "Tell me a joke about penguins.",
+            &first("Tell me a joke about penguins")
+        ));
     }
 
     fn words(w: &[&str]) -> Vec<String> {
