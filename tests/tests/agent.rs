@@ -427,13 +427,14 @@ async fn a_voice_note_to_delete_that_matches_none_is_to_be_heard_again_in_the_no
     assert!(kept.contains("call the dentist on Monday"), "{kept}");
 }
 
-/// A guided reading of a voice turn keeps a note only of words the turn was first heard with:
-/// from a first reading that was no command ("No time for them to stay on board."), the
-/// guide's "Note that I'm going to discover." is refused — the decoder's words on the way to a
-/// command, not the user's — and the audio service goes on hearing the turn again; a guided
+/// A reading heard again (guided, or the second model's) keeps a note only of words the turn
+/// was first heard with: from a first reading that was no command ("No time for them to stay on
+/// board."), the guide's "Note that I'm going to discover." is refused — the decoder's words on
+/// the way to a command, not the user's — and the audio service goes on hearing the turn again;
+/// so is base's "Note down the gun distal number." after "No time for them to discover.". A
 /// reading that keeps the heard words is noted, and the same words typed are noted whatever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_guided_reading_keeps_a_note_only_of_words_first_heard() {
+async fn a_reading_heard_again_keeps_a_note_only_of_words_first_heard() {
     let m = Mingd::start("");
     m.wait_ready(&["agent"], Duration::from_secs(20)).await;
     let notes = m.dir.path().join("data/agent/notes.jsonl");
@@ -463,6 +464,28 @@ async fn a_guided_reading_keeps_a_note_only_of_words_first_heard() {
         a.tool == "add_note" && a.ok && a.arguments.contains("needs new brakes"),
         "{a:?}"
     );
+    // The second model's reading, the same way: a note of words the two models heard
+    // differently is refused, one that keeps the first reading's words is noted.
+    let second = Some("second_transcript");
+    let r = hear(23, "No time for them to discover.", None)
+        .await
+        .expect("answered");
+    assert!(r.needs_llm && r.action.is_none(), "{r:?}");
+    let r = hear(23, "Note down the gun distal number.", second).await;
+    assert!(
+        matches!(&r, Err(ming_bus::BusError::Remote { code: ming_schemas::ErrorCode::BadRequest, message, .. }) if message.contains("not sure of the words")),
+        "{r:?}"
+    );
+    let r = hear(24, "dot com call the bank tomorrow.", None)
+        .await
+        .expect("answered");
+    assert!(r.needs_llm && r.action.is_none(), "{r:?}");
+    let r = hear(24, "Jot down call the bank tomorrow.", second)
+        .await
+        .expect("noted");
+    assert!(r
+        .action
+        .is_some_and(|a| a.ok && a.arguments.contains("call the bank")));
     let typed = ming_schemas::agent::Message {
         voice: None,
         skip_llm: false,
@@ -472,7 +495,70 @@ async fn a_guided_reading_keeps_a_note_only_of_words_first_heard() {
     let r = send(&m, typed).await.expect("noted");
     assert!(r.action.is_some_and(|a| a.ok), "typed");
     let kept = std::fs::read_to_string(&notes).unwrap();
-    assert_eq!(kept.lines().count(), 2, "{kept}");
+    assert_eq!(kept.lines().count(), 3, "{kept}");
+}
+
+/// A voice turn heard again as words far from its first reading (under a quarter kept) is not
+/// guessed at by the local model: the answer asks to say it again at once (`unsure`, stage
+/// "hearings disagree") — in the voice bench the model answered such a hearing ~4 s after the
+/// speech with sentences about "Shabu-Rament". One that keeps more of the first reading goes
+/// to the model as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voice_turn_heard_two_ways_far_apart_is_not_guessed_at() {
+    let m = Mingd::start("");
+    m.wait_ready(&["agent"], Duration::from_secs(20)).await;
+    let since = m.interactions(0).await.next;
+    let heard_again = |utterance: u64, text: &str| ming_schemas::agent::Message {
+        skip_llm: false,
+        ..voice_reading(utterance, text, Some("second_transcript"))
+    };
+    let ask = |msg: ming_schemas::agent::Message| {
+        let client = &m.client;
+        async move {
+            client
+                .request::<_, ming_schemas::agent::Reply>(
+                    "agent",
+                    kinds::AGENT_MESSAGE,
+                    &msg,
+                    Duration::from_secs(60),
+                )
+                .await
+        }
+    };
+    for (utterance, first) in [
+        (41, "Can you lament its appointment on Friday night?"),
+        (42, "being leading to hours about the laundry."),
+    ] {
+        let r = send(&m, voice_reading(utterance, first, None))
+            .await
+            .expect("answered");
+        assert!(r.needs_llm && r.action.is_none(), "{first}: {r:?}");
+    }
+    let r = ask(heard_again(
+        41,
+        "Shabu-Rament is the ultimate on-flying item.",
+    ))
+    .await;
+    assert!(
+        matches!(&r, Err(ming_bus::BusError::Remote { code: ming_schemas::ErrorCode::BadRequest, message, .. }) if message.contains("please say it again")),
+        "{r:?}"
+    );
+    // Whatever the local model makes of it (or fails to, still loading), it was asked.
+    let _ = ask(heard_again(42, "think me into hours and out the laundry.")).await;
+    let page = m.interactions(since).await;
+    let logged = |text: &str| page.items.iter().find(|i| i.text == text);
+    let disagree =
+        |text: &str| logged(text).map(|i| i.stages.iter().any(|s| s.name == "hearings disagree"));
+    let unheard = "Shabu-Rament is the ultimate on-flying item.";
+    assert_eq!(disagree(unheard), Some(true), "{page:?}");
+    assert_eq!(
+        disagree("think me into hours and out the laundry."),
+        Some(false),
+        "{page:?}"
+    );
+    let unheard = logged(unheard).expect("logged");
+    assert_eq!(unheard.outcome, "unsure");
+    assert!(unheard.tier.is_none(), "no tier decided: {unheard:?}");
 }
 
 /// A voice turn's reading `text` as the audio service sends it (`skip_llm`), of utterance

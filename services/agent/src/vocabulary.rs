@@ -125,10 +125,26 @@ pub type FirstHeard = Turns<String>;
 /// readings. The same test keeps the local model from chatting about a voice turn whose second
 /// hearing strays from its first ("What my elite?" after "What made it?").
 pub fn strays(text: &str, before: &[String]) -> bool {
+    kept(text, before).is_some_and(|(kept, of)| kept * 2 < of)
+}
+
+/// Whether `text`, a second hearing of a voice turn, is far from `first`, its first reading:
+/// under a quarter of its words are among the first's. Two hearings that far apart have heard
+/// no words to act on ("Shabu-Rament is the ultimate on-flying item." after "Can you lament
+/// its appointment on Friday night?"), so the local model is not asked to guess; one that keeps
+/// more may still be a command it knows ("think me into hours and out the laundry." after
+/// "being leading to hours about the laundry.", three words of eight, set right as a timer).
+pub fn far_apart(text: &str, first: &str) -> bool {
+    kept(text, &[first.to_string()]).is_some_and(|(kept, of)| kept * 4 < of)
+}
+
+/// How many of `text`'s words are among those of `before`, and of how many; `None` when
+/// `before` has no words.
+fn kept(text: &str, before: &[String]) -> Option<(usize, usize)> {
     let heard: std::collections::HashSet<String> = before.iter().flat_map(|b| words(b)).collect();
     let said = words(text);
     let kept = said.iter().filter(|w| heard.contains(*w)).count();
-    !heard.is_empty() && kept * 2 < said.len()
+    (!heard.is_empty()).then_some((kept, said.len()))
 }
 
 /// The start of the answer to a search heard again that searched `now` where the first
@@ -224,6 +240,18 @@ mod tests {
             "Tell me a joke about penguins.",
             &first("Tell me a joke about penguins")
         ));
+        // Far apart: not even a quarter kept.
+        assert!(far_apart(
+            "Shabu-Rament is the ultimate on-flying item.",
+            "Can you lament its appointment on Friday night?"
+        ));
+        assert!(far_apart("What am I a lit?", "What's that?"));
+        assert!(!far_apart("What my elite?", "What made it?"));
+        assert!(!far_apart(
+            "think me into hours and out the laundry.",
+            "being leading to hours about the laundry."
+        ));
+        assert!(!far_apart("anything", ""), "nothing heard first");
     }
 
     fn words(w: &[&str]) -> Vec<String> {
