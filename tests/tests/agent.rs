@@ -442,20 +442,11 @@ async fn a_reading_heard_again_keeps_a_note_only_of_words_first_heard() {
     let hear = |utterance: u64, text: &str, stage: Option<&str>| {
         send(&m, voice_reading(utterance, text, stage))
     };
-    let r = hear(21, "No time for them to stay on board.", None)
-        .await
-        .expect("answered");
-    assert!(r.needs_llm && r.action.is_none(), "{r:?}");
+    first_heard_not_understood(&m, 21, "No time for them to stay on board.").await;
     let r = hear(21, "Note that I'm going to discover.", guided).await;
-    assert!(
-        matches!(&r, Err(ming_bus::BusError::Remote { code: ming_schemas::ErrorCode::BadRequest, message, .. }) if message.contains("not sure of the words")),
-        "{r:?}"
-    );
+    assert!(unsure(&r, "not sure of the words"), "{r:?}");
     assert!(!notes.exists(), "nothing noted");
-    let r = hear(22, "Right now, let the car need new brakes.", None)
-        .await
-        .expect("answered");
-    assert!(r.needs_llm && r.action.is_none(), "{r:?}");
+    first_heard_not_understood(&m, 22, "Right now, let the car need new brakes.").await;
     let r = hear(22, "Write down the car needs new brakes.", guided)
         .await
         .expect("noted");
@@ -467,19 +458,10 @@ async fn a_reading_heard_again_keeps_a_note_only_of_words_first_heard() {
     // The second model's reading, the same way: a note of words the two models heard
     // differently is refused, one that keeps the first reading's words is noted.
     let second = Some("second_transcript");
-    let r = hear(23, "No time for them to discover.", None)
-        .await
-        .expect("answered");
-    assert!(r.needs_llm && r.action.is_none(), "{r:?}");
+    first_heard_not_understood(&m, 23, "No time for them to discover.").await;
     let r = hear(23, "Note down the gun distal number.", second).await;
-    assert!(
-        matches!(&r, Err(ming_bus::BusError::Remote { code: ming_schemas::ErrorCode::BadRequest, message, .. }) if message.contains("not sure of the words")),
-        "{r:?}"
-    );
-    let r = hear(24, "dot com call the bank tomorrow.", None)
-        .await
-        .expect("answered");
-    assert!(r.needs_llm && r.action.is_none(), "{r:?}");
+    assert!(unsure(&r, "not sure of the words"), "{r:?}");
+    first_heard_not_understood(&m, 24, "dot com call the bank tomorrow.").await;
     let r = hear(24, "Jot down call the bank tomorrow.", second)
         .await
         .expect("noted");
@@ -512,37 +494,15 @@ async fn a_voice_turn_heard_two_ways_far_apart_is_not_guessed_at() {
         skip_llm: false,
         ..voice_reading(utterance, text, Some("second_transcript"))
     };
-    let ask = |msg: ming_schemas::agent::Message| {
-        let client = &m.client;
-        async move {
-            client
-                .request::<_, ming_schemas::agent::Reply>(
-                    "agent",
-                    kinds::AGENT_MESSAGE,
-                    &msg,
-                    Duration::from_secs(60),
-                )
-                .await
-        }
-    };
-    for (utterance, first) in [
-        (41, "Can you lament its appointment on Friday night?"),
-        (42, "being leading to hours about the laundry."),
-    ] {
-        let r = send(&m, voice_reading(utterance, first, None))
-            .await
-            .expect("answered");
-        assert!(r.needs_llm && r.action.is_none(), "{first}: {r:?}");
-    }
+    let ask = |msg| send_within(&m, msg, Duration::from_secs(60));
+    first_heard_not_understood(&m, 41, "Can you lament its appointment on Friday night?").await;
+    first_heard_not_understood(&m, 42, "being leading to hours about the laundry.").await;
     let r = ask(heard_again(
         41,
         "Shabu-Rament is the ultimate on-flying item.",
     ))
     .await;
-    assert!(
-        matches!(&r, Err(ming_bus::BusError::Remote { code: ming_schemas::ErrorCode::BadRequest, message, .. }) if message.contains("please say it again")),
-        "{r:?}"
-    );
+    assert!(unsure(&r, "please say it again"), "{r:?}");
     // Whatever the local model makes of it (or fails to, still loading), it was asked.
     let _ = ask(heard_again(42, "think me into hours and out the laundry.")).await;
     let page = m.interactions(since).await;
@@ -861,7 +821,29 @@ async fn send(
     m: &Mingd,
     msg: ming_schemas::agent::Message,
 ) -> Result<ming_schemas::agent::Reply, ming_bus::BusError> {
+    send_within(m, msg, Duration::from_secs(5)).await
+}
+
+async fn send_within(
+    m: &Mingd,
+    msg: ming_schemas::agent::Message,
+    wait: Duration,
+) -> Result<ming_schemas::agent::Reply, ming_bus::BusError> {
     m.client
-        .request("agent", kinds::AGENT_MESSAGE, &msg, Duration::from_secs(5))
+        .request("agent", kinds::AGENT_MESSAGE, &msg, wait)
         .await
+}
+
+/// Sends a voice turn's first reading and checks that the tiers without the LLM could not act
+/// on it (the agent keeps it as what the turn was first heard as).
+async fn first_heard_not_understood(m: &Mingd, utterance: u64, text: &str) {
+    let r = send(m, voice_reading(utterance, text, None))
+        .await
+        .expect("answered");
+    assert!(r.needs_llm && r.action.is_none(), "{text}: {r:?}");
+}
+
+/// Whether the agent refused a reading as unsure, saying `why`.
+fn unsure(r: &Result<ming_schemas::agent::Reply, ming_bus::BusError>, why: &str) -> bool {
+    matches!(r, Err(ming_bus::BusError::Remote { code: ming_schemas::ErrorCode::BadRequest, message, .. }) if message.contains(why))
 }

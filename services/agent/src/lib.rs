@@ -1658,39 +1658,23 @@ mod tests {
 
     #[test]
     fn the_local_model_does_not_chat_about_a_turn_heard_two_ways() {
-        let first = || Some("What made it?".to_string());
-        // The voice bench's second hearing, which the local model answered "I'm Ming, …".
-        assert!(chats_about_a_stray_hearing(
-            Tier::Llm,
-            "reply",
-            "What my elite?",
-            first()
-        ));
-        // Heard alike, or heard once: answered.
-        assert!(!chats_about_a_stray_hearing(
-            Tier::Llm,
-            "reply",
-            "What made it?",
-            first()
-        ));
-        assert!(!chats_about_a_stray_hearing(
-            Tier::Llm,
-            "reply",
-            "What my elite?",
-            None
-        ));
-        // A tool is held to the words by grounding, and no other tier chats.
-        assert!(!chats_about_a_stray_hearing(
-            Tier::Llm,
-            "clock",
-            "What my elite?",
-            first()
-        ));
-        assert!(!chats_about_a_stray_hearing(
-            Tier::Router,
-            "reply",
-            "What my elite?",
-            first()
-        ));
+        let first = Some("What made it?");
+        for (tier, tool, text, first, refused) in [
+            // The voice bench's second hearing, which the local model answered "I'm Ming, …".
+            (Tier::Llm, "reply", "What my elite?", first, true),
+            // Heard alike, or heard once: answered.
+            (Tier::Llm, "reply", "What made it?", first, false),
+            (Tier::Llm, "reply", "What my elite?", None, false),
+            // A tool is held to the words by grounding, and no other tier chats.
+            (Tier::Llm, "clock", "What my elite?", first, false),
+            (Tier::Router, "reply", "What my elite?", first, false),
+        ] {
+            let first = first.map(str::to_string);
+            assert_eq!(
+                chats_about_a_stray_hearing(tier, tool, text, first),
+                refused,
+                "{tier:?} {tool} {text}"
+            );
+        }
     }
 }
