@@ -148,7 +148,7 @@ impl BusConfig {
             default_timeout: std::time::Duration::from_secs(5),
             queue_limit: 1024,
             broker_spin: std::time::Duration::from_micros(200),
-            client_spin: std::time::Duration::from_micros(200),
+            client_spin: std::time::Duration::ZERO,
         }
     }
 }
