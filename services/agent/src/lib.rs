@@ -1177,13 +1177,7 @@ impl Handler for AgentService {
                 record.outcome = "unsure".into();
                 tracing::info!(utterance, first = ?first_heard, "heard two ways far apart: not guessed at");
                 self.log.append(record);
-                resp.error(
-                    ErrorCode::BadRequest,
-                    format!(
-                        "I heard \u{201c}{}\u{201d} and am not sure what you want; please say it again",
-                        msg.text.trim()
-                    ),
-                );
+                resp.error(ErrorCode::BadRequest, say_again(&msg.text));
                 return;
             }
             Err(Undecided::Llm(e)) => {
@@ -1262,16 +1256,9 @@ impl Handler for AgentService {
         // of fashion"). A tool the model chose is held to the words by grounding above; a
         // reading heard again as the same words goes to the model as it is.
         if refusal.is_none()
-            && chats_about_a_stray_hearing(tier, &tool, &msg.text, first_heard.clone())
+            && chats_about_a_stray_hearing(tier, &tool, &msg.text, first_heard.as_deref())
         {
-            refusal = Some((
-                "hearings disagree",
-                "unsure",
-                format!(
-                    "I heard \u{201c}{}\u{201d} and am not sure what you want; please say it again",
-                    msg.text.trim()
-                ),
-            ));
+            refusal = Some(("hearings disagree", "unsure", say_again(&msg.text)));
         }
         // The free text of a reading heard again that strays from what the turn was first
         // heard as (vocabulary::strays): a guided reading's is the decoder's words on the way
@@ -1648,8 +1635,18 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
 /// Whether the local model's answer `tool` to a voice turn's reading `text` is a chat answer
 /// (`reply`) to words that stray from the turn's `first` reading: the second hearing keeps
 /// under half of its words ([`vocabulary::strays`]), so neither is what was said.
-fn chats_about_a_stray_hearing(tier: Tier, tool: &str, text: &str, first: Option<String>) -> bool {
-    tier == Tier::Llm && tool == "reply" && first.is_some_and(|f| vocabulary::strays(text, &[f]))
+fn chats_about_a_stray_hearing(tier: Tier, tool: &str, text: &str, first: Option<&str>) -> bool {
+    tier == Tier::Llm
+        && tool == "reply"
+        && first.is_some_and(|f| vocabulary::strays(text, &[f.to_string()]))
+}
+
+/// The answer to a voice turn heard as `text` that the agent will not act on or guess at.
+fn say_again(text: &str) -> String {
+    format!(
+        "I heard \u{201c}{}\u{201d} and am not sure what you want; please say it again",
+        text.trim()
+    )
 }
 
 #[cfg(test)]
@@ -1669,7 +1666,6 @@ mod tests {
             (Tier::Llm, "clock", "What my elite?", first, false),
             (Tier::Router, "reply", "What my elite?", first, false),
         ] {
-            let first = first.map(str::to_string);
             assert_eq!(
                 chats_about_a_stray_hearing(tier, tool, text, first),
                 refused,
