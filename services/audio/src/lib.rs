@@ -474,7 +474,7 @@ async fn guided_reading(
             }
         }
     }
-    let guided = search_guided(bus, &hearing.stt, hearing.margin, cache, audio).await;
+    let guided = search_guided(bus, &hearing.stt, hearing.margin, cache, audio, None).await;
     tracing::info!(
         utterance = t.utterance,
         first = %t.text,
@@ -485,33 +485,37 @@ async fn guided_reading(
 }
 
 /// `stt`'s guided reading of `audio` (see `guide.rs`): only the search when its state still
-/// holds that audio's encoder output, else it encodes it first. `None` when the guide cannot be
-/// had, the search finds nothing within its limits, or it fails (logged).
+/// holds that audio's encoder output, else it encodes it first; its readings judged by `judge`
+/// too, the model that heard the audio first (see [`stt::Job::judge`]). `None` when the guide
+/// cannot be had, the search finds nothing within its limits, or it fails (logged).
 async fn search_guided(
     bus: &BusClient,
     stt: &Stt,
     margin: u32,
     cache: &guide::GuideCache,
     audio: &stt::Samples,
+    judge: Option<Stt>,
 ) -> Option<guide::Guided> {
     let g = fetch_guide(bus, cache).await?;
-    decode_guided(stt, margin, g, cache.limits, audio)
+    decode_guided(stt, margin, g, cache.limits, audio, judge)
         .await?
         .guided
 }
 
-/// `stt`'s free reading of `audio`, with its reading guided by `g` under `limits` when the
-/// free one is not already one `g` accepts; `None` when decoding fails (logged).
+/// `stt`'s free reading of `audio`, with its reading guided by `g` under `limits` (and judged
+/// by `judge`) when the free one is not already one `g` accepts; `None` when decoding fails
+/// (logged).
 async fn decode_guided(
     stt: &Stt,
     margin: u32,
     g: Arc<guide::Guide>,
     limits: guide::Limits,
     audio: &stt::Samples,
+    judge: Option<Stt>,
 ) -> Option<stt::Decoded> {
     let (stt2, samples) = (stt.clone(), audio.clone());
     let decoded = tokio::task::spawn_blocking(move || {
-        stt2.decode_guided_blocking(samples, margin, Some((g, limits)))
+        stt2.decode_judged_blocking(samples, margin, Some((g, limits)), judge)
     })
     .await;
     match decoded {
@@ -548,7 +552,7 @@ async fn hear_in_words(
             return None;
         }
     };
-    let found = decode_guided(&hearing.stt, hearing.margin, g.clone(), limits, audio)
+    let found = decode_guided(&hearing.stt, hearing.margin, g.clone(), limits, audio, None)
         .await
         .and_then(|d| d.guided);
     if found.is_some() {
@@ -557,7 +561,15 @@ async fn hear_in_words(
     let mut padded = vec![0.0f32; IN_WORDS_RETRY_PAD];
     padded.extend_from_slice(&audio.0);
     let padded = stt::Samples::new(padded);
-    let d = decode_guided(&hearing.stt, hearing.margin, g.clone(), limits, &padded).await?;
+    let d = decode_guided(
+        &hearing.stt,
+        hearing.margin,
+        g.clone(),
+        limits,
+        &padded,
+        None,
+    )
+    .await?;
     tracing::info!(free = %d.text, guided = ?d.guided, "heard again in the user's words with more silence before the speech");
     // The free reading may already be in the words (the guide then searches nothing).
     d.guided.or_else(|| {
@@ -569,6 +581,7 @@ async fn hear_in_words(
             ms: d.decode_ms,
             started_ms: d.started_ms,
             encoded: true,
+            judged: None,
         })
     })
 }
@@ -860,7 +873,7 @@ async fn ask_agent_twice(
         let guided = if heard_ahead {
             d.guided.clone()
         } else {
-            search_guided(bus, &stt, margin, cache, &audio).await
+            search_guided(bus, &stt, margin, cache, &audio, Some(hearing.stt.clone())).await
         };
         tracing::info!(
             utterance = t.utterance,

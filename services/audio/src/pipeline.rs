@@ -369,6 +369,7 @@ impl Pipeline {
         // The second hearing, decided when the search is done (on the STT thread).
         let (tx2, rx2) = tokio::sync::watch::channel(None);
         let abort2 = Arc::new(AtomicBool::new(false));
+        let first = self.stt.clone();
         let then = self.second.clone().map(|(stt, margin)| {
             (
                 stt,
@@ -384,6 +385,7 @@ impl Pipeline {
             ctx_margin: self.cfg.ctx_margin,
             abort: Arc::clone(&abort),
             guide: Some((guide, cache.limits)),
+            judge: None,
             done: Box::new(move |r| {
                 let found = r.map(|d| (d.guided.clone(), d));
                 if let Some((stt, margin, guide, limits, abort2)) = then {
@@ -395,6 +397,9 @@ impl Pipeline {
                                 ctx_margin: margin,
                                 abort: abort2,
                                 guide: Some((guide, limits)),
+                                // The first model has just searched these samples: its
+                                // state holds their encoder output to judge with.
+                                judge: Some(first),
                                 done: Box::new(move |r| {
                                     let _ = tx3.send(Some(r.map_err(|_| ())));
                                 }),
@@ -839,6 +844,7 @@ impl Pipeline {
                     ctx_margin: self.cfg.ctx_margin,
                     abort,
                     guide: None,
+                    judge: None,
                     done: Box::new(move |result| {
                         let _ = tx.send(Input::Stt(JobResult { id, result }));
                     }),

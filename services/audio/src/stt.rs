@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
 
-use crate::guide::{Guide, Guided, Limits, Vocab};
+use crate::guide::{Guide, Guided, Judged, Limits, Vocab, JUDGED_READINGS, JUDGE_WITHIN};
 
 /// Encoder frames per second of audio (whisper: 1500 for 30 s).
 const CTX_PER_SECOND: f64 = 50.0;
@@ -77,8 +77,28 @@ pub struct Job {
     /// thread decoded last, their encoder output is still in its state: the job then only
     /// searches, and its reading is the earlier one.
     pub guide: Option<(Arc<Guide>, Limits)>,
+    /// The model that heard these samples first, to judge this one's guided readings (see
+    /// [`JUDGED_READINGS`]); `None`: the search takes its own best.
+    pub judge: Option<Stt>,
     pub done: Box<dyn FnOnce(Result<Decoded, SttError>) + Send>,
 }
+
+/// What the STT thread is asked to do.
+enum Work {
+    Decode(Job),
+    /// The regrets of texts (see [`crate::guide::regrets`]) on samples whose encoder output the
+    /// thread still holds; `None` when it holds another's (nothing is encoded for it).
+    Judge {
+        samples: Samples,
+        texts: Vec<String>,
+        abort: Arc<AtomicBool>,
+        done: mpsc::Sender<Option<Vec<f32>>>,
+    },
+}
+
+/// How long a guided search waits for its judge (busy with another job, it would answer on
+/// another audio's encoder output, i.e. not at all).
+const JUDGE_WAIT: std::time::Duration = std::time::Duration::from_millis(400);
 
 /// A decode's result.
 #[derive(Debug, Clone)]
@@ -116,7 +136,7 @@ pub struct SttOptions {
 /// Handle to the STT thread.
 #[derive(Clone)]
 pub struct Stt {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Work>,
     pub model: String,
 }
 
@@ -150,14 +170,29 @@ impl Stt {
         let mut state = ctx.create_state().map_err(|e| load_err(e.to_string()))?;
         let eot = ctx.token_eot();
         let vocab = Vocab::new(&ctx);
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Work>();
         std::thread::Builder::new()
             .name("stt".into())
             .spawn(move || {
-                let _ctx = ctx;
                 // The last reading whose encoder output is still in `state`.
                 let mut encoded: Option<Decoded> = None;
-                for job in rx {
+                for work in rx {
+                    let job = match work {
+                        Work::Decode(job) => job,
+                        Work::Judge {
+                            samples,
+                            texts,
+                            abort,
+                            done,
+                        } => {
+                            let held = encoded.as_ref().is_some_and(|d| d.audio.same(&samples));
+                            let r = held
+                                .then(|| judge(&ctx, &mut state, &vocab, &texts, &opts, &abort))
+                                .flatten();
+                            let _ = done.send(r);
+                            continue;
+                        }
+                    };
                     let guide = job.guide.as_ref().map(|(g, l)| (&**g, &vocab, *l));
                     let again = encoded
                         .as_ref()
@@ -172,8 +207,13 @@ impl Stt {
                                 let mut d = d.clone();
                                 let whole = fits_one_window(d.audio.0.len());
                                 d.guided = guided(
-                                    &mut state, &d.text, g, vocab, limits, threads, whole,
+                                    &mut state,
+                                    &d.text,
+                                    (g, vocab, limits),
+                                    threads,
+                                    whole,
                                     &job.abort,
+                                    job.judge.as_ref().map(|j| (j, &d.audio)),
                                 );
                                 if job.abort.load(Ordering::Relaxed) {
                                     Err(SttError::Aborted)
@@ -184,15 +224,7 @@ impl Stt {
                         }
                         _ => {
                             encoded = None;
-                            let r = decode(
-                                &mut state,
-                                eot,
-                                &job.samples,
-                                job.ctx_margin,
-                                &opts,
-                                &job.abort,
-                                guide,
-                            );
+                            let r = decode(&mut state, eot, &job, &opts, guide);
                             // Only audio of one window: the state holds the last window's
                             // encoder output, and a long file is not kept alive here.
                             if let Some(d) =
@@ -221,7 +253,28 @@ impl Stt {
     /// # Errors
     /// [`SttError::Gone`] if the thread died (its `done` is then not called).
     pub fn submit(&self, job: Job) -> Result<(), SttError> {
-        self.tx.send(job).map_err(|_| SttError::Gone)
+        self.tx.send(Work::Decode(job)).map_err(|_| SttError::Gone)
+    }
+
+    /// The regrets of `texts` as this model would read `samples`, if its state still holds their
+    /// encoder output (it decoded them last); `None` otherwise, or when it does not answer
+    /// within [`JUDGE_WAIT`]. Blocks: called from another model's STT thread.
+    fn judge_blocking(
+        &self,
+        samples: &Samples,
+        texts: Vec<String>,
+        abort: &Arc<AtomicBool>,
+    ) -> Option<Vec<f32>> {
+        let (done, rx) = mpsc::channel();
+        self.tx
+            .send(Work::Judge {
+                samples: samples.clone(),
+                texts,
+                abort: Arc::clone(abort),
+                done,
+            })
+            .ok()?;
+        rx.recv_timeout(JUDGE_WAIT).ok().flatten()
     }
 
     /// Decodes and waits (for tests, tools and the fast-as-possible path).
@@ -244,12 +297,28 @@ impl Stt {
         ctx_margin: u32,
         guide: Option<(Arc<Guide>, Limits)>,
     ) -> Result<Decoded, SttError> {
+        self.decode_judged_blocking(samples, ctx_margin, guide, None)
+    }
+
+    /// [`Stt::decode_guided_blocking`], the guided readings judged by `judge` too (see
+    /// [`Job::judge`]).
+    ///
+    /// # Errors
+    /// [`SttError`] from the decode.
+    pub fn decode_judged_blocking(
+        &self,
+        samples: Samples,
+        ctx_margin: u32,
+        guide: Option<(Arc<Guide>, Limits)>,
+        judge: Option<Stt>,
+    ) -> Result<Decoded, SttError> {
         let (tx, rx) = mpsc::channel();
         self.submit(Job {
             samples,
             ctx_margin,
             abort: Arc::new(AtomicBool::new(false)),
             guide,
+            judge,
             done: Box::new(move |r| {
                 let _ = tx.send(r);
             }),
@@ -280,12 +349,11 @@ pub fn audio_ctx_for(n: usize, margin: u32) -> u32 {
 fn decode(
     state: &mut whisper_rs::WhisperState,
     eot: whisper_rs::WhisperTokenId,
-    audio: &Samples,
-    margin: u32,
+    job: &Job,
     opts: &SttOptions,
-    abort: &Arc<AtomicBool>,
     guide: Option<(&Guide, &Vocab, Limits)>,
 ) -> Result<Decoded, SttError> {
+    let (audio, margin, abort) = (&job.samples, job.ctx_margin, &job.abort);
     let started = Instant::now();
     let started_ms = ming_bus::mono_ms();
     if abort.load(Ordering::Relaxed) {
@@ -395,10 +463,18 @@ fn decode(
     tracing::debug!(raw = %text, audio_ctx, "whisper's text");
     let decode_ms = started.elapsed().as_secs_f64() * 1e3;
     let text = clean(&text);
-    let guided = guide.and_then(|(g, vocab, limits)| {
+    let guided = guide.and_then(|g| {
         let long = input.len() > WINDOW_SAMPLES;
-        guided(state, &text, g, vocab, limits, threads, !long, abort)
-            .map(|f| Guided { encoded: true, ..f })
+        guided(
+            state,
+            &text,
+            g,
+            threads,
+            !long,
+            abort,
+            job.judge.as_ref().map(|j| (j, audio)),
+        )
+        .map(|f| Guided { encoded: true, ..f })
     });
     if abort.load(Ordering::Relaxed) {
         return Err(SttError::Aborted);
@@ -422,36 +498,117 @@ fn decode(
 /// The guided reading of the audio whose encoder output is in `state` (see `guide.rs`), when
 /// `text`, its free reading, is not already a command the guide knows. `whole`: the audio fit
 /// one 30 s window (the state holds the encoder output of the last window only; no command is
-/// longer). `abort` stops the search (the caller then answers `Aborted`).
-#[allow(clippy::too_many_arguments)]
+/// longer). `abort` stops the search (the caller then answers `Aborted`). With `judge` (the
+/// model that heard these samples first), up to [`JUDGED_READINGS`] readings within
+/// [`JUDGE_WITHIN`] nats of the best are looked at, and the one whose regrets under both models
+/// sum lowest is taken; when the judge cannot say (it holds another audio's encoder output),
+/// the best.
 fn guided(
     state: &mut whisper_rs::WhisperState,
     text: &str,
-    guide: &Guide,
-    vocab: &Vocab,
-    limits: Limits,
+    (guide, vocab, limits): (&Guide, &Vocab, Limits),
     threads: u32,
     whole: bool,
-    abort: &AtomicBool,
+    abort: &Arc<AtomicBool>,
+    judge: Option<(&Stt, &Samples)>,
 ) -> Option<Guided> {
     if text.is_empty() || !whole || guide.accepts(text) {
         return None;
     }
     let t0 = Instant::now();
-    match crate::guide::decode(state, vocab, guide, threads as usize, limits, abort) {
-        Ok(found) => {
-            let ms = t0.elapsed().as_secs_f64() * 1e3;
-            match &found {
-                Some(g) => tracing::debug!(heard = %text, guided = ?g, ms, "guided reading"),
-                None => {
-                    tracing::info!(heard = %text, ms, "no command reading within the guide's limits")
-                }
-            }
-            found.map(|f| Guided { ms, ..f })
-        }
-        Err(crate::guide::GuideError::Aborted) => None,
+    let (n, within) = if judge.is_some() {
+        (JUDGED_READINGS, JUDGE_WITHIN)
+    } else {
+        (1, 0.0)
+    };
+    let found = crate::guide::decode_n(
+        state,
+        vocab,
+        guide,
+        threads as usize,
+        limits,
+        abort,
+        n,
+        within,
+    );
+    let found = match found {
+        Ok(found) => found,
+        Err(crate::guide::GuideError::Aborted) => return None,
         Err(e) => {
             tracing::warn!(error = %e, "the guided reading failed");
+            return None;
+        }
+    };
+    let chosen = match judge {
+        Some((judge, samples)) if found.len() > 1 => {
+            let texts = found.iter().map(|g| format!(" {}", g.text)).collect();
+            match judge.judge_blocking(samples, texts, abort) {
+                Some(theirs) => {
+                    tracing::debug!(
+                        readings = ?found.iter().map(|g| (&g.text, g.regret)).collect::<Vec<_>>(),
+                        judge = %judge.model,
+                        theirs = ?theirs,
+                        "guided readings judged by the first model"
+                    );
+                    choose(found, &theirs)
+                }
+                None => {
+                    tracing::debug!(judge = %judge.model, "the first model could not judge the guided readings (it holds other audio)");
+                    found.into_iter().next()
+                }
+            }
+        }
+        _ => found.into_iter().next(),
+    };
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    match &chosen {
+        Some(g) => tracing::debug!(heard = %text, guided = ?g, ms, "guided reading"),
+        None => tracing::info!(heard = %text, ms, "no command reading within the guide's limits"),
+    }
+    chosen.map(|g| Guided { ms, ..g })
+}
+
+/// Of `found` (best first), the reading whose own regret and the judge's (`theirs`, in the same
+/// order) sum lowest; the first at a tie.
+fn choose(found: Vec<Guided>, theirs: &[f32]) -> Option<Guided> {
+    let own = found.first()?.text.clone();
+    let (i, _) = found
+        .iter()
+        .zip(theirs)
+        .map(|(g, t)| g.regret + t)
+        .enumerate()
+        .fold(None, |best: Option<(usize, f32)>, (i, sum)| match best {
+            Some((_, b)) if b <= sum => best,
+            _ => Some((i, sum)),
+        })?;
+    let mut g = found.into_iter().nth(i)?;
+    g.judged = Some(Judged {
+        regret: theirs[i],
+        overruled: (i > 0).then_some(own),
+    });
+    Some(g)
+}
+
+/// The regrets of `texts` on the encoder output in `state` (see [`Work::Judge`]); `None` when
+/// one does not tokenize or the decoder fails (logged) or `abort` is set.
+fn judge(
+    ctx: &WhisperContext,
+    state: &mut whisper_rs::WhisperState,
+    vocab: &Vocab,
+    texts: &[String],
+    opts: &SttOptions,
+    abort: &AtomicBool,
+) -> Option<Vec<f32>> {
+    let readings = texts
+        .iter()
+        .map(|t| ctx.tokenize(t, 128).ok())
+        .collect::<Option<Vec<_>>>()?;
+    let threads = ming_bus::cpu::CpuGauge::shared().threads(opts.threads);
+    match crate::guide::regrets(state, vocab, &readings, threads as usize, abort) {
+        Ok(r) => Some(r),
+        Err(crate::guide::GuideError::Aborted) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "judging guided readings failed");
             None
         }
     }
@@ -506,6 +663,59 @@ pub fn collapse_repeats(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reading(text: &str, regret: f32) -> Guided {
+        Guided {
+            text: text.into(),
+            regret,
+            overruled: 1,
+            calls: 20,
+            ms: 0.0,
+            started_ms: 0.0,
+            encoded: false,
+            judged: None,
+        }
+    }
+
+    /// The judged choice sums both models' regrets: the second model's best stands unless the
+    /// judge's figures put another first, and a tie keeps the earlier (the searching model's
+    /// better) reading.
+    #[test]
+    fn a_judged_reading_is_the_one_both_models_find_likeliest() {
+        let found = || {
+            vec![
+                reading("Count down 20 seconds.", 1.65),
+                reading("Count down 30 seconds.", 1.67),
+                reading("Count down 90 seconds.", 2.07),
+            ]
+        };
+        // tiny.en's regrets from where the readings part (offline, 2026-12-07).
+        let g = choose(found(), &[3.45, 3.41, 0.52]).expect("a reading");
+        assert_eq!(g.text, "Count down 90 seconds.");
+        assert_eq!(g.regret, 2.07);
+        assert_eq!(
+            g.judged,
+            Some(Judged {
+                regret: 0.52,
+                overruled: Some("Count down 20 seconds.".into()),
+            })
+        );
+        let g = choose(found(), &[0.5, 0.5, 0.5]).expect("a reading");
+        assert_eq!(g.text, "Count down 20 seconds.");
+        assert_eq!(g.judged.and_then(|j| j.overruled), None);
+        let g = choose(found(), &[0.5, 0.49, 4.0]).expect("a reading");
+        assert_eq!(
+            g.text, "Count down 20 seconds.",
+            "1.65 + 0.5 against 1.67 + 0.49"
+        );
+        let tied = vec![
+            reading("Pause the timer", 1.0),
+            reading("Pause the time", 1.0),
+        ];
+        let g = choose(tied, &[0.25, 0.25]).expect("a reading");
+        assert_eq!(g.text, "Pause the timer");
+        assert!(choose(Vec::new(), &[]).is_none());
+    }
 
     #[test]
     fn non_speech_markers_are_dropped() {

@@ -392,12 +392,27 @@ fn spoken_16k(text: &str, voice: &str, wpm: u32) -> Vec<f32> {
     audio
 }
 
+/// `text` as a live turn's audio holds it: the pre-roll's 192 ms of silence before the speech,
+/// and cut where the sound stops (the turn's end; the decoder adds its own silence after).
+fn turn_16k(text: &str, voice: &str, wpm: u32) -> Vec<f32> {
+    let (rate, speech) = speech(text, voice, wpm);
+    let mut r = ming_audio::resample::Resampler::new(rate, 16_000);
+    let lead = 3_072;
+    let mut audio = vec![0.0; lead];
+    r.push(&speech, &mut audio);
+    r.finish(&mut audio);
+    while audio.len() > lead && audio.last().is_some_and(|s| s.abs() < 0.01) {
+        audio.pop();
+    }
+    audio
+}
+
 /// The guided search's limits as the audio service sets them by default.
 /// The agent's reminder pattern for "ping me in …" (`agent.patterns`), as it sends it.
 const PING_PATTERN: &str = r"(?i)^\s*(?:please\s+)?(?:give me a (?:shout|call|nudge|ping|buzz)|ping me|nudge me|buzz me|wake me(?: up)?|alert me|let me know)\s+in\s+(?P<d>(?:half (?:an? )?hour|(?:\d+\.\d+|(\d+|an?|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)|to|too|into)(?: and a half)?[ -]?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?)(?:,? (?:and )?(?:\d+\.\d+|(\d+|an?|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)|to|too|into)(?: and a half)?[ -]?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?))*(?: and a half)?))(?:\s+(?:to|that|about)\s+(?P<what>.+?))?[.!]?\s*$";
 /// The agent's timer pattern as it sends it: a word, a duration and a word may come before
 /// "timer", so nearly any first word can begin a timer.
-const TIMER_PATTERN: &str = r"(?i)^\s*(?:please\s+)?(?:set|start|make|create)?\s*(?:a|an)?\s*(?P<pre>(?:[\w-]+ )?(?:(?:\d+\.\d+|(\d+|an?|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)|to|too|into)(?: and a half)?[ -]?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?) )?(?:[\w-]+ )?)\s*(?:timer|countdown|count down)\s*(?:for|of|from)?\s*(?:(?P<d>(?:half (?:an? )?hour|(?:\d+\.\d+|(\d+|an?|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)|to|too|into)(?: and a half)?[ -]?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?)(?:,? (?:and )?(?:\d+\.\d+|(\d+|an?|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)|to|too|into)(?: and a half)?[ -]?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?))*(?: and a half)?))(?:\s+(?:for|called|named)\s+(?P<label>[\w ]+))?)?[.!]?\s*$";
+const TIMER_PATTERN: &str = r"(?i)^\s*(?:please\s+)?(?:set|start|make|create)?\s*(?:a|an)?\s*(?P<pre>(?:[\w-]+ )?(?:(?:(?:\d+\.\d+|\d+|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?|to|too|into)(?: and a half)?[ -]?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?)|an[ -]?(?:hour|hr)(?: and a half)?|a[ -]?(?:minute|min|second|sec)(?: and a half)?) )?(?:[\w-]+ )?)\s*(?:timer|countdown|count down)\s*(?:for|of|from)?\s*(?:(?P<d>(?:half (?:an? )?hour|(?:(?:\d+\.\d+|\d+|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?|to|too|into)(?: and a half)?[ -]?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?)|an[ -]?(?:hour|hr)(?: and a half)?|a[ -]?(?:minute|min|second|sec)(?: and a half)?)(?:,? (?:and )?(?:(?:\d+\.\d+|\d+|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?|to|too|into)(?: and a half)?[ -]?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?)|an[ -]?(?:hour|hr)(?: and a half)?|a[ -]?(?:minute|min|second|sec)(?: and a half)?))*(?: and a half)?))(?:\s+(?:for|called|named)\s+(?P<label>[\w ]+))?)?[.!]?\s*$";
 
 fn guide_limits() -> ming_audio::guide::Limits {
     ming_audio::guide::Limits {
@@ -579,6 +594,77 @@ fn the_second_model_has_a_guided_reading_of_its_own() {
         assert!(!g.encoded, "{g:?}");
     }
     assert!(misheard > 0, "base heard every command right: pick others");
+}
+
+/// The first model judges the second's guided readings (`stt::Job::judge`): whisper base hears
+/// espeak-ng's "Count down ninety seconds." as "Count down an de-second." and its guided search
+/// likes "Count down 20 seconds." best, "… 90 …" ~0.4 nats behind; tiny.en, which heard
+/// "I'll do seconds.", has "90" as its second choice at the number. Summed, "90" comes first.
+/// The judge speaks only for the audio it holds: once it has decoded other speech, base's own
+/// first choice stands.
+#[test]
+fn the_first_model_judges_the_second_models_guided_readings() {
+    use ming_audio::guide::Guide;
+    use ming_audio::stt::Samples;
+    let _turn = one_decoder_at_a_time();
+    let guide = std::sync::Arc::new(Guide::new(&[TIMER_PATTERN]).expect("the pattern compiles"));
+    let limits = guide_limits();
+    let first = engine();
+    let (tiny, tiny_margin) = (first.stt, first.pipeline.ctx_margin);
+    let mut cfg = config();
+    cfg.audio.stt_model = cfg.audio.stt_second_model.clone();
+    cfg.audio.stt_ctx_margin = cfg.audio.stt_second_ctx_margin;
+    let second = ming_audio::load_engine(&cfg).expect("the audio models (run `just models`)");
+    let (base, base_margin) = (second.stt, second.pipeline.ctx_margin);
+    let said = "Count down ninety seconds.";
+    let audio = Samples::new(turn_16k(said, "en-gb+f3", 180));
+    let heard_first = tiny
+        .decode_blocking(audio.0.to_vec(), tiny_margin)
+        .expect("decode");
+    // As live: the first model's decode of these very samples (its state holds them)...
+    let first_free = tiny
+        .decode_guided_blocking(audio.clone(), tiny_margin, None)
+        .expect("decode");
+    assert_eq!(first_free.text, heard_first.text);
+    // ...then the second model's free reading, and its guided one, alone and judged.
+    let second_free = base
+        .decode_guided_blocking(audio.clone(), base_margin, None)
+        .expect("decode");
+    let g = |judge: Option<ming_audio::stt::Stt>| {
+        base.decode_judged_blocking(
+            audio.clone(),
+            base_margin,
+            Some((std::sync::Arc::clone(&guide), limits)),
+            judge,
+        )
+        .expect("decode")
+        .guided
+    };
+    println!("tiny.en {:?}, base {:?}", first_free.text, second_free.text);
+    let alone = g(None).expect("base has a guided reading of its own");
+    let judged = g(Some(tiny.clone())).expect("a judged guided reading");
+    println!(
+        "{said:?}: tiny.en {:?}, base {:?}; base's guided reading {alone:?}, judged {judged:?}",
+        first_free.text, second_free.text
+    );
+    assert!(alone.judged.is_none(), "{alone:?}");
+    assert_eq!(
+        words(&judged.text),
+        words("Count down 90 seconds."),
+        "{judged:?}"
+    );
+    let j = judged.judged.as_ref().expect("judged");
+    assert!(j.regret.is_finite() && j.regret >= 0.0, "{j:?}");
+    assert!(judged.regret <= limits.max_regret, "{judged:?}");
+    if words(&alone.text) != words(&judged.text) {
+        assert_eq!(j.overruled.as_deref(), Some(alone.text.as_str()));
+    }
+    // The first model moves on to other speech: it can no longer judge these samples.
+    tiny.decode_blocking(spoken_16k("Stop the music.", "en-us", 175), tiny_margin)
+        .expect("decode");
+    let unjudged = g(Some(tiny.clone())).expect("a guided reading");
+    assert!(unjudged.judged.is_none(), "{unjudged:?}");
+    assert_eq!(unjudged.text, alone.text);
 }
 
 /// Live, with the guide: the guided reading of a pause's transcript is searched while the turn
