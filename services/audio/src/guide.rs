@@ -172,7 +172,7 @@ pub struct Guided {
     /// Whether the audio was encoded for it (`false`: the encoder output of the free reading
     /// just before was still there).
     pub encoded: bool,
-    /// When another model judged this search's readings (see [`JUDGED_READINGS`]): what this
+    /// When another model judged this search's readings (see [`JUDGED`]): what this
     /// reading cost that model, and the reading this model liked best when that was another.
     pub judged: Option<Judged>,
 }
@@ -186,19 +186,43 @@ pub struct Judged {
     pub overruled: Option<String>,
 }
 
-/// A second model's guided search, when the first model can judge it, looks at up to this many
-/// distinct readings (by their words)…
-pub const JUDGED_READINGS: usize = 3;
-/// …within this many nats of its best, and takes the one whose regrets under both models sum
-/// lowest. Why (offline over the voice corpus, base q8_0 searching, tiny.en judging, 2026-12-07):
-/// base's guided readings of espeak-ng's "Count down ninety seconds." were "Count down 20
-/// seconds." 1.65, "… 30 …" 1.67, "… 90 …" 2.07 nats — base hears "count down" and not the
-/// number, tiny.en the other way round ("I'll do seconds."; "90" its second choice at 0.52
-/// nats) — and with tiny.en's regrets added "90" comes first (10.16 against 12.60); "Timer
-/// for five minutes." went from "timer 45 minutes" (3.06) to "timer for 5 minutes" (3.30).
-/// No reading of the corpus that base's search had right was turned wrong. The two alternates
-/// that won were 0.24 and 0.42 nats behind.
-pub const JUDGE_WITHIN: f32 = 0.75;
+/// How far a guided search goes on after its best reading.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Alternates {
+    /// Readings in all, the best included, that differ in their words.
+    pub readings: usize,
+    /// Nats behind the best at most.
+    pub within: f32,
+    /// Decoder tokens spent after the best was found, at most (within the search's budget).
+    pub calls: u32,
+}
+
+impl Alternates {
+    /// The best reading only.
+    pub const NONE: Alternates = Alternates {
+        readings: 1,
+        within: 0.0,
+        calls: 0,
+    };
+}
+
+/// A second model's guided search, when the first model can judge it, looks at up to three
+/// distinct readings within 0.75 nats of its best, found within 16 more decoder tokens, and
+/// takes the one whose regrets under both models sum lowest. Why (offline over the voice
+/// corpus, base q8_0 searching, tiny.en judging, 2026-12-07): base's guided readings of
+/// espeak-ng's "Count down ninety seconds." were "Count down 20 seconds." 1.65, "… 30 …" 1.67,
+/// "… 90 …" 2.07 nats — base hears "count down" and not the number, tiny.en the other way round
+/// ("I'll do seconds."; "90" its second choice at the number, 0.52 nats) — and with tiny.en's
+/// regrets added "90" comes first; "Timer for five minutes." went from "timer 45 minutes"
+/// (3.06) to "timer for 5 minutes" (3.30). No reading of the corpus that base's search had
+/// right was turned wrong. The two that won were 0.24 and 0.42 nats behind; all three of
+/// "Count down …" were in by 14 tokens after the first. The cap bounds what the turns that
+/// need base pay for it (base's decoder calls take ~2.5 ms a token on two cores).
+pub const JUDGED: Alternates = Alternates {
+    readings: 3,
+    within: 0.75,
+    calls: 16,
+};
 
 /// `audio.stt_guide_max_regret`'s default (`config/default.toml`): over the voice bench's 54
 /// commands in espeak-ng's four voices (offline, and one live run), the misheard commands the
@@ -355,11 +379,17 @@ pub fn decode(
     limits: Limits,
     abort: &AtomicBool,
 ) -> Result<Option<Guided>, GuideError> {
-    Ok(
-        decode_n(state, vocab, guide, threads, limits, abort, 1, 0.0)?
-            .into_iter()
-            .next(),
-    )
+    Ok(decode_n(
+        state,
+        vocab,
+        guide,
+        threads,
+        limits,
+        abort,
+        Alternates::NONE,
+    )?
+    .into_iter()
+    .next())
 }
 
 /// A reading's words, as the agent's patterns see them (case and punctuation aside).
@@ -370,8 +400,8 @@ fn word_keys(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// [`decode`], going on after the best reading for up to `n` readings in all that differ in
-/// their words, best first, each within `within` nats of the best's regret.
+/// [`decode`], going on after the best reading as far as `more` says: the readings that differ
+/// in their words, best first.
 #[allow(clippy::too_many_arguments)]
 pub fn decode_n(
     state: &mut WhisperState,
@@ -380,8 +410,7 @@ pub fn decode_n(
     threads: usize,
     limits: Limits,
     abort: &AtomicBool,
-    n: usize,
-    within: f32,
+    more: Alternates,
 ) -> Result<Vec<Guided>, GuideError> {
     let mut found: Vec<Guided> = Vec::new();
     let started_ms = ming_bus::mono_ms();
@@ -425,7 +454,10 @@ pub fn decode_n(
             tracing::debug!("the guide's DFA cache was cleared: guided decoding gives up");
             return Ok(found);
         }
-        if found.first().is_some_and(|b| h.regret > b.regret + within) {
+        if found
+            .first()
+            .is_some_and(|b| h.regret > b.regret + more.within)
+        {
             return Ok(found);
         }
         if h.ended {
@@ -450,7 +482,7 @@ pub fn decode_n(
                 encoded: false,
                 judged: None,
             });
-            if found.len() >= n {
+            if found.len() >= more.readings.max(1) {
                 return Ok(found);
             }
             continue;
@@ -477,6 +509,12 @@ pub fn decode_n(
             decoded.truncate(same);
             let todo = &h.tokens[same..];
             if !todo.is_empty() {
+                // Looking past the best: only as far as `more.calls` more tokens.
+                if let Some(b) = found.first() {
+                    if calls as usize + todo.len() > (b.calls + more.calls) as usize {
+                        return Ok(found);
+                    }
+                }
                 if calls as usize + todo.len() > limits.max_calls as usize {
                     // Which limit ended a search says whether a larger budget would help.
                     tracing::info!(

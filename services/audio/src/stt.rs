@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
 
-use crate::guide::{Guide, Guided, Judged, Limits, Vocab, JUDGED_READINGS, JUDGE_WITHIN};
+use crate::guide::{Alternates, Guide, Guided, Judged, Limits, Vocab, JUDGED};
 
 /// Encoder frames per second of audio (whisper: 1500 for 30 s).
 const CTX_PER_SECOND: f64 = 50.0;
@@ -78,7 +78,7 @@ pub struct Job {
     /// searches, and its reading is the earlier one.
     pub guide: Option<(Arc<Guide>, Limits)>,
     /// The model that heard these samples first, to judge this one's guided readings (see
-    /// [`JUDGED_READINGS`]); `None`: the search takes its own best.
+    /// [`JUDGED`]); `None`: the search takes its own best.
     pub judge: Option<Stt>,
     pub done: Box<dyn FnOnce(Result<Decoded, SttError>) + Send>,
 }
@@ -499,9 +499,8 @@ fn decode(
 /// `text`, its free reading, is not already a command the guide knows. `whole`: the audio fit
 /// one 30 s window (the state holds the encoder output of the last window only; no command is
 /// longer). `abort` stops the search (the caller then answers `Aborted`). With `judge` (the
-/// model that heard these samples first), up to [`JUDGED_READINGS`] readings within
-/// [`JUDGE_WITHIN`] nats of the best are looked at, and the one whose regrets under both models
-/// sum lowest is taken; when the judge cannot say (it holds another audio's encoder output),
+/// model that heard these samples first), the search goes on past its best as far as
+/// [`JUDGED`] says, and the reading whose regrets under both models sum lowest is taken; when the judge cannot say (it holds another audio's encoder output),
 /// the best.
 fn guided(
     state: &mut whisper_rs::WhisperState,
@@ -516,21 +515,12 @@ fn guided(
         return None;
     }
     let t0 = Instant::now();
-    let (n, within) = if judge.is_some() {
-        (JUDGED_READINGS, JUDGE_WITHIN)
+    let more = if judge.is_some() {
+        JUDGED
     } else {
-        (1, 0.0)
+        Alternates::NONE
     };
-    let found = crate::guide::decode_n(
-        state,
-        vocab,
-        guide,
-        threads as usize,
-        limits,
-        abort,
-        n,
-        within,
-    );
+    let found = crate::guide::decode_n(state, vocab, guide, threads as usize, limits, abort, more);
     let found = match found {
         Ok(found) => found,
         Err(crate::guide::GuideError::Aborted) => return None,
@@ -544,7 +534,7 @@ fn guided(
             let texts = found.iter().map(|g| format!(" {}", g.text)).collect();
             match judge.judge_blocking(samples, texts, abort) {
                 Some(theirs) => {
-                    tracing::debug!(
+                    tracing::info!(
                         readings = ?found.iter().map(|g| (&g.text, g.regret)).collect::<Vec<_>>(),
                         judge = %judge.model,
                         theirs = ?theirs,

@@ -656,6 +656,11 @@ fn the_first_model_judges_the_second_models_guided_readings() {
     let j = judged.judged.as_ref().expect("judged");
     assert!(j.regret.is_finite() && j.regret >= 0.0, "{j:?}");
     assert!(judged.regret <= limits.max_regret, "{judged:?}");
+    // Looking past the best costs a bounded number of decoder tokens.
+    assert!(
+        judged.calls <= alone.calls + ming_audio::guide::JUDGED.calls,
+        "{judged:?} after {alone:?}"
+    );
     if words(&alone.text) != words(&judged.text) {
         assert_eq!(j.overruled.as_deref(), Some(alone.text.as_str()));
     }
