@@ -150,7 +150,7 @@ impl Stt {
             path: path.display().to_string(),
             reason,
         };
-        whisper_rs::install_logging_hooks();
+        install_log_hook();
         if !has_tiled_matmul() {
             tracing::warn!(
                 "whisper.cpp was built without llamafile's tiled matrix products (a build cached \
@@ -328,6 +328,62 @@ impl Stt {
 }
 
 /// Whether whisper.cpp has llamafile's tiled matrix products (tinyBLAS; see `audio_ctx_for`).
+/// whisper.cpp's (and ggml's) log lines into `tracing`, as whisper-rs's own hooks put them,
+/// except that whisper.cpp's own line for a decode stopped on purpose goes to debug (see
+/// [`whisper_line`]).
+fn install_log_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    whisper_rs::install_logging_hooks();
+    // SAFETY: `whisper_log` does not unwind (it formats and logs only) and ignores its user
+    // data; whisper.cpp keeps the callback for the life of the process.
+    ONCE.call_once(|| unsafe {
+        whisper_rs::set_log_callback(Some(whisper_log), std::ptr::null_mut());
+    });
+}
+
+/// The level a line of whisper.cpp's log is logged at: its own, except for "failed to encode"
+/// / "failed to decode" (`whisper_full_with_state`), which it also writes, at error level,
+/// for every decode aborted on purpose — a partial overtaken by newer speech, a search ahead
+/// that a newer decode stopped: 78 such lines in one voice bench run, not one a fault. A
+/// decode that does fail is reported by its caller ("decode failed", with whisper's code).
+fn whisper_line(level: whisper_rs::GGMLLogLevel, text: &str) -> tracing::Level {
+    use whisper_rs::GGMLLogLevel as L;
+    match level {
+        L::Error if text.ends_with("failed to encode") || text.ends_with("failed to decode") => {
+            tracing::Level::DEBUG
+        }
+        L::Error => tracing::Level::ERROR,
+        L::Warn => tracing::Level::WARN,
+        L::Info => tracing::Level::INFO,
+        L::Debug => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    }
+}
+
+unsafe extern "C" fn whisper_log(
+    level: std::ffi::c_uint,
+    text: *const std::ffi::c_char,
+    _: *mut std::ffi::c_void,
+) {
+    if text.is_null() {
+        return;
+    }
+    // SAFETY: whisper.cpp passes a NUL-terminated string that lives for the call.
+    let text = unsafe { std::ffi::CStr::from_ptr(text) }.to_string_lossy();
+    let text = text.trim();
+    if text.is_empty() {
+        return;
+    }
+    const T: &str = "whisper_rs::whisper_logging_hook";
+    match whisper_line(whisper_rs::GGMLLogLevel::from(level), text) {
+        tracing::Level::ERROR => tracing::error!(target: T, "{text}"),
+        tracing::Level::WARN => tracing::warn!(target: T, "{text}"),
+        tracing::Level::INFO => tracing::info!(target: T, "{text}"),
+        tracing::Level::DEBUG => tracing::debug!(target: T, "{text}"),
+        _ => tracing::trace!(target: T, "{text}"),
+    }
+}
+
 pub fn has_tiled_matmul() -> bool {
     whisper_rs::print_system_info().contains("LLAMAFILE = 1")
 }
@@ -670,6 +726,33 @@ mod tests {
     /// The judged choice sums both models' regrets: the second model's best stands unless the
     /// judge's figures put another first, and a tie keeps the earlier (the searching model's
     /// better) reading.
+    /// whisper.cpp's lines for an aborted decode are no error in the log; its other errors are.
+    #[test]
+    fn an_aborted_decode_is_not_logged_as_an_error() {
+        use whisper_rs::GGMLLogLevel as L;
+        let level = |l, t| whisper_line(l, t);
+        assert_eq!(
+            level(L::Error, "whisper_full_with_state: failed to encode"),
+            tracing::Level::DEBUG
+        );
+        assert_eq!(
+            level(L::Error, "whisper_full_with_state: failed to decode"),
+            tracing::Level::DEBUG
+        );
+        assert_eq!(
+            level(
+                L::Error,
+                "whisper_init_from_file_with_params_no_state: failed to open 'x'"
+            ),
+            tracing::Level::ERROR
+        );
+        assert_eq!(level(L::Warn, "failed to encode"), tracing::Level::WARN);
+        assert_eq!(
+            level(L::Info, "whisper_model_load: loading"),
+            tracing::Level::INFO
+        );
+    }
+
     #[test]
     fn a_judged_reading_is_the_one_both_models_find_likeliest() {
         let found = || {
