@@ -195,6 +195,8 @@ pub struct Alternates {
     pub within: f32,
     /// Decoder tokens spent after the best was found, at most (within the search's budget).
     pub calls: u32,
+    /// Only past a best reading that holds a number ([`has_number`]).
+    pub numbers_only: bool,
 }
 
 impl Alternates {
@@ -203,12 +205,13 @@ impl Alternates {
         readings: 1,
         within: 0.0,
         calls: 0,
+        numbers_only: false,
     };
 }
 
-/// A second model's guided search, when the first model can judge it, looks at up to three
-/// distinct readings within 0.75 nats of its best, found within 16 more decoder tokens, and
-/// takes the one whose regrets under both models sum lowest. Why (offline over the voice
+/// A second model's guided search, when the first model can judge it and its best reading holds
+/// a number, looks at up to three distinct readings within 0.75 nats of its best, found within
+/// 16 more decoder tokens, and takes the one whose regrets under both models sum lowest. Why (offline over the voice
 /// corpus, base q8_0 searching, tiny.en judging, 2026-12-07): base's guided readings of
 /// espeak-ng's "Count down ninety seconds." were "Count down 20 seconds." 1.65, "… 30 …" 1.67,
 /// "… 90 …" 2.07 nats — base hears "count down" and not the number, tiny.en the other way round
@@ -218,11 +221,58 @@ impl Alternates {
 /// right was turned wrong. The two that won were 0.24 and 0.42 nats behind; all three of
 /// "Count down …" were in by 14 tokens after the first. The cap bounds what the turns that
 /// need base pay for it (base's decoder calls take ~2.5 ms a token on two cores).
+/// Numbers only: live, the look past the best and the judging took base's guided searches from
+/// a median ~60 ms (29–126, bench47–51) to ~140 ms (41–382, bench52–55) on the turns that need
+/// base, which are the slowest of a pass, while every reading the judge set right held a number
+/// ("90", "5", and live "… on Friday at 9" for "Schedule a dentist appointment on Friday at
+/// nine."). A number is where the two models' ears differ most, and a wrong one is a wrong
+/// action (a 20-second timer for 90 seconds) that no pattern catches.
 pub const JUDGED: Alternates = Alternates {
     readings: 3,
     within: 0.75,
     calls: 16,
+    numbers_only: true,
 };
+
+/// Whether `text` holds a number: a digit, or a number's word ("five", "ninety", "half").
+pub fn has_number(text: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+        "twenty",
+        "thirty",
+        "forty",
+        "fifty",
+        "sixty",
+        "seventy",
+        "eighty",
+        "ninety",
+        "hundred",
+        "half",
+        "quarter",
+        "noon",
+        "midnight",
+    ];
+    text.chars().any(|c| c.is_ascii_digit())
+        || word_keys(text).iter().any(|w| WORDS.contains(&w.as_str()))
+}
 
 /// `audio.stt_guide_max_regret`'s default (`config/default.toml`): over the voice bench's 54
 /// commands in espeak-ng's four voices (offline, and one live run), the misheard commands the
@@ -482,7 +532,9 @@ pub fn decode_n(
                 encoded: false,
                 judged: None,
             });
-            if found.len() >= more.readings.max(1) {
+            if found.len() >= more.readings.max(1)
+                || (more.numbers_only && !has_number(&found[0].text))
+            {
                 return Ok(found);
             }
             continue;
@@ -889,6 +941,23 @@ mod tests {
         assert!(slowed(one * call_size(2), ms(83.4)));
         // A slower model's calls are judged against its own fastest.
         assert!(!slowed(ms(9.0), ms(20.0)));
+    }
+
+    #[test]
+    fn numbers_are_found_in_digits_and_words() {
+        assert!(has_number("Count down 90 seconds."));
+        assert!(has_number(
+            "schedule event is to appointment on Friday at 9."
+        ));
+        assert!(has_number("Set a timer for one hour."));
+        assert!(has_number("Remind me in half an hour"));
+        assert!(has_number("Wake me at noon"));
+        assert!(!has_number("What's today's date?"));
+        assert!(!has_number("Note down the dentist number."));
+        assert!(
+            !has_number("Someone said it"),
+            "a number's word is a whole word"
+        );
     }
 
     #[test]

@@ -664,6 +664,40 @@ fn the_first_model_judges_the_second_models_guided_readings() {
     if words(&alone.text) != words(&judged.text) {
         assert_eq!(j.overruled.as_deref(), Some(alone.text.as_str()));
     }
+    // A reading without a number is not looked past: nothing to judge, nothing to wait for.
+    let note = std::sync::Arc::new(
+        Guide::new(&[
+            r"(?i)^\s*(?:please\s+)?(?:(?:write|right|jot|note) down(?: that\b)?|note (?:that|on)\b)\s*:?\s*(?P<text>.+?)\s*$",
+        ])
+        .expect("the pattern compiles"),
+    );
+    let mut looked = 0;
+    for (said, voice, wpm) in [
+        ("Note down the dentist number.", "en-us", 200),
+        ("Write down that the car needs new brakes.", "en-us", 175),
+    ] {
+        let heard = Samples::new(turn_16k(said, voice, wpm));
+        tiny.decode_guided_blocking(heard.clone(), tiny_margin, None)
+            .expect("decode");
+        let noted = |judge: Option<ming_audio::stt::Stt>| {
+            base.decode_judged_blocking(
+                heard.clone(),
+                base_margin,
+                Some((std::sync::Arc::clone(&note), limits)),
+                judge,
+            )
+            .expect("decode")
+        };
+        let (a, j) = (noted(None), noted(Some(tiny.clone())));
+        println!("{said:?}: base {:?}, guided {:?}", a.text, a.guided);
+        if let (Some(a), Some(j)) = (&a.guided, &j.guided) {
+            assert!(!ming_audio::guide::has_number(&a.text), "{a:?}");
+            assert_eq!((a.text.as_str(), a.calls), (j.text.as_str(), j.calls));
+            assert!(j.judged.is_none(), "{j:?}");
+            looked += 1;
+        }
+    }
+    assert!(looked > 0, "base heard every note right: pick others");
     // The first model moves on to other speech: it can no longer judge these samples.
     tiny.decode_blocking(spoken_16k("Stop the music.", "en-us", 175), tiny_margin)
         .expect("decode");
