@@ -236,42 +236,13 @@ pub const JUDGED: Alternates = Alternates {
 
 /// Whether `text` holds a number: a digit, or a number's word ("five", "ninety", "half").
 pub fn has_number(text: &str) -> bool {
-    const WORDS: &[&str] = &[
-        "one",
-        "two",
-        "three",
-        "four",
-        "five",
-        "six",
-        "seven",
-        "eight",
-        "nine",
-        "ten",
-        "eleven",
-        "twelve",
-        "thirteen",
-        "fourteen",
-        "fifteen",
-        "sixteen",
-        "seventeen",
-        "eighteen",
-        "nineteen",
-        "twenty",
-        "thirty",
-        "forty",
-        "fifty",
-        "sixty",
-        "seventy",
-        "eighty",
-        "ninety",
-        "hundred",
-        "half",
-        "quarter",
-        "noon",
-        "midnight",
-    ];
+    const WORDS: &str = "one two three four five six seven eight nine ten eleven twelve \
+        thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty \
+        sixty seventy eighty ninety hundred half quarter noon midnight";
     text.chars().any(|c| c.is_ascii_digit())
-        || word_keys(text).iter().any(|w| WORDS.contains(&w.as_str()))
+        || word_keys(text)
+            .iter()
+            .any(|w| WORDS.split_whitespace().any(|n| n == w))
 }
 
 /// `audio.stt_guide_max_regret`'s default (`config/default.toml`): over the voice bench's 54
@@ -416,32 +387,6 @@ fn slowed(expected: f64, took: f64) -> bool {
     took > expected * 3.0 && took > expected + 8e6
 }
 
-/// Decodes the audio whose encoder output is in `state` (right after `full`) under the
-/// guide. `None` when no command reading is found within `limits`.
-///
-/// # Errors
-/// [`GuideError::Decode`] when whisper.cpp's decoder fails.
-pub fn decode(
-    state: &mut WhisperState,
-    vocab: &Vocab,
-    guide: &Guide,
-    threads: usize,
-    limits: Limits,
-    abort: &AtomicBool,
-) -> Result<Option<Guided>, GuideError> {
-    Ok(decode_n(
-        state,
-        vocab,
-        guide,
-        threads,
-        limits,
-        abort,
-        Alternates::NONE,
-    )?
-    .into_iter()
-    .next())
-}
-
 /// A reading's words, as the agent's patterns see them (case and punctuation aside).
 fn word_keys(text: &str) -> Vec<String> {
     text.split_whitespace()
@@ -450,10 +395,14 @@ fn word_keys(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// [`decode`], going on after the best reading as far as `more` says: the readings that differ
-/// in their words, best first.
+/// Decodes the audio whose encoder output is in `state` (right after `full`) under the
+/// guide: its best command reading, and after it as far as `more` says the next ones that
+/// differ in their words, best first. Empty when no command reading is found within `limits`.
+///
+/// # Errors
+/// [`GuideError::Decode`] when whisper.cpp's decoder fails; [`GuideError::Aborted`].
 #[allow(clippy::too_many_arguments)]
-pub fn decode_n(
+pub fn decode(
     state: &mut WhisperState,
     vocab: &Vocab,
     guide: &Guide,
@@ -786,11 +735,9 @@ mod tests {
         assert!(g.feed(&mut cache, s, b"ger").is_none());
     }
 
-    /// The search brings the decoder to another reading with one call of all the tokens it
-    /// lacks, and reads the logits of that call's last row: they must be those of decoding the
-    /// tokens one call at a time. Real model, on espeak-ng speech.
-    #[test]
-    fn one_call_of_several_tokens_ends_on_the_logits_of_one_call_per_token() {
+    /// The default speech-to-text model (real, from `just models`) with espeak-ng's "Set a timer
+    /// for seven minutes." decoded: its state holds that audio's encoder output.
+    fn heard_timer_command() -> (WhisperContext, WhisperState) {
         use ming_config::{Config, LoadOptions, Paths};
         use whisper_rs::{FullParams, SamplingStrategy, WhisperContextParameters};
         let cfg = Config::load(&LoadOptions {
@@ -817,6 +764,15 @@ mod tests {
         fp.set_n_threads(2);
         fp.set_audio_ctx(crate::stt::audio_ctx_for(audio.len(), 96) as i32);
         state.full(fp, &audio).expect("decodes");
+        (ctx, state)
+    }
+
+    /// The search brings the decoder to another reading with one call of all the tokens it
+    /// lacks, and reads the logits of that call's last row: they must be those of decoding the
+    /// tokens one call at a time. Real model, on espeak-ng speech.
+    #[test]
+    fn one_call_of_several_tokens_ends_on_the_logits_of_one_call_per_token() {
+        let (ctx, mut state) = heard_timer_command();
         let vocab = Vocab::new(&ctx);
         let mut tokens = vocab.prompt.clone();
         tokens.extend(ctx.tokenize(" Set a timer for", 16).expect("tokenizes"));
@@ -851,32 +807,7 @@ mod tests {
     /// nothing; another number at the same place costs more. Real model, espeak-ng speech.
     #[test]
     fn the_regrets_of_readings_are_counted_from_where_they_part() {
-        use ming_config::{Config, LoadOptions, Paths};
-        use whisper_rs::{FullParams, SamplingStrategy, WhisperContextParameters};
-        let cfg = Config::load(&LoadOptions {
-            file: None,
-            skip_system_and_user: true,
-        })
-        .expect("default config");
-        let dir = Paths::resolve(&cfg.paths).model_dir;
-        let (_, path) = ming_config::models::resolve(&cfg.audio.stt_model, "stt", &dir)
-            .expect("the audio models (run `just models`)");
-        let mut params = WhisperContextParameters::default();
-        params.use_gpu(false);
-        let ctx = WhisperContext::new_with_params(&path, params).expect("loads");
-        let mut state = ctx.create_state().expect("a state");
-        let (rate, speech) =
-            crate::tts::synthesize("espeak-ng", "en-us", 175, "Set a timer for seven minutes.")
-                .expect("espeak-ng");
-        let mut audio = Vec::new();
-        let mut r = crate::resample::Resampler::new(rate, 16_000);
-        r.push(&speech, &mut audio);
-        r.finish(&mut audio);
-        audio.resize(audio.len() + 16_000, 0.0);
-        let mut fp = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
-        fp.set_n_threads(2);
-        fp.set_audio_ctx(crate::stt::audio_ctx_for(audio.len(), 96) as i32);
-        state.full(fp, &audio).expect("decodes");
+        let (ctx, mut state) = heard_timer_command();
         let vocab = Vocab::new(&ctx);
         let texts = [
             " Set a timer for 7 minutes.",

@@ -576,7 +576,7 @@ fn guided(
     } else {
         Alternates::NONE
     };
-    let found = crate::guide::decode_n(state, vocab, guide, threads as usize, limits, abort, more);
+    let found = crate::guide::decode(state, vocab, guide, threads as usize, limits, abort, more);
     let found = match found {
         Ok(found) => found,
         Err(crate::guide::GuideError::Aborted) => return None,

@@ -605,7 +605,7 @@ fn the_second_model_has_a_guided_reading_of_its_own() {
 #[test]
 fn the_first_model_judges_the_second_models_guided_readings() {
     use ming_audio::guide::Guide;
-    use ming_audio::stt::Samples;
+    use ming_audio::stt::{Samples, Stt};
     let _turn = one_decoder_at_a_time();
     let guide = std::sync::Arc::new(Guide::new(&[TIMER_PATTERN]).expect("the pattern compiles"));
     let limits = guide_limits();
@@ -630,19 +630,20 @@ fn the_first_model_judges_the_second_models_guided_readings() {
     let second_free = base
         .decode_guided_blocking(audio.clone(), base_margin, None)
         .expect("decode");
-    let g = |judge: Option<ming_audio::stt::Stt>| {
+    // Base's decode of `audio` guided by `guide`, judged by `judge`.
+    let base_guided = |audio: &Samples, guide: &std::sync::Arc<Guide>, judge: Option<&Stt>| {
         base.decode_judged_blocking(
             audio.clone(),
             base_margin,
-            Some((std::sync::Arc::clone(&guide), limits)),
-            judge,
+            Some((std::sync::Arc::clone(guide), limits)),
+            judge.cloned(),
         )
         .expect("decode")
-        .guided
     };
+    let g = |judge: Option<&Stt>| base_guided(&audio, &guide, judge).guided;
     println!("tiny.en {:?}, base {:?}", first_free.text, second_free.text);
     let alone = g(None).expect("base has a guided reading of its own");
-    let judged = g(Some(tiny.clone())).expect("a judged guided reading");
+    let judged = g(Some(&tiny)).expect("a judged guided reading");
     println!(
         "{said:?}: tiny.en {:?}, base {:?}; base's guided reading {alone:?}, judged {judged:?}",
         first_free.text, second_free.text
@@ -679,16 +680,10 @@ fn the_first_model_judges_the_second_models_guided_readings() {
         let heard = Samples::new(turn_16k(said, voice, wpm));
         tiny.decode_guided_blocking(heard.clone(), tiny_margin, None)
             .expect("decode");
-        let noted = |judge: Option<ming_audio::stt::Stt>| {
-            base.decode_judged_blocking(
-                heard.clone(),
-                base_margin,
-                Some((std::sync::Arc::clone(&note), limits)),
-                judge,
-            )
-            .expect("decode")
-        };
-        let (a, j) = (noted(None), noted(Some(tiny.clone())));
+        let (a, j) = (
+            base_guided(&heard, &note, None),
+            base_guided(&heard, &note, Some(&tiny)),
+        );
         println!("{said:?}: base {:?}, guided {:?}", a.text, a.guided);
         if let (Some(a), Some(j)) = (&a.guided, &j.guided) {
             assert!(!ming_audio::guide::has_number(&a.text), "{a:?}");
@@ -701,7 +696,7 @@ fn the_first_model_judges_the_second_models_guided_readings() {
     // The first model moves on to other speech: it can no longer judge these samples.
     tiny.decode_blocking(spoken_16k("Stop the music.", "en-us", 175), tiny_margin)
         .expect("decode");
-    let unjudged = g(Some(tiny.clone())).expect("a guided reading");
+    let unjudged = g(Some(&tiny)).expect("a guided reading");
     assert!(unjudged.judged.is_none(), "{unjudged:?}");
     assert_eq!(unjudged.text, alone.text);
 }
