@@ -209,24 +209,24 @@ impl Alternates {
     };
 }
 
-/// A second model's guided search, when the first model can judge it and its best reading holds
-/// a number, looks at up to three distinct readings within 0.75 nats of its best, found within
-/// 16 more decoder tokens, and takes the one whose regrets under both models sum lowest. Why (offline over the voice
-/// corpus, base q8_0 searching, tiny.en judging, 2026-12-07): base's guided readings of
-/// espeak-ng's "Count down ninety seconds." were "Count down 20 seconds." 1.65, "… 30 …" 1.67,
+/// A second model's guided search, when the first model can judge it and its best reading holds a
+/// number, looks at up to three distinct readings within 0.75 nats of its best, found within 16
+/// more decoder tokens, and takes the one whose regrets under both models sum lowest. Why (offline
+/// over the voice corpus, base q8_0 searching, tiny.en judging, 2026-12-07): base's guided readings
+/// of espeak-ng's "Count down ninety seconds." were "Count down 20 seconds." 1.65, "… 30 …" 1.67,
 /// "… 90 …" 2.07 nats — base hears "count down" and not the number, tiny.en the other way round
 /// ("I'll do seconds."; "90" its second choice at the number, 0.52 nats) — and with tiny.en's
-/// regrets added "90" comes first; "Timer for five minutes." went from "timer 45 minutes"
-/// (3.06) to "timer for 5 minutes" (3.30). No reading of the corpus that base's search had
-/// right was turned wrong. The two that won were 0.24 and 0.42 nats behind; all three of
-/// "Count down …" were in by 14 tokens after the first. The cap bounds what the turns that
-/// need base pay for it (base's decoder calls take ~2.5 ms a token on two cores).
-/// Numbers only: live, the look past the best and the judging took base's guided searches from
-/// a median ~60 ms (29–126, bench47–51) to ~140 ms (41–382, bench52–55) on the turns that need
-/// base, which are the slowest of a pass, while every reading the judge set right held a number
-/// ("90", "5", and live "… on Friday at 9" for "Schedule a dentist appointment on Friday at
-/// nine."). A number is where the two models' ears differ most, and a wrong one is a wrong
-/// action (a 20-second timer for 90 seconds) that no pattern catches.
+/// regrets added "90" comes first; "Timer for five minutes." went from "timer 45 minutes" (3.06) to
+/// "timer for 5 minutes" (3.30). No reading of the corpus that base's search had right was turned
+/// wrong. The two that won were 0.24 and 0.42 nats behind; all three of "Count down …" were in by
+/// 14 tokens after the first. The cap bounds what the turns that need base pay for it (base's
+/// decoder calls take ~2.5 ms a token on two cores).
+/// Numbers only: live, the look past the best and the judging took base's guided searches from a
+/// median ~60 ms (29–126, bench47–51) to ~140 ms (41–382, bench52–55) on the turns that need base,
+/// which are the slowest of a pass, while every reading the judge set right held a number ("90",
+/// "5", and live "… on Friday at 9" for "Schedule a dentist appointment on Friday at nine."). A
+/// number is where the two models' ears differ most, and a wrong one is a wrong action (a 20-second
+/// timer for 90 seconds) that no pattern catches.
 pub const JUDGED: Alternates = Alternates {
     readings: 3,
     within: 0.75,

@@ -327,7 +327,6 @@ impl Stt {
     }
 }
 
-/// Whether whisper.cpp has llamafile's tiled matrix products (tinyBLAS; see `audio_ctx_for`).
 /// whisper.cpp's (and ggml's) log lines into `tracing`, as whisper-rs's own hooks put them,
 /// except that whisper.cpp's own line for a decode stopped on purpose goes to debug (see
 /// [`whisper_line`]).
@@ -384,6 +383,7 @@ unsafe extern "C" fn whisper_log(
     }
 }
 
+/// Whether whisper.cpp has llamafile's tiled matrix products (tinyBLAS; see `audio_ctx_for`).
 pub fn has_tiled_matmul() -> bool {
     whisper_rs::print_system_info().contains("LLAMAFILE = 1")
 }
@@ -556,8 +556,8 @@ fn decode(
 /// one 30 s window (the state holds the encoder output of the last window only; no command is
 /// longer). `abort` stops the search (the caller then answers `Aborted`). With `judge` (the
 /// model that heard these samples first), the search goes on past its best as far as
-/// [`JUDGED`] says, and the reading whose regrets under both models sum lowest is taken; when the judge cannot say (it holds another audio's encoder output),
-/// the best.
+/// [`JUDGED`] says, and the reading whose regrets under both models sum lowest is taken; when
+/// the judge cannot say (it holds another audio's encoder output), the best.
 fn guided(
     state: &mut whisper_rs::WhisperState,
     text: &str,
@@ -599,7 +599,10 @@ fn guided(
                     choose(found, &theirs)
                 }
                 None => {
-                    tracing::debug!(judge = %judge.model, "the first model could not judge the guided readings (it holds other audio)");
+                    tracing::debug!(
+                        judge = %judge.model,
+                        "the first model could not judge the guided readings (it holds other audio)"
+                    );
                     found.into_iter().next()
                 }
             }
@@ -618,15 +621,13 @@ fn guided(
 /// order) sum lowest; the first at a tie.
 fn choose(found: Vec<Guided>, theirs: &[f32]) -> Option<Guided> {
     let own = found.first()?.text.clone();
+    // `min_by` keeps the first of equal sums.
     let (i, _) = found
         .iter()
         .zip(theirs)
         .map(|(g, t)| g.regret + t)
         .enumerate()
-        .fold(None, |best: Option<(usize, f32)>, (i, sum)| match best {
-            Some((_, b)) if b <= sum => best,
-            _ => Some((i, sum)),
-        })?;
+        .min_by(|a, b| a.1.total_cmp(&b.1))?;
     let mut g = found.into_iter().nth(i)?;
     g.judged = Some(Judged {
         regret: theirs[i],
