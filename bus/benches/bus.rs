@@ -71,6 +71,75 @@ fn raw_pair(dir: &std::path::Path, payload: &[u8]) -> (Duration, Duration) {
     stats(times)
 }
 
+/// A `BusClient` on `rt`, once the echo worker answers through the broker.
+fn connect(rt: &tokio::runtime::Runtime, cfg: &BusConfig, name: &str) -> BusClient {
+    rt.block_on(async {
+        let client = BusClient::connect(cfg, name).unwrap();
+        // Wait for the worker to register.
+        loop {
+            let r: Result<serde_bytes::ByteBuf, _> = client
+                .request(
+                    "echo",
+                    "bench.echo",
+                    &serde_bytes::ByteBuf::from(vec![1u8]),
+                    Duration::from_millis(200),
+                )
+                .await;
+            if r.is_ok() {
+                break client;
+            }
+        }
+    })
+}
+
+/// Round trips through the broker from two async `BusClient`s on one current-thread runtime: one
+/// as `cfg` says, one that polls 200 µs after each request. Four alternating rounds, so that the
+/// VM's drift over the run falls on both alike. Returns (configured, polling) timings.
+fn async_round_trips(cfg: &BusConfig, payload: &[u8]) -> (Vec<Duration>, Vec<Duration>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = connect(&rt, cfg, "bench");
+    let poller = connect(
+        &rt,
+        &BusConfig {
+            client_spin: Duration::from_micros(200),
+            ..cfg.clone()
+        },
+        "bench-polls",
+    );
+
+    let round_trips = |client: &BusClient, n: usize| {
+        rt.block_on(async {
+            let body = serde_bytes::ByteBuf::from(payload.to_vec());
+            let mut times = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = Instant::now();
+                let _: serde_bytes::ByteBuf = client
+                    .request("echo", "bench.echo", &body, Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                times.push(t.elapsed());
+            }
+            times
+        })
+    };
+    let (mut configured, mut polling) = (Vec::new(), Vec::new());
+    round_trips(&client, WARMUP);
+    round_trips(&poller, WARMUP);
+    for round in 0..4 {
+        if round % 2 == 0 {
+            configured.extend(round_trips(&client, ROUND_TRIPS / 4));
+            polling.extend(round_trips(&poller, ROUND_TRIPS / 4));
+        } else {
+            polling.extend(round_trips(&poller, ROUND_TRIPS / 4));
+            configured.extend(round_trips(&client, ROUND_TRIPS / 4));
+        }
+    }
+    (configured, polling)
+}
+
 fn main() {
     // Re-executed as the worker process: serve `echo` on the given runtime dir until killed.
     if let Ok(dir) = std::env::var("MING_BENCH_WORKER_DIR") {
@@ -88,6 +157,22 @@ fn main() {
             )
             .await;
         });
+        return;
+    }
+    // Re-executed as a service's client: the async round trips from a process of its own,
+    // printed as nanoseconds (p50 p99 of the configured client, then of the polling one).
+    if let Ok(dir) = std::env::var("MING_BENCH_CLIENT_DIR") {
+        let mut ccfg = BusConfig::in_dir(std::path::Path::new(&dir));
+        if let Some(us) = std::env::var("MING_BENCH_CLIENT_SPIN_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            ccfg.client_spin = Duration::from_micros(us);
+        }
+        let (configured, polling) = async_round_trips(&ccfg, &[7u8; 64]);
+        for (p50, p99) in [stats(configured), stats(polling)] {
+            println!("{} {}", p50.as_nanos(), p99.as_nanos());
+        }
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -115,38 +200,6 @@ fn main() {
         .env("MING_BENCH_WORKER_DIR", dir.path())
         .spawn()
         .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let connect = |cfg: &BusConfig, name: &str| {
-        rt.block_on(async {
-            let client = BusClient::connect(cfg, name).unwrap();
-            // Wait for the worker to register.
-            loop {
-                let r: Result<serde_bytes::ByteBuf, _> = client
-                    .request(
-                        "echo",
-                        "bench.echo",
-                        &serde_bytes::ByteBuf::from(vec![1u8]),
-                        Duration::from_millis(200),
-                    )
-                    .await;
-                if r.is_ok() {
-                    break client;
-                }
-            }
-        })
-    };
-    let client = connect(&cfg, "bench");
-    let poller = connect(
-        &BusConfig {
-            client_spin: Duration::from_micros(200),
-            ..cfg.clone()
-        },
-        "bench-polls",
-    );
-
     let payload = vec![7u8; 64];
     let sample = Envelope::request(
         "bench",
@@ -159,38 +212,38 @@ fn main() {
     let (raw50, raw99) = raw_pair(dir.path(), &sample.encode());
 
     // Through the broker, async client (BusClient) → broker → worker → broker → client: the
-    // client as configured and one that never polls, in four rounds of turns, so that the VM's
-    // drift over the run is shared between them.
-    let round_trips = |client: &BusClient, n: usize| {
-        rt.block_on(async {
-            let body = serde_bytes::ByteBuf::from(payload.clone());
-            let mut times = Vec::with_capacity(n);
-            for _ in 0..n {
-                let t = Instant::now();
-                let _: serde_bytes::ByteBuf = client
-                    .request("echo", "bench.echo", &body, Duration::from_secs(5))
-                    .await
-                    .unwrap();
-                times.push(t.elapsed());
-            }
-            times
-        })
+    // client as configured and one that polls, in alternating rounds, first in this process
+    // (sharing the broker's libzmq context and its I/O thread)...
+    let (configured, polling) = async_round_trips(&cfg, &payload);
+    // ...then from a process of its own, as a service's client is.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("MING_BENCH_CLIENT_DIR", dir.path())
+        .env(
+            "MING_BENCH_CLIENT_SPIN_US",
+            cfg.client_spin.as_micros().to_string(),
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut apart = text.lines().map(|l| {
+        l.split_whitespace()
+            .map(|v| Duration::from_nanos(v.parse().unwrap()))
+            .collect::<Vec<_>>()
+    });
+    let (c50, c99, p50, p99) = match (apart.next(), apart.next()) {
+        (Some(c), Some(p)) if c.len() == 2 && p.len() == 2 => (c[0], c[1], p[0], p[1]),
+        _ => panic!(
+            "the client process said {text:?}, {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
     };
-    // The configured client and the polling one in alternating rounds, so the VM's drift
-    // falls on both alike.
-    let (mut configured, mut polling) = (Vec::new(), Vec::new());
-    round_trips(&client, WARMUP);
-    round_trips(&poller, WARMUP);
-    for round in 0..4 {
-        if round % 2 == 0 {
-            configured.extend(round_trips(&client, ROUND_TRIPS / 4));
-            polling.extend(round_trips(&poller, ROUND_TRIPS / 4));
-        } else {
-            polling.extend(round_trips(&poller, ROUND_TRIPS / 4));
-            configured.extend(round_trips(&client, ROUND_TRIPS / 4));
-        }
-    }
     let ((b50, b99), (z50, z99)) = (stats(configured), stats(polling));
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = connect(&rt, &cfg, "bench");
 
     // Through the broker from a plain blocking DEALER (no tokio on the caller's side).
     let ctx = zmq::Context::new();
@@ -313,6 +366,18 @@ fn main() {
         us(z50),
         us(z99),
         us(z50) / us(raw50)
+    );
+    println!(
+        "| broker, async BusClient in its own process (as a service's) | {:.1} | {:.1} | {:.2}x |",
+        us(c50),
+        us(c99),
+        us(c50) / us(raw50)
+    );
+    println!(
+        "| broker, async BusClient in its own process, polling | {:.1} | {:.1} | {:.2}x |",
+        us(p50),
+        us(p99),
+        us(p50) / us(raw50)
     );
     println!();
     println!("| throughput | per second |");
