@@ -97,6 +97,11 @@ pub struct AgentService {
 /// acts as heard (a large mailbox or folder is not read twice on the way to the first action).
 const HEAR_AGAIN_CHECK: Duration = Duration::from_millis(150);
 
+/// What follows the mail listing when the local model could not summarise it before the
+/// caller's deadline.
+const NO_SUMMARY_IN_TIME: &str =
+    "(No summary: the local model did not finish in time; ask again when you can wait longer.)";
+
 /// The instructions for a mail summary.
 const MAIL_PROMPT: &str =
     "You summarise the user's e-mail for them. In a few short sentences: who \
@@ -188,14 +193,13 @@ impl AgentService {
             req.tool_choice = ToolChoice::Tool(tool.into());
         }
         req.max_tokens = Some(128);
-        let left = deadline_ms.saturating_sub(now_ms()).max(1);
         let reply: ChatReply = self
             .bus
             .request(
                 "inference",
                 kinds::INFERENCE_CHAT,
                 &req,
-                Duration::from_millis(left),
+                model_budget(deadline_ms, now_ms()),
             )
             .await?;
         let call = reply.tool_call.ok_or_else(|| BusError::Remote {
@@ -500,7 +504,6 @@ impl AgentService {
             ChatMessage::new("user", context),
         ]);
         req.max_tokens = Some(160);
-        let left = deadline_ms.saturating_sub(now_ms()).max(1);
         let head = format!("{total} message(s){about}; the latest {}:", latest.len());
         match self
             .bus
@@ -508,14 +511,35 @@ impl AgentService {
                 "inference",
                 kinds::INFERENCE_CHAT,
                 &req,
-                Duration::from_millis(left),
+                model_budget(deadline_ms, now_ms()),
             )
             .await
         {
-            Ok(r) if !r.text.trim().is_empty() => tools::Outcome {
+            Ok(r) if !r.text.trim().is_empty() => {
+                let cut = if r.finish_reason == FinishReason::Deadline {
+                    " (cut short: the local model ran out of time)"
+                } else {
+                    ""
+                };
+                tools::Outcome {
+                    needs_confirmation: false,
+                    ok: true,
+                    text: format!("{head}\n{listing}\nSummary: {}{cut}", r.text.trim()),
+                }
+            }
+            // Out of time, whether the model said so or the bus did.
+            Ok(ChatReply {
+                finish_reason: FinishReason::Deadline,
+                ..
+            }) => tools::Outcome {
                 needs_confirmation: false,
-                ok: true,
-                text: format!("{head}\n{listing}\nSummary: {}", r.text.trim()),
+                ok: false,
+                text: format!("{head}\n{listing}\n{NO_SUMMARY_IN_TIME}"),
+            },
+            Err(e) if e.code() == ErrorCode::Timeout => tools::Outcome {
+                needs_confirmation: false,
+                ok: false,
+                text: format!("{head}\n{listing}\n{NO_SUMMARY_IN_TIME}"),
             },
             Ok(r) => tools::Outcome {
                 needs_confirmation: false,
@@ -1641,6 +1665,17 @@ fn chats_about_a_stray_hearing(tier: Tier, tool: &str, text: &str, first: Option
         && first.is_some_and(|f| vocabulary::strays(text, &[f.to_string()]))
 }
 
+/// How long the local model may take on a request whose caller waits until `deadline_ms`:
+/// what is left, less a margin (a tenth of it, 50 ms to 1 s) for the agent to act on the
+/// answer, or to say why there is none, before the caller gives up. A slow model then ends in
+/// the agent's own answer (the mail listed without its summary, the model's timeout named)
+/// instead of the caller's bare timeout.
+fn model_budget(deadline_ms: u64, now_ms: u64) -> Duration {
+    let left = deadline_ms.saturating_sub(now_ms);
+    let margin = (left / 10).clamp(50, 1000);
+    Duration::from_millis(left.saturating_sub(margin).max(1))
+}
+
 /// The answer to a voice turn heard as `text` that the agent will not act on or guess at.
 fn say_again(text: &str) -> String {
     format!(
@@ -1652,6 +1687,19 @@ fn say_again(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_local_model_leaves_the_agent_time_to_answer() {
+        let ms = |d: Duration| d.as_millis();
+        // The CLI's minute: the model gets all but a second.
+        assert_eq!(ms(model_budget(60_000, 0)), 59_000);
+        // A voice turn's few seconds: a tenth is kept back.
+        assert_eq!(ms(model_budget(10_000, 5_000)), 4_500);
+        // Short deadlines keep 50 ms, and the model is never given nothing at all.
+        assert_eq!(ms(model_budget(400, 0)), 350);
+        assert_eq!(ms(model_budget(1_030, 1_000)), 1);
+        assert_eq!(ms(model_budget(1_000, 2_000)), 1);
+    }
 
     #[test]
     fn the_local_model_does_not_chat_about_a_turn_heard_two_ways() {
