@@ -28,9 +28,6 @@ enum Cmd {
         /// Stop listening for the request's frames too.
         forget: bool,
     },
-    Forget {
-        id: u64,
-    },
 }
 
 /// A connection to the bus for making requests. Cheap to clone; clones share the socket.
@@ -226,9 +223,11 @@ impl ReplyStream {
         });
     }
 
+    /// The final frame is in. The socket task forgot the request when it passed that frame on
+    /// (`Conn::on_frame`), so nothing is sent: a message here would wake that task once more per
+    /// request, to no end.
     fn finish(&mut self) {
         self.done = true;
-        let _ = self.tx.send(Cmd::Forget { id: self.id });
     }
 }
 
@@ -276,9 +275,6 @@ impl Conn {
                     self.pending.remove(&id);
                 }
                 let _ = self.sock.send(&[&frame]);
-            }
-            Cmd::Forget { id } => {
-                self.pending.remove(&id);
             }
         }
     }
