@@ -492,10 +492,12 @@ impl AgentService {
             .iter()
             .map(|m| {
                 let body: String = m.body.chars().take(600).collect();
-                format!(
-                    "From: {}\nDate: {}\nSubject: {}\n\n{body}",
-                    m.from, m.date, m.subject
-                )
+                let when = if m.date.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(" on {}", m.date.trim())
+                };
+                format!("{} wrote{when} (subject: {}):\n{body}", m.from, m.subject)
             })
             .collect::<Vec<_>>()
             .join("\n\n---\n\n");
