@@ -349,36 +349,32 @@ fn main() {
         us(raw50),
         us(raw99)
     );
-    println!(
-        "| broker, blocking DEALER client | {:.1} | {:.1} | {:.2}x |",
-        us(s50),
-        us(s99),
-        us(s50) / us(raw50)
-    );
-    println!(
-        "| broker, async BusClient (tokio) | {:.1} | {:.1} | {:.2}x |",
-        us(b50),
-        us(b99),
-        us(b50) / us(raw50)
-    );
-    println!(
-        "| broker, async BusClient that polls (client_spin_us = 200) | {:.1} | {:.1} | {:.2}x |",
-        us(z50),
-        us(z99),
-        us(z50) / us(raw50)
-    );
-    println!(
-        "| broker, async BusClient in its own process (as a service's) | {:.1} | {:.1} | {:.2}x |",
-        us(c50),
-        us(c99),
-        us(c50) / us(raw50)
-    );
-    println!(
-        "| broker, async BusClient in its own process, polling | {:.1} | {:.1} | {:.2}x |",
-        us(p50),
-        us(p99),
-        us(p50) / us(raw50)
-    );
+    for (path, p50, p99) in [
+        ("broker, blocking DEALER client", s50, s99),
+        ("broker, async BusClient (tokio)", b50, b99),
+        (
+            "broker, async BusClient that polls (client_spin_us = 200)",
+            z50,
+            z99,
+        ),
+        (
+            "broker, async BusClient in its own process (as a service's)",
+            c50,
+            c99,
+        ),
+        (
+            "broker, async BusClient in its own process, polling",
+            p50,
+            p99,
+        ),
+    ] {
+        println!(
+            "| {path} | {:.1} | {:.1} | {:.2}x |",
+            us(p50),
+            us(p99),
+            us(p50) / us(raw50)
+        );
+    }
     println!();
     println!("| throughput | per second |");
     println!("|---|---:|");
