@@ -67,6 +67,8 @@ pub struct AgentSettings {
     /// A question the agent asked (yes or no before deleting, how long for a timer) waits this
     /// many seconds for the session's next message.
     pub follow_up_s: u64,
+    /// A timer or reminder that fires is said aloud (`audio.speak`) as well as published.
+    pub speak_reminders: bool,
 }
 
 /// The training service (issue #8).

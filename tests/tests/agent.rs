@@ -47,8 +47,9 @@ async fn typed_commands_act_on_the_device() {
     assert!(!std::fs::read_to_string(&notes)
         .unwrap()
         .contains("buy oat milk"));
-    // A timer is stored, then fires.
+    // A timer is stored, then fires, and the audio service says its reminder.
     let mut events = EventSubscriber::connect(&m.bus, &[kinds::EVENT_TIMER_FIRED]).unwrap();
+    let mut speaking = EventSubscriber::connect(&m.bus, &[kinds::EVENT_SPEAKING]).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (code, out) = m.ming(&["ask", "set a timer for 1 second called tea"]);
     assert_eq!(code, 0, "{out}");
@@ -58,6 +59,23 @@ async fn typed_commands_act_on_the_device() {
         .unwrap();
     let fired: TimerFired = ev.body().unwrap();
     assert_eq!(fired.label, "tea");
+    let mut said = Vec::new();
+    while said.last().map(String::as_str) != Some("finished") {
+        let ev = tokio::time::timeout(Duration::from_secs(10), speaking.next())
+            .await
+            .unwrap_or_else(|_| panic!("the audio service said nothing after {said:?}"))
+            .unwrap();
+        said.push(ev.body::<ming_schemas::audio::Speaking>().unwrap().state);
+    }
+    assert_eq!(said, ["started", "finished"]);
+    let line = m
+        .wait_log_line(
+            "agent",
+            &["reminder spoken", "Reminder: tea."],
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(line.contains("interrupted=false"), "{line}");
     // Every utterance is in the interaction log, with its timeline.
     let (code, out) = m.ming(&["trace"]);
     assert_eq!(code, 0, "{out}");

@@ -1564,8 +1564,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             tokio::time::sleep(wait).await;
         }
     });
-    // Timers fire here (a spoken reminder joins them with the audio issue).
+    // Timers fire here: an event, and a spoken reminder.
     let fire = service.clone();
+    let speak_reminders = cfg.agent.speak_reminders;
     let ticker = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
@@ -1575,11 +1576,16 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                 fire.events.publish(
                     kinds::EVENT_TIMER_FIRED,
                     &TimerFired {
-                        id: t.id,
-                        label: t.label,
+                        id: t.id.clone(),
+                        label: t.label.clone(),
                         due_ms: t.due_ms,
                     },
                 );
+                if speak_reminders {
+                    // Said aloud, each on its own (a reminder can be a few seconds of speech).
+                    let bus = fire.bus.clone();
+                    tokio::spawn(async move { speak_reminder(&bus, &t).await });
+                }
             }
         }
     });
@@ -1678,6 +1684,36 @@ fn model_budget(deadline_ms: u64, now_ms: u64) -> Duration {
     Duration::from_millis(left.saturating_sub(margin).max(1))
 }
 
+/// What is said when timer `t` fires.
+fn reminder_text(t: &tools::Timer) -> String {
+    let label = t.label.trim().trim_end_matches(['.', '!']);
+    if label.is_empty() {
+        "Your timer is done.".into()
+    } else {
+        format!("Reminder: {label}.")
+    }
+}
+
+/// Says timer `t`'s reminder through the audio service. Without it (disabled, down) the event
+/// alone stands, and the log says why.
+async fn speak_reminder(bus: &BusClient, t: &tools::Timer) {
+    let text = reminder_text(t);
+    let req = ming_schemas::audio::Speak {
+        text: text.clone(),
+        ..Default::default()
+    };
+    // The length of any reminder, said at espeak-ng's slowest, with room to spare.
+    let said: Result<ming_schemas::audio::Spoken, BusError> = bus
+        .request("audio", kinds::AUDIO_SPEAK, &req, Duration::from_secs(60))
+        .await;
+    match said {
+        Ok(s) => {
+            tracing::info!(timer = %t.id, %text, output = %s.output, interrupted = s.interrupted, "reminder spoken")
+        }
+        Err(e) => tracing::warn!(timer = %t.id, %text, error = %e, "the reminder was not spoken"),
+    }
+}
+
 /// The answer to a voice turn heard as `text` that the agent will not act on or guess at.
 fn say_again(text: &str) -> String {
     format!(
@@ -1689,6 +1725,21 @@ fn say_again(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fired_timer_is_said_as_its_reminder() {
+        let timer = |label: &str| tools::Timer {
+            id: "t-1".into(),
+            label: label.into(),
+            due_ms: 0,
+        };
+        assert_eq!(
+            reminder_text(&timer("check the oven")),
+            "Reminder: check the oven."
+        );
+        assert_eq!(reminder_text(&timer(" tea. ")), "Reminder: tea.");
+        assert_eq!(reminder_text(&timer("")), "Your timer is done.");
+    }
 
     #[test]
     fn the_local_model_leaves_the_agent_time_to_answer() {
