@@ -103,7 +103,8 @@ model_dir = "{models}"
 
 [inference]
 model = "smollm2-135m-instruct"
-context_tokens = 1024
+# The system prompt and the tools' schemas are ~1,000 tokens of SmolLM2's: room for a turn.
+context_tokens = 2048
 # Tests run two mingd at once on two cores: two local models on two threads each wait at
 # ggml's spinning barriers for each other's descheduled threads (a summary of 118 tokens took
 # a minute that way in CI, ~45x its pace alone). One thread each never waits.

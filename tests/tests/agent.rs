@@ -97,6 +97,27 @@ async fn typed_commands_act_on_the_device() {
     assert_eq!(page.next, 7);
     let rest = m.interactions(5).await;
     assert_eq!(rest.items.iter().map(|i| i.seq).collect::<Vec<_>>(), [5, 6]);
+    // A reminder at a clock time: stored with the timers (so it survives a restart), due at
+    // 9:00 tomorrow, local time.
+    let (code, out) = m.ming(&["ask", "remind me to water the plants tomorrow at 9am"]);
+    assert_eq!(code, 0, "{out}");
+    let tomorrow = std::process::Command::new("date")
+        .args(["-d", "tomorrow", "+%A %-d %B"])
+        .output()
+        .unwrap();
+    let tomorrow = String::from_utf8_lossy(&tomorrow.stdout).trim().to_string();
+    assert!(
+        out.contains(&format!(
+            "Reminder set for {tomorrow} at 09:00: water the plants."
+        )) && out.contains("set_reminder")
+            && out.contains("via Fast"),
+        "{out}"
+    );
+    let timers = std::fs::read_to_string(m.dir.path().join("data/agent/timers.json")).unwrap();
+    assert!(
+        timers.contains("\"label\":\"water the plants\""),
+        "{timers}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,13 +141,20 @@ pub enum Ungrounded {
     Day(String),
     #[error("nothing you said asks for it")]
     NotAsked,
+    /// A reminder at a clock time with no time said: the model makes one up.
+    #[error("you did not say at what time")]
+    NoTime,
 }
 
 /// Words that ask for a tool whose arguments carry none of the user's words (by prefix, as
 /// [`same_word`] matches). The LLM tier answered garbled questions with such tools ("What now
 /// you did?" and "What's today's made?" listed the notes): arguments cannot show that a call is
 /// the user's, so a word of the utterance must.
-const CUES: [(&str, &[&str]); 6] = [
+const CUES: [(&str, &[&str]); 7] = [
+    (
+        "set_reminder",
+        &["remind", "reminder", "alert", "nudge", "ping", "wake"],
+    ),
     (
         "list_notes",
         &["note", "jot", "wrote", "written", "write", "memo"],
@@ -433,6 +440,34 @@ pub fn check(
             obj.insert("label".into(), Value::String(String::new()));
         }
     }
+    if tool == "set_reminder" {
+        if !(says_a_number(text) || said.iter().any(|w| w == "noon" || w == "midnight")) {
+            return Err(Ungrounded::NoTime);
+        }
+        // The day is the words' where they name one: the model left it out ("… call mum
+        // tomorrow around five pm" came back with no date: today at 17:00) or made one up
+        // ("2023-04-15" for "on Saturday").
+        if let Some(day) = said.iter().find(|w| {
+            matches!(w.as_str(), "tomorrow" | "tonight") || NAMED_DAYS.contains(&w.as_str())
+        }) {
+            obj.insert("date".into(), Value::String(day.clone()));
+        }
+        // What to be reminded of, without the asking the model copied into it.
+        if let Some(what) = obj.get("text").and_then(Value::as_str) {
+            let lower = what.to_lowercase();
+            let cut = [
+                "remind me to ",
+                "remind me about ",
+                "remind me that ",
+                "remind me ",
+            ]
+            .iter()
+            .find(|p| lower.starts_with(*p))
+            .map_or(0, |p| p.len());
+            let trimmed = what[cut..].trim().to_string();
+            obj.insert("text".into(), Value::String(trimmed));
+        }
+    }
     if let Some(day) = obj.get("date").and_then(Value::as_str) {
         if !day_said(day, &heard) {
             return Err(Ungrounded::Day(day.into()));
@@ -655,6 +690,47 @@ mod tests {
                 previous
             ),
             Err(Ungrounded::NoDuration)
+        );
+    }
+
+    #[test]
+    fn a_reminder_needs_the_asking_and_its_time_said() {
+        let mut args = json!({"text": "call mum", "date": "tomorrow", "time": "17:00"});
+        let text = "could you remind me to call mum tomorrow around five";
+        assert_eq!(asked_for("set_reminder", text), Ok(()));
+        assert_eq!(check("set_reminder", &mut args, text, None), Ok(()));
+        // What the model wrote for it (Qwen2.5-Coder-0.5B): the whole request, and no day.
+        let mut copied =
+            json!({"text": "Remind me to call Mum tomorrow around five pm.", "time": "17:00"});
+        let pm = "could you remind me to call mum tomorrow around five pm";
+        assert_eq!(check("set_reminder", &mut copied, pm, None), Ok(()));
+        assert_eq!(
+            copied,
+            json!({"text": "call Mum tomorrow around five pm.", "date": "tomorrow", "time": "17:00"})
+        );
+        let mut made_up =
+            json!({"text": "pick up the dry cleaning", "date": "2023-04-15", "time": "10:00"});
+        let saturday = "I need a reminder on Saturday at 10 to pick up the dry cleaning";
+        assert_eq!(check("set_reminder", &mut made_up, saturday, None), Ok(()));
+        assert_eq!(made_up["date"], "saturday");
+        // The time made up: "tomorrow" says no hour.
+        let text = "remind me tomorrow to call mum";
+        assert_eq!(
+            check("set_reminder", &mut args, text, None),
+            Err(Ungrounded::NoTime)
+        );
+        let mut at_noon = json!({"text": "call mum", "date": "", "time": "12:00"});
+        let noon = "remind me at noon to call mum";
+        assert_eq!(check("set_reminder", &mut at_noon, noon, None), Ok(()));
+        // A day not said is refused, as for any tool.
+        assert_eq!(
+            check("set_reminder", &mut args, noon, None),
+            Err(Ungrounded::Day("tomorrow".into()))
+        );
+        // Nothing asks for a reminder.
+        assert_eq!(
+            asked_for("set_reminder", "call mum tomorrow at five"),
+            Err(Ungrounded::NotAsked)
         );
     }
 

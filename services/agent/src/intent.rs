@@ -222,6 +222,16 @@ fn rules() -> &'static [Rule] {
     RULES.get_or_init(|| {
         let r = |p: &str| Regex::new(&format!("(?i){p}")).unwrap_or_else(|e| panic!("bad intent pattern {p}: {e}"));
         vec![
+            // Reminders at a clock time: "remind me to water the plants tomorrow at 9am",
+            // "remind me at noon to take my pills", "remind me on Friday at 10 about the bins".
+            Rule {
+                re: r(&format!(r"^\s*(?:please\s+)?(?:remind me|set a reminder)(?:\s+(?:to|about|that|for))?\s+(?P<what>.+?)\s+(?:(?P<day>{REMINDER_DAY})\s+)?at\s+(?P<time>{CLOCK_TIME})(?:\s+(?P<day2>{REMINDER_DAY}))?[.!]?\s*$")),
+                build: |c| reminder(c),
+            },
+            Rule {
+                re: r(&format!(r"^\s*(?:please\s+)?(?:can you\s+)?(?:remind me|set a reminder|ping me|nudge me|alert me|give me a (?:shout|call|nudge|ping|buzz))\s+(?:(?P<day>{REMINDER_DAY})\s+)?at\s+(?P<time>{CLOCK_TIME})(?:\s+(?P<day2>{REMINDER_DAY}))?\s+(?:to|about|that)\s+(?P<what>.+?)[.!]?\s*$")),
+                build: |c| reminder(c),
+            },
             // Reminders: "remind me in 20 minutes to check the oven".
             Rule {
                 re: r(r"^\s*(?:please\s+)?(?:give me a (?:shout|call|nudge|ping|buzz)|ping me|nudge me|buzz me|wake me(?: up)?|alert me|let me know)\s+in\s+(?P<d>.+?)(?:\s+(?:to|that|about)\s+(?P<what>.+?))?[.!]?\s*$"),
@@ -481,6 +491,51 @@ fn normalize(text: &str) -> std::borrow::Cow<'_, str> {
         .replace_all(text, "${1}m")
 }
 
+/// A day a reminder is set for: "today", "tonight", "tomorrow", "(on) Friday", "(on)
+/// 2026-12-24".
+const REMINDER_DAY: &str = r"today|tonight|tomorrow|(?:on\s+)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|(?:on\s+)?\d{4}-\d{2}-\d{2}";
+
+/// A clock time as said or as Whisper writes it ([`normalize`] makes "9 a.m." "9 am"), as the
+/// calendar's rule takes it: "9", "9:30", "9am", "nine thirty", "seven o'clock", "noon".
+const CLOCK_TIME: &str = r"(?:\d{1,2}(?::\d{2})?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|noon|midnight)(?:\s+(?:o'clock|thirty|fifteen|forty-five))?\s*(?:am|pm)?";
+
+/// `set_reminder` from a clock-time rule's captures: what, the day (none: the next time the
+/// clock shows it) and the time, an evening one for "tonight at 9".
+fn reminder(c: &regex::Captures<'_>) -> Option<Intent> {
+    let what = c["what"].trim().trim_end_matches(['.', '!', ',']);
+    if what.is_empty() {
+        return None;
+    }
+    let day = c
+        .name("day")
+        .or_else(|| c.name("day2"))
+        .map(|d| {
+            d.as_str()
+                .trim()
+                .trim_start_matches("on ")
+                .trim()
+                .to_lowercase()
+        })
+        .unwrap_or_default();
+    let mut time = parse_time(&c["time"])?;
+    let date = if day == "tonight" {
+        if let Some(h) = time
+            .get(..2)
+            .and_then(|h| h.parse::<u32>().ok())
+            .filter(|h| *h < 12)
+        {
+            time = format!("{:02}{}", h + 12, &time[2..]);
+        }
+        "today".to_string()
+    } else {
+        day
+    };
+    Some(Intent {
+        tool: "set_reminder",
+        args: json!({"text": what, "date": date, "time": time}),
+    })
+}
+
 /// `add_note` with the words said, if there are any ("Take a note." has none: that is a
 /// question for followup.rs).
 fn note(said: &str) -> Option<Intent> {
@@ -591,6 +646,7 @@ mod tests {
             " Add lunch with Sarah tomorrow at 1 p.m.",
             " What's the date today?",
             " Search my notes for milk.",
+            " Remind me to water the plants tomorrow at 9 a.m.",
         ] {
             assert!(matched(t), "{t}");
         }
@@ -920,6 +976,48 @@ mod tests {
                 "Where am I free tomorrow?",
                 "free_time",
                 json!({"date": "tomorrow", "minutes": 30}),
+            ),
+            // Reminders at a clock time, the day before or after the time, or none.
+            (
+                "Remind me to water the plants tomorrow at 9am.",
+                "set_reminder",
+                json!({"text": "water the plants", "date": "tomorrow", "time": "09:00"}),
+            ),
+            (
+                "remind me at noon to take my pills",
+                "set_reminder",
+                json!({"text": "take my pills", "date": "", "time": "12:00"}),
+            ),
+            (
+                "Remind me on Friday at 10 about the bins",
+                "set_reminder",
+                json!({"text": "the bins", "date": "friday", "time": "10:00"}),
+            ),
+            (
+                "remind me to call mum at 5 p.m. tomorrow",
+                "set_reminder",
+                json!({"text": "call mum", "date": "tomorrow", "time": "17:00"}),
+            ),
+            (
+                "Remind me to lock the door tonight at nine.",
+                "set_reminder",
+                json!({"text": "lock the door", "date": "today", "time": "21:00"}),
+            ),
+            (
+                "set a reminder for the dentist at 8:30",
+                "set_reminder",
+                json!({"text": "the dentist", "date": "", "time": "08:30"}),
+            ),
+            (
+                "can you ping me at 6pm about dinner",
+                "set_reminder",
+                json!({"text": "dinner", "date": "", "time": "18:00"}),
+            ),
+            // A length is still a timer.
+            (
+                "remind me in 20 minutes to check the oven",
+                "set_timer",
+                json!({"seconds": 1200, "label": "check the oven"}),
             ),
         ];
         assert_understood(cases);

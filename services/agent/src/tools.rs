@@ -99,6 +99,11 @@ fn built_in_schemas() -> Vec<(&'static str, &'static str, Value)> {
             json!({"type": "object", "properties": {"seconds": {"type": "integer", "minimum": 1, "maximum": MAX_TIMER_S}, "label": {"type": "string"}}, "required": ["seconds", "label"]}),
         ),
         (
+            "set_reminder",
+            "Remind the user of something at a clock time (date: today, tomorrow, a weekday or YYYY-MM-DD; time: e.g. 9am, 14:30, noon)",
+            json!({"type": "object", "properties": {"text": {"type": "string"}, "date": {"type": "string"}, "time": {"type": "string"}}, "required": ["text", "time"]}),
+        ),
+        (
             "add_note",
             "Save a note",
             json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
@@ -403,6 +408,7 @@ impl Tools {
                 };
                 ok(format!("{what} set for {}.", human(secs)))
             }
+            "set_reminder" => self.set_reminder(args),
             "add_event" | "list_events" | "free_time" | "import_calendar" => {
                 self.calendar(tool, args)
             }
@@ -482,6 +488,69 @@ impl Tools {
             "reply" => ok(text("text")),
             other => fail(format!("there is no tool called {other}")),
         }
+    }
+
+    /// `set_reminder`: a timer due at a local clock time. With no day said, the next time the
+    /// clock shows it (today, or tomorrow once it has passed); a day said whose time has passed
+    /// is refused, as a misheard or made-up day.
+    fn set_reminder(&self, args: &Value) -> Outcome {
+        let text = |k: &str| {
+            args.get(k)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let what = text("text");
+        if what.is_empty() {
+            return fail("say what to remind you of");
+        }
+        let Some(minute) = crate::intent::parse_time(&text("time")).and_then(|t| {
+            let (h, m) = t.split_once(':')?;
+            Some(h.parse::<u32>().ok()? * 60 + m.parse::<u32>().ok()?)
+        }) else {
+            return fail(format!("I do not understand the time \"{}\"", text("time")));
+        };
+        let day = text("date");
+        let Some(date) = resolve_date(&day) else {
+            return fail(format!(
+                "I do not understand the date \"{day}\" (today, tomorrow, a weekday or YYYY-MM-DD)"
+            ));
+        };
+        let now = now_ms();
+        let mut due = local_ms(date, minute);
+        if due <= now && day.is_empty() {
+            due = local_ms(date.add_days(1), minute);
+        }
+        if due <= now {
+            return fail(format!(
+                "{} at {} has passed; say the day again",
+                date.iso(),
+                crate::calendar::hm(minute)
+            ));
+        }
+        if due - now > MAX_TIMER_S * 1000 {
+            return fail("a reminder is at most 30 days ahead; put later things in the calendar");
+        }
+        let timer = Timer {
+            id: format!("t-{:x}", fresh_id()),
+            label: what.clone(),
+            due_ms: due,
+        };
+        let Ok(mut timers) = self.timers.lock() else {
+            return fail("timer store unavailable");
+        };
+        timers.push(timer);
+        if let Err(e) = self.save_timers(&timers) {
+            timers.pop();
+            return fail(format!("could not save the reminder: {e}"));
+        }
+        ok(format!(
+            "Reminder set for {} at {}: {}.",
+            spoken_date(due),
+            crate::calendar::hm(minute),
+            what.trim_end_matches(['.', '!'])
+        ))
     }
 
     fn calendar(&self, tool: &str, args: &Value) -> Outcome {
@@ -656,7 +725,7 @@ pub fn today() -> crate::calendar::Date {
     }
 }
 
-/// "today", "tomorrow", a weekday (the next one, today excluded) or YYYY-MM-DD.
+/// "today" (or "tonight"), "tomorrow", a weekday (the next one, today excluded) or YYYY-MM-DD.
 pub fn resolve_date(s: &str) -> Option<crate::calendar::Date> {
     const DAYS: [&str; 7] = [
         "sunday",
@@ -670,7 +739,7 @@ pub fn resolve_date(s: &str) -> Option<crate::calendar::Date> {
     let s = s.trim().to_lowercase();
     let today = today();
     match s.as_str() {
-        "" | "today" => Some(today),
+        "" | "today" | "tonight" => Some(today),
         "tomorrow" => Some(today.add_days(1)),
         _ => match DAYS.iter().position(|d| *d == s) {
             Some(w) => {
@@ -752,8 +821,32 @@ fn zone_now(name: &str) -> Result<(String, String, String), String> {
     }
 }
 
-fn local_tm() -> libc::tm {
-    let secs = (now_ms() / 1000) as libc::time_t;
+/// The epoch milliseconds of `minute` past local midnight on `date` (the system's zone, daylight
+/// saving time included; a time that the clocks skip resolves as `mktime` resolves it).
+pub fn local_ms(date: crate::calendar::Date, minute: u32) -> u64 {
+    // SAFETY: mktime reads and normalises the zeroed struct we fill in.
+    let secs = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        tm.tm_year = (date.year - 1900) as libc::c_int;
+        tm.tm_mon = date.month as libc::c_int - 1;
+        tm.tm_mday = date.day as libc::c_int;
+        tm.tm_hour = (minute / 60) as libc::c_int;
+        tm.tm_min = (minute % 60) as libc::c_int;
+        tm.tm_isdst = -1;
+        libc::mktime(&mut tm)
+    };
+    u64::try_from(secs).map_or(0, |s| s * 1000)
+}
+
+/// "Wednesday 9 December": the local day of `ms`.
+fn spoken_date(ms: u64) -> String {
+    let tm = tm_at(ms);
+    let (day, month) = day_and_month_names(&tm);
+    format!("{day} {} {month}", tm.tm_mday)
+}
+
+fn tm_at(ms: u64) -> libc::tm {
+    let secs = (ms / 1000) as libc::time_t;
     // SAFETY: localtime_r writes into the zeroed struct we pass and reads `secs`.
     unsafe {
         let mut tm: libc::tm = std::mem::zeroed();
@@ -762,8 +855,12 @@ fn local_tm() -> libc::tm {
     }
 }
 
-/// The local date ("Wednesday 25 November 2026") and time ("17:05").
-fn local_now() -> (String, String) {
+fn local_tm() -> libc::tm {
+    tm_at(now_ms())
+}
+
+/// The names of `tm`'s weekday and month: ("Wednesday", "December").
+fn day_and_month_names(tm: &libc::tm) -> (&'static str, &'static str) {
     const DAYS: [&str; 7] = [
         "Sunday",
         "Monday",
@@ -787,9 +884,16 @@ fn local_now() -> (String, String) {
         "November",
         "December",
     ];
+    (
+        DAYS.get(tm.tm_wday as usize).copied().unwrap_or(""),
+        MONTHS.get(tm.tm_mon as usize).copied().unwrap_or(""),
+    )
+}
+
+/// The local date ("Wednesday 25 November 2026") and time ("17:05").
+fn local_now() -> (String, String) {
     let tm = local_tm();
-    let day = DAYS.get(tm.tm_wday as usize).copied().unwrap_or("");
-    let month = MONTHS.get(tm.tm_mon as usize).copied().unwrap_or("");
+    let (day, month) = day_and_month_names(&tm);
     (
         format!("{day} {} {month} {}", tm.tm_mday, tm.tm_year + 1900),
         format!("{:02}:{:02}", tm.tm_hour, tm.tm_min),
@@ -799,6 +903,73 @@ fn local_now() -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reminder_is_due_at_the_local_clock_time_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let tools = Tools::open(dir.path()).unwrap();
+        let run = |args: serde_json::Value| tools.run("set_reminder", &args, false);
+        let tomorrow = today().add_days(1);
+        let out =
+            run(serde_json::json!({"text": "water the plants", "date": "tomorrow", "time": "9am"}));
+        assert!(out.ok, "{}", out.text);
+        assert!(
+            out.text.starts_with("Reminder set for ")
+                && out.text.ends_with(" at 09:00: water the plants."),
+            "{}",
+            out.text
+        );
+        let due = |label: &str| {
+            tools
+                .timers
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|t| t.label == label)
+                .map(|t| t.due_ms)
+        };
+        assert_eq!(due("water the plants"), Some(local_ms(tomorrow, 9 * 60)));
+        // 9 am tomorrow is 9 hours after midnight, whatever the zone (unless the clocks change).
+        let midnight = local_ms(tomorrow, 0);
+        assert!(local_ms(tomorrow, 9 * 60) - midnight <= 10 * 3600 * 1000);
+        // No day said: the next time the clock shows it — tomorrow, for a minute ago.
+        let tm = local_tm();
+        let ago = (tm.tm_hour * 60 + tm.tm_min) as u32;
+        if ago > 0 {
+            let time = crate::calendar::hm(ago - 1);
+            assert!(run(serde_json::json!({"text": "stretch", "time": time})).ok);
+            assert_eq!(due("stretch"), Some(local_ms(tomorrow, ago - 1)));
+            // Today said, and passed: refused, nothing stored.
+            let out = run(serde_json::json!({"text": "late", "date": "today", "time": time}));
+            assert!(!out.ok && out.text.contains("has passed"), "{}", out.text);
+            assert_eq!(due("late"), None);
+        }
+        // What, when and how far ahead.
+        for (args, says) in [
+            (serde_json::json!({"text": "", "time": "9am"}), "say what"),
+            (
+                serde_json::json!({"text": "x", "time": "quarter past"}),
+                "the time",
+            ),
+            (
+                serde_json::json!({"text": "x", "date": "someday", "time": "9am"}),
+                "the date",
+            ),
+            (
+                serde_json::json!({"text": "x", "date": today().add_days(40).iso(), "time": "9am"}),
+                "at most 30 days",
+            ),
+        ] {
+            let out = run(args.clone());
+            assert!(!out.ok && out.text.contains(says), "{args}: {}", out.text);
+        }
+        // Stored as a timer: it survives a restart and fires with its words.
+        let again = Tools::open(dir.path()).unwrap();
+        assert!(again
+            .take_due(local_ms(tomorrow, 9 * 60))
+            .iter()
+            .any(|t| t.label == "water the plants"));
+    }
 
     #[test]
     fn a_search_that_finds_nothing_gives_the_words_of_its_data() {
