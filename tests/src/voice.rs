@@ -108,7 +108,20 @@ pub async fn heard_again_before_the_llm(
             code == 0 && out.contains("\"tier\": \"router\"") && out.contains("friday"),
             "the seed router does not act on the first reading (pick another): {out}"
         );
-        m.interactions(0).await.next
+        // The agent logs an interaction after its reply: wait for it, so that the live
+        // turn's interactions are counted from after it (a CI run read the log first).
+        crate::eventually(
+            Duration::from_secs(10),
+            "the typed first reading logged",
+            || async {
+                let page = m.interactions(0).await;
+                page.items
+                    .iter()
+                    .any(|i| i.text == FRIDAY_FIRST_HEARD)
+                    .then_some(page.next)
+            },
+        )
+        .await
     } else {
         m.wait_ready(&["audio", "agent"], Duration::from_secs(60))
             .await;
