@@ -118,6 +118,14 @@ async fn typed_commands_act_on_the_device() {
         timers.contains("\"label\":\"water the plants\""),
         "{timers}"
     );
+    // A day and no time: the agent asks, and the session's next message answers.
+    let (code, out) = m.ming(&["ask", "--session", "r", "remind me tomorrow to call mum"]);
+    assert!(code == 5 && out.contains("At what time?"), "{code} {out}");
+    let (code, out) = m.ming(&["ask", "--session", "r", "at 5pm"]);
+    assert!(
+        code == 0 && out.contains(&format!("Reminder set for {tomorrow} at 17:00: call mum.")),
+        "{code} {out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,8 @@ pub enum Slot {
     Text,
     /// What to search for (`query`).
     Query,
+    /// A reminder's clock time (`time`, "HH:MM").
+    Time,
 }
 
 impl Slot {
@@ -41,6 +43,7 @@ impl Slot {
             Slot::Seconds => "seconds",
             Slot::Text => "text",
             Slot::Query => "query",
+            Slot::Time => "time",
         }
     }
 }
@@ -255,6 +258,37 @@ pub fn incomplete(text: &str) -> Option<Ask> {
                 },
             },
             Pattern {
+                // "remind me tomorrow to call mum", "remind me to water the plants tonight": a
+                // day without a time, which a reminder at a clock time needs.
+                re: r(r"remind me (?:(?P<day>today|tonight|tomorrow|(?:on )?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)) )?(?:to|that|about) (?P<label>.+?)"),
+                build: |c| {
+                    static TRAILING: OnceLock<Regex> = OnceLock::new();
+                    let trailing = TRAILING.get_or_init(|| {
+                        Regex::new(r"(?i)^(?P<what>.+?)\s+(?P<day>today|tonight|tomorrow|(?:on )?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday))$")
+                            .unwrap_or_else(|_| unreachable!())
+                    });
+                    let label = c["label"].trim();
+                    let (what, day) = match c.name("day") {
+                        Some(d) => (label.to_string(), d.as_str().to_string()),
+                        None => {
+                            let t = trailing.captures(label)?;
+                            (t["what"].to_string(), t["day"].to_string())
+                        }
+                    };
+                    // A time said is the rules' or the model's to read, not this question.
+                    if grounding::says_a_number(&what) || says_when(&what) {
+                        return None;
+                    }
+                    let day = day.to_lowercase();
+                    Some(Ask {
+                        tool: "set_reminder",
+                        args: json!({"text": what.trim(), "date": day.trim_start_matches("on ")}),
+                        slot: Slot::Time,
+                        question: "At what time?",
+                    })
+                },
+            },
+            Pattern {
                 re: r(r"(?:take|add|make|write|save)(?: down)? (?:a |another )?note|new note"),
                 build: |_| Some(Ask {
                     tool: "add_note",
@@ -303,6 +337,21 @@ pub fn fill(slot: Slot, args: &Value, text: &str) -> Option<Value> {
     let mut args = args.as_object().cloned().unwrap_or_default();
     let value = match slot {
         Slot::Seconds => json!(intent::parse_duration(text)?),
+        Slot::Time => {
+            let t = text.trim().trim_end_matches(['.', '!', '?']);
+            let lower = t.to_lowercase();
+            let t = ["at ", "around ", "about ", "by "]
+                .iter()
+                .find_map(|p| lower.strip_prefix(p))
+                .unwrap_or(&lower);
+            let time = intent::parse_time(t)?;
+            // "Tonight", then "at nine": the evening's nine.
+            let tonight = args.get("date").and_then(Value::as_str) == Some("tonight");
+            match time.get(..2).and_then(|h| h.parse::<u32>().ok()) {
+                Some(h) if tonight && h < 12 => json!(format!("{:02}{}", h + 12, &time[2..])),
+                _ => json!(time),
+            }
+        }
         Slot::Text | Slot::Query => {
             static LEAD: OnceLock<Regex> = OnceLock::new();
             let lead = LEAD.get_or_init(|| {
@@ -445,10 +494,73 @@ mod tests {
             // Says a length or a day: for the other tiers, not a question about length.
             "set a timer for ten",
             "remind me to call mum tomorrow at noon",
-            "remind me to water the plants tonight",
         ] {
             assert!(incomplete(text).is_none(), "{text}");
         }
+        // A day and no time: a reminder at a clock time, asked for its time.
+        for (text, args) in [
+            (
+                "remind me to water the plants tonight",
+                json!({"text": "water the plants", "date": "tonight"}),
+            ),
+            (
+                "Remind me tomorrow to call mum.",
+                json!({"text": "call mum", "date": "tomorrow"}),
+            ),
+            (
+                "remind me on Friday about the bins",
+                json!({"text": "the bins", "date": "friday"}),
+            ),
+        ] {
+            let a = incomplete(text).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(
+                (a.tool, &a.args, a.slot),
+                ("set_reminder", &args, Slot::Time),
+                "{text}"
+            );
+            assert_eq!(a.question, "At what time?");
+            assert!(intent::understand(text).is_none(), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_reminders_time_is_answered_as_a_clock_time() {
+        let reminder = || Question::Slot {
+            tool: "set_reminder".into(),
+            args: json!({"text": "call mum", "date": "tomorrow"}),
+            slot: Slot::Time,
+        };
+        for (said, time) in [
+            ("At 5pm.", "17:00"),
+            ("nine thirty", "09:30"),
+            ("noon", "12:00"),
+        ] {
+            assert_eq!(
+                answer(reminder(), said),
+                Answer::Act {
+                    tool: "set_reminder".into(),
+                    args: json!({"text": "call mum", "date": "tomorrow", "time": time}),
+                    confirm: false
+                },
+                "{said}"
+            );
+        }
+        let tonight = Question::Slot {
+            tool: "set_reminder".into(),
+            args: json!({"text": "lock up", "date": "tonight"}),
+            slot: Slot::Time,
+        };
+        assert_eq!(
+            answer(tonight, "at nine"),
+            Answer::Act {
+                tool: "set_reminder".into(),
+                args: json!({"text": "lock up", "date": "tonight", "time": "21:00"}),
+                confirm: false
+            }
+        );
+        assert_eq!(answer(reminder(), "what time is it"), Answer::Other);
+        assert_eq!(answer(reminder(), "whenever"), Answer::Other);
+        assert_eq!(answer(reminder(), "never mind"), Answer::Dropped);
     }
 
     #[test]

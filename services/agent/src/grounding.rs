@@ -441,9 +441,6 @@ pub fn check(
         }
     }
     if tool == "set_reminder" {
-        if !(says_a_number(text) || said.iter().any(|w| w == "noon" || w == "midnight")) {
-            return Err(Ungrounded::NoTime);
-        }
         // The day is the words' where they name one: the model left it out ("… call mum
         // tomorrow around five pm" came back with no date: today at 17:00) or made one up
         // ("2023-04-15" for "on Saturday").
@@ -466,6 +463,10 @@ pub fn check(
             .map_or(0, |p| p.len());
             let trimmed = what[cut..].trim().to_string();
             obj.insert("text".into(), Value::String(trimmed));
+        }
+        // Last, so that the question for the time keeps the day and the words set right above.
+        if !(says_a_number(text) || said.iter().any(|w| w == "noon" || w == "midnight")) {
+            return Err(Ungrounded::NoTime);
         }
     }
     if let Some(day) = obj.get("date").and_then(Value::as_str) {

@@ -1266,6 +1266,22 @@ impl Handler for AgentService {
                     };
                     return self.ask(resp, record, &msg, tier, ask, started);
                 }
+                // A reminder with no time said: ask for it, as for a timer's length.
+                Err(grounding::Ungrounded::NoTime) => {
+                    record.stages.push(ming_schemas::agent::Stage {
+                        name: "no time said".into(),
+                        at_ms: since(started),
+                    });
+                    let mut rest = args.as_object().cloned().unwrap_or_default();
+                    rest.remove("time");
+                    let ask = followup::Ask {
+                        tool: "set_reminder",
+                        args: serde_json::Value::Object(rest),
+                        slot: followup::Slot::Time,
+                        question: "At what time?",
+                    };
+                    return self.ask(resp, record, &msg, tier, ask, started);
+                }
                 Err(e) => {
                     refusal = Some(("arguments not the user's", "unsure", format!(
                         "I heard \u{201c}{}\u{201d} and am not sure what you want ({tool}? {e}); please say it again",
