@@ -7,7 +7,8 @@
 //!   read it differently the second time); a "no" drops it. Before, only `ming chat` could
 //!   confirm (by sending the sentence again), so a voice user could never delete anything.
 //! - **A missing slot**: a command whose tool is clear but whose key argument is not there
-//!   ("set a timer", "take a note", "search my mail") gets a question ("For how long?") instead
+//!   ("set a timer", "take a note", "search my mail", "remind me tomorrow to call mum") gets a
+//!   question ("For how long?", "At what time?") instead
 //!   of an action made up by the local model; the next turn answers it ("five minutes").
 //!
 //! Whatever else the next turn says, the question is dropped and the turn is understood on its
