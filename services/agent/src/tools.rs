@@ -285,13 +285,7 @@ impl Tools {
 
     /// Runs `tool`; destructive tools act only with `confirm`.
     pub fn run(&self, tool: &str, args: &Value, confirm: bool) -> Outcome {
-        let text = |k: &str| {
-            args.get(k)
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .unwrap_or_default()
-                .to_string()
-        };
+        let text = |k: &str| arg(args, k);
         match tool {
             "add_note" => {
                 let t = text("text");
@@ -388,18 +382,8 @@ impl Tools {
                     return fail("a timer runs from 1 second to 30 days");
                 };
                 let label = text("label");
-                let timer = Timer {
-                    id: format!("t-{:x}", fresh_id()),
-                    label: label.clone(),
-                    due_ms: now_ms() + secs * 1000,
-                };
-                let Ok(mut timers) = self.timers.lock() else {
-                    return fail("timer store unavailable");
-                };
-                timers.push(timer);
-                if let Err(e) = self.save_timers(&timers) {
-                    timers.pop();
-                    return fail(format!("could not save the timer: {e}"));
+                if let Err(e) = self.add_timer(&label, now_ms() + secs * 1000, "timer") {
+                    return fail(e);
                 }
                 let what = if label.is_empty() {
                     "Timer".to_string()
@@ -490,17 +474,31 @@ impl Tools {
         }
     }
 
+    /// Adds a timer (a `kind`: "timer", "reminder") due at `due_ms` and saves the pending ones;
+    /// when they cannot be saved, it is not kept.
+    fn add_timer(&self, label: &str, due_ms: u64, kind: &str) -> Result<(), String> {
+        let timer = Timer {
+            id: format!("t-{:x}", fresh_id()),
+            label: label.to_string(),
+            due_ms,
+        };
+        let mut timers = self
+            .timers
+            .lock()
+            .map_err(|_| "timer store unavailable".to_string())?;
+        timers.push(timer);
+        if let Err(e) = self.save_timers(&timers) {
+            timers.pop();
+            return Err(format!("could not save the {kind}: {e}"));
+        }
+        Ok(())
+    }
+
     /// `set_reminder`: a timer due at a local clock time. With no day said, the next time the
     /// clock shows it (today, or tomorrow once it has passed); a day said whose time has passed
     /// is refused, as a misheard or made-up day.
     fn set_reminder(&self, args: &Value) -> Outcome {
-        let text = |k: &str| {
-            args.get(k)
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .unwrap_or_default()
-                .to_string()
-        };
+        let text = |k: &str| arg(args, k);
         let what = text("text");
         if what.is_empty() {
             return fail("say what to remind you of");
@@ -532,18 +530,8 @@ impl Tools {
         if due - now > MAX_TIMER_S * 1000 {
             return fail("a reminder is at most 30 days ahead; put later things in the calendar");
         }
-        let timer = Timer {
-            id: format!("t-{:x}", fresh_id()),
-            label: what.clone(),
-            due_ms: due,
-        };
-        let Ok(mut timers) = self.timers.lock() else {
-            return fail("timer store unavailable");
-        };
-        timers.push(timer);
-        if let Err(e) = self.save_timers(&timers) {
-            timers.pop();
-            return fail(format!("could not save the reminder: {e}"));
+        if let Err(e) = self.add_timer(&what, due, "reminder") {
+            return fail(e);
         }
         ok(format!(
             "Reminder set for {} at {}: {}.",
@@ -556,13 +544,7 @@ impl Tools {
     fn calendar(&self, tool: &str, args: &Value) -> Outcome {
         use crate::calendar::{hm, Calendar, Event};
         let cal = Calendar::new(&self.dir);
-        let text = |k: &str| {
-            args.get(k)
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .unwrap_or_default()
-                .to_string()
-        };
+        let text = |k: &str| arg(args, k);
         if tool == "import_calendar" {
             let path = text("path");
             let incoming = match std::fs::read_to_string(&path) {
@@ -713,6 +695,15 @@ fn human(secs: u64) -> String {
         parts.push(unit(s, "second"));
     }
     parts.join(" ")
+}
+
+/// The string argument `k` of a call, trimmed; empty when absent.
+fn arg(args: &Value, k: &str) -> String {
+    args.get(k)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Today's local date.
