@@ -440,6 +440,18 @@ pub fn check(
             obj.insert("label".into(), Value::String(String::new()));
         }
     }
+    // The place said, where the model left it out: "I'd like to know what time it is in
+    // Tokyo" came back as the time here.
+    if tool == "clock"
+        && obj
+            .get("zone")
+            .and_then(Value::as_str)
+            .is_none_or(|z| z.trim().is_empty())
+    {
+        if let Some(zone) = zone_said(text) {
+            obj.insert("zone".into(), Value::String(zone));
+        }
+    }
     if tool == "set_reminder" {
         // The day is the words' where they name one: the model left it out ("… call mum
         // tomorrow around five pm" came back with no date: today at 17:00) or made one up
@@ -488,6 +500,25 @@ pub fn check(
         }
     }
     Ok(())
+}
+
+/// The place after the last "in" of `text` ("… in Tokyo?", "… in New York right now") when the
+/// time-zone database knows it.
+fn zone_said(text: &str) -> Option<String> {
+    static IN_PLACE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = IN_PLACE.get_or_init(|| {
+        regex::Regex::new(
+            r"(?i)\bin\s+(?P<place>[a-z][\w /'-]*?)(?:\s+(?:now|right now|today))?[?.!]*\s*$",
+        )
+        .unwrap_or_else(|_| unreachable!())
+    });
+    let place = re
+        .captures(text)?
+        .name("place")?
+        .as_str()
+        .trim()
+        .to_string();
+    tools::find_zone(&place, std::path::Path::new(tools::ZONEINFO)).map(|_| place)
 }
 
 /// Words of an argument quoted back in an answer that is often spoken.
@@ -692,6 +723,28 @@ mod tests {
             ),
             Err(Ungrounded::NoDuration)
         );
+    }
+
+    #[test]
+    fn the_place_said_is_the_clocks_zone() {
+        // tzdata is installed by `just setup`.
+        let mut args = json!({"what": "time"});
+        let text = "I'd like to know what time it is in Tokyo";
+        assert_eq!(check("clock", &mut args, text, None), Ok(()));
+        assert_eq!(args, json!({"what": "time", "zone": "Tokyo"}));
+        // No place the database knows, or the model's own zone: left as they are.
+        let mut here = json!({"what": "time"});
+        assert_eq!(
+            check("clock", &mut here, "what time is it in a minute", None),
+            Ok(())
+        );
+        assert_eq!(here, json!({"what": "time"}));
+        let mut paris = json!({"what": "time", "zone": "Europe/Paris"});
+        assert_eq!(
+            check("clock", &mut paris, "time in Paris right now", None),
+            Ok(())
+        );
+        assert_eq!(paris["zone"], "Europe/Paris");
     }
 
     #[test]

@@ -409,7 +409,7 @@ fn rules() -> &'static [Rule] {
             },
             // Clock.
             Rule {
-                re: r(r"^\s*(?:what(?:'s| is) the time|what time is it)(?: now)? in (?P<zone>[\w /'-]+?)(?: now| right now)?[?.!]?\s*$"),
+                re: r(r"^\s*(?:please\s+)?(?:(?:i'd like to know|i want to know|tell me|do you know|can you tell me|could you tell me)\s+)?(?:what(?:'s| is) the time|what time is it|what time it is)(?: now)? in (?P<zone>[\w /'-]+?)(?: now| right now)?[?.!]?\s*$"),
                 build: |c| Some(Intent { tool: "clock", args: json!({"what": "time", "zone": c["zone"].trim()}) }),
             },
             Rule {
@@ -976,6 +976,12 @@ mod tests {
                 "Where am I free tomorrow?",
                 "free_time",
                 json!({"date": "tomorrow", "minutes": 30}),
+            ),
+            // The time elsewhere, asked round about.
+            (
+                "I'd like to know what time it is in Tokyo",
+                "clock",
+                json!({"what": "time", "zone": "Tokyo"}),
             ),
             // Reminders at a clock time, the day before or after the time, or none.
             (

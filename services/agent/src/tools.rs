@@ -743,7 +743,7 @@ pub fn resolve_date(s: &str) -> Option<crate::calendar::Date> {
 }
 
 /// The zone database (tzdata).
-const ZONEINFO: &str = "/usr/share/zoneinfo";
+pub const ZONEINFO: &str = "/usr/share/zoneinfo";
 
 /// The tz database name for a city or zone as people say it: "Tokyo" → `Asia/Tokyo`, "new york"
 /// → `America/New_York`, "Europe/Paris", "UTC".
