@@ -724,9 +724,6 @@ mod tests {
         }
     }
 
-    /// The judged choice sums both models' regrets: the second model's best stands unless the
-    /// judge's figures put another first, and a tie keeps the earlier (the searching model's
-    /// better) reading.
     /// whisper.cpp's lines for an aborted decode are no error in the log; its other errors are.
     #[test]
     fn an_aborted_decode_is_not_logged_as_an_error() {
@@ -754,6 +751,9 @@ mod tests {
         );
     }
 
+    /// The judged choice sums both models' regrets: the second model's best stands unless the
+    /// judge's figures put another first, and a tie keeps the earlier (the searching model's
+    /// better) reading.
     #[test]
     fn a_judged_reading_is_the_one_both_models_find_likeliest() {
         let found = || {
