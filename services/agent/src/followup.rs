@@ -261,11 +261,11 @@ pub fn incomplete(text: &str) -> Option<Ask> {
             Pattern {
                 // "remind me tomorrow to call mum", "remind me to water the plants tonight": a
                 // day without a time, which a reminder at a clock time needs.
-                re: r(r"remind me (?:(?P<day>today|tonight|tomorrow|(?:on )?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)) )?(?:to|that|about) (?P<label>.+?)"),
+                re: r(&format!(r"remind me (?:(?P<day>{}) )?(?:to|that|about) (?P<label>.+?)", intent::REMINDER_DAY)),
                 build: |c| {
                     static TRAILING: OnceLock<Regex> = OnceLock::new();
                     let trailing = TRAILING.get_or_init(|| {
-                        Regex::new(r"(?i)^(?P<what>.+?)\s+(?P<day>today|tonight|tomorrow|(?:on )?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday))$")
+                        Regex::new(&format!(r"(?i)^(?P<what>.+?)\s+(?P<day>{})$", intent::REMINDER_DAY))
                             .unwrap_or_else(|_| unreachable!())
                     });
                     let label = c["label"].trim();
@@ -332,6 +332,43 @@ pub fn incomplete(text: &str) -> Option<Ask> {
         .find_map(|p| p.re.captures(text).and_then(|c| (p.build)(&c)))
 }
 
+/// The question for what grounding found missing from the LLM tier's call, with the stage
+/// that says so: a timer's length ("For how long?") or a reminder's time ("At what time?");
+/// `None` for any other refusal.
+pub fn for_missing(why: &grounding::Ungrounded, args: &Value) -> Option<(&'static str, Ask)> {
+    match why {
+        grounding::Ungrounded::NoNumber => {
+            let label = args
+                .get("label")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            Some((
+                "no number said",
+                Ask {
+                    tool: "set_timer",
+                    args: json!({ "label": label }),
+                    slot: Slot::Seconds,
+                    question: "For how long?",
+                },
+            ))
+        }
+        grounding::Ungrounded::NoTime => {
+            let mut rest = args.as_object().cloned().unwrap_or_default();
+            rest.remove("time");
+            Some((
+                "no time said",
+                Ask {
+                    tool: "set_reminder",
+                    args: Value::Object(rest),
+                    slot: Slot::Time,
+                    question: "At what time?",
+                },
+            ))
+        }
+        _ => None,
+    }
+}
+
 /// `args` with `slot` filled from `text`, the answer to the question; `None` when it does not
 /// answer it.
 pub fn fill(slot: Slot, args: &Value, text: &str) -> Option<Value> {
@@ -347,10 +384,10 @@ pub fn fill(slot: Slot, args: &Value, text: &str) -> Option<Value> {
                 .unwrap_or(&lower);
             let time = intent::parse_time(t)?;
             // "Tonight", then "at nine": the evening's nine.
-            let tonight = args.get("date").and_then(Value::as_str) == Some("tonight");
-            match time.get(..2).and_then(|h| h.parse::<u32>().ok()) {
-                Some(h) if tonight && h < 12 => json!(format!("{:02}{}", h + 12, &time[2..])),
-                _ => json!(time),
+            if args.get("date").and_then(Value::as_str) == Some("tonight") {
+                json!(intent::in_the_evening(time))
+            } else {
+                json!(time)
             }
         }
         Slot::Text | Slot::Query => {

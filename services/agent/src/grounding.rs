@@ -473,7 +473,8 @@ pub fn check(
             .iter()
             .find(|p| lower.starts_with(*p))
             .map_or(0, |p| p.len());
-            let trimmed = what[cut..].trim().to_string();
+            // (`get`: the cut is counted in the lower-cased text, whose bytes may differ.)
+            let trimmed = what.get(cut..).unwrap_or(what).trim().to_string();
             obj.insert("text".into(), Value::String(trimmed));
         }
         // Last, so that the question for the time keeps the day and the words set right above.

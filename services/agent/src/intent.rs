@@ -493,7 +493,7 @@ fn normalize(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// A day a reminder is set for: "today", "tonight", "tomorrow", "(on) Friday", "(on)
 /// 2026-12-24".
-const REMINDER_DAY: &str = r"today|tonight|tomorrow|(?:on\s+)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|(?:on\s+)?\d{4}-\d{2}-\d{2}";
+pub const REMINDER_DAY: &str = r"today|tonight|tomorrow|(?:on\s+)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|(?:on\s+)?\d{4}-\d{2}-\d{2}";
 
 /// A clock time as said or as Whisper writes it ([`normalize`] makes "9 a.m." "9 am"), as the
 /// calendar's rule takes it: "9", "9:30", "9am", "nine thirty", "seven o'clock", "noon".
@@ -517,23 +517,25 @@ fn reminder(c: &regex::Captures<'_>) -> Option<Intent> {
                 .to_lowercase()
         })
         .unwrap_or_default();
-    let mut time = parse_time(&c["time"])?;
-    let date = if day == "tonight" {
-        if let Some(h) = time
-            .get(..2)
-            .and_then(|h| h.parse::<u32>().ok())
-            .filter(|h| *h < 12)
-        {
-            time = format!("{:02}{}", h + 12, &time[2..]);
-        }
-        "today".to_string()
+    let time = parse_time(&c["time"])?;
+    let (date, time) = if day == "tonight" {
+        ("today".to_string(), in_the_evening(time))
     } else {
-        day
+        (day, time)
     };
     Some(Intent {
         tool: "set_reminder",
         args: json!({"text": what, "date": date, "time": time}),
     })
+}
+
+/// `time` ("HH:MM", from [`parse_time`]) said of tonight: "9" is 21:00; an afternoon or
+/// evening time stays.
+pub fn in_the_evening(time: String) -> String {
+    match time.get(..2).and_then(|h| h.parse::<u32>().ok()) {
+        Some(h) if h < 12 => format!("{:02}{}", h + 12, &time[2..]),
+        _ => time,
+    }
 }
 
 /// `add_note` with the words said, if there are any ("Take a note." has none: that is a

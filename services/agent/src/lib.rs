@@ -507,6 +507,11 @@ impl AgentService {
         ]);
         req.max_tokens = Some(160);
         let head = format!("{total} message(s){about}; the latest {}:", latest.len());
+        let out_of_time = || tools::Outcome {
+            needs_confirmation: false,
+            ok: false,
+            text: format!("{head}\n{listing}\n{NO_SUMMARY_IN_TIME}"),
+        };
         match self
             .bus
             .request::<_, ChatReply>(
@@ -533,16 +538,8 @@ impl AgentService {
             Ok(ChatReply {
                 finish_reason: FinishReason::Deadline,
                 ..
-            }) => tools::Outcome {
-                needs_confirmation: false,
-                ok: false,
-                text: format!("{head}\n{listing}\n{NO_SUMMARY_IN_TIME}"),
-            },
-            Err(e) if e.code() == ErrorCode::Timeout => tools::Outcome {
-                needs_confirmation: false,
-                ok: false,
-                text: format!("{head}\n{listing}\n{NO_SUMMARY_IN_TIME}"),
-            },
+            }) => out_of_time(),
+            Err(e) if e.code() == ErrorCode::Timeout => out_of_time(),
             Ok(r) => tools::Outcome {
                 needs_confirmation: false,
                 ok: false,
@@ -1248,46 +1245,23 @@ impl Handler for AgentService {
                 .and_then(|()| grounding::check(&tool, &mut args, &msg.text, previous.as_deref()))
             {
                 Ok(()) => {}
-                // A timer with a unit and no number: ask for its length, as the router does.
-                Err(grounding::Ungrounded::NoNumber) => {
-                    record.stages.push(ming_schemas::agent::Stage {
-                        name: "no number said".into(),
-                        at_ms: since(started),
-                    });
-                    let label = args
-                        .get("label")
-                        .and_then(|l| l.as_str())
-                        .unwrap_or_default();
-                    let ask = followup::Ask {
-                        tool: "set_timer",
-                        args: serde_json::json!({ "label": label }),
-                        slot: followup::Slot::Seconds,
-                        question: "For how long?",
-                    };
-                    return self.ask(resp, record, &msg, tier, ask, started);
-                }
-                // A reminder with no time said: ask for it, as for a timer's length.
-                Err(grounding::Ungrounded::NoTime) => {
-                    record.stages.push(ming_schemas::agent::Stage {
-                        name: "no time said".into(),
-                        at_ms: since(started),
-                    });
-                    let mut rest = args.as_object().cloned().unwrap_or_default();
-                    rest.remove("time");
-                    let ask = followup::Ask {
-                        tool: "set_reminder",
-                        args: serde_json::Value::Object(rest),
-                        slot: followup::Slot::Time,
-                        question: "At what time?",
-                    };
-                    return self.ask(resp, record, &msg, tier, ask, started);
-                }
-                Err(e) => {
-                    refusal = Some(("arguments not the user's", "unsure", format!(
-                        "I heard \u{201c}{}\u{201d} and am not sure what you want ({tool}? {e}); please say it again",
-                        msg.text.trim()
-                    )));
-                }
+                Err(e) => match followup::for_missing(&e, &args) {
+                    // A timer with a unit and no number, a reminder with no time: ask for it,
+                    // as the router does for a timer.
+                    Some((stage, ask)) => {
+                        record.stages.push(ming_schemas::agent::Stage {
+                            name: stage.into(),
+                            at_ms: since(started),
+                        });
+                        return self.ask(resp, record, &msg, tier, ask, started);
+                    }
+                    None => {
+                        refusal = Some(("arguments not the user's", "unsure", format!(
+                            "I heard \u{201c}{}\u{201d} and am not sure what you want ({tool}? {e}); please say it again",
+                            msg.text.trim()
+                        )));
+                    }
+                },
             }
         }
         // The local model's chat answer (`reply`) to a voice turn heard again as other words

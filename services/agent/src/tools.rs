@@ -503,10 +503,7 @@ impl Tools {
         if what.is_empty() {
             return fail("say what to remind you of");
         }
-        let Some(minute) = crate::intent::parse_time(&text("time")).and_then(|t| {
-            let (h, m) = t.split_once(':')?;
-            Some(h.parse::<u32>().ok()? * 60 + m.parse::<u32>().ok()?)
-        }) else {
+        let Some(minute) = clock_minutes(&text("time")) else {
             return fail(format!("I do not understand the time \"{}\"", text("time")));
         };
         let day = text("date");
@@ -573,10 +570,7 @@ impl Tools {
         match tool {
             "add_event" => {
                 let title = text("title");
-                let Some(start) = crate::intent::parse_time(&text("time")).and_then(|t| {
-                    let (h, m) = t.split_once(':')?;
-                    Some(h.parse::<u32>().ok()? * 60 + m.parse::<u32>().ok()?)
-                }) else {
+                let Some(start) = clock_minutes(&text("time")) else {
                     return fail(format!("I do not understand the time \"{}\"", text("time")));
                 };
                 if title.is_empty() {
@@ -695,6 +689,14 @@ fn human(secs: u64) -> String {
         parts.push(unit(s, "second"));
     }
     parts.join(" ")
+}
+
+/// A clock time as said ("9am", "14:30", "noon"; see `intent::parse_time`) in minutes after
+/// midnight.
+fn clock_minutes(said: &str) -> Option<u32> {
+    let t = crate::intent::parse_time(said)?;
+    let (h, m) = t.split_once(':')?;
+    Some(h.parse::<u32>().ok()? * 60 + m.parse::<u32>().ok()?)
 }
 
 /// The string argument `k` of a call, trimmed; empty when absent.
